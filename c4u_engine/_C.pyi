@@ -1,0 +1,6 @@
+# Type stubs for the private native module c4u_engine._C. Call it through c4u_engine.ops, which checks arguments.
+with_cuda: bool
+cuda_archs: str
+
+def cuda_device_count() -> int: ...
+def cuda_device_name(index: int) -> str: ...
