@@ -1,6 +1,50 @@
 # Type stubs for the private native module c4u_engine._C. Call it through c4u_engine.ops, which checks arguments.
+# Pointers are raw addresses (ints); sizes are flat [n * 2] lists of (height, width). See csrc/include/c4u/*.h.
 with_cuda: bool
 cuda_archs: str
 
 def cuda_device_count() -> int: ...
 def cuda_device_name(index: int) -> str: ...
+
+# Batched Qwen2-VL preprocessing (csrc/include/c4u/preprocess.h); Python face: c4u_engine/ops/preprocess.py.
+def preprocess_cpu(
+    src: list[int],
+    src_hw: list[int],
+    dst_hw: list[int],
+    out: int,
+    out_rows: int,
+    patch_size: int,
+    temporal_patch_size: int,
+    merge_size: int,
+    rescale_factor: float,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> None: ...
+
+# Only in CUDA builds (with_cuda is True).
+def preprocess_cuda_workspace_bytes(
+    src_hw: list[int],
+    dst_hw: list[int],
+    patch_size: int,
+    temporal_patch_size: int,
+    merge_size: int,
+    rescale_factor: float,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> int: ...
+def preprocess_cuda(
+    src: list[int],
+    src_hw: list[int],
+    dst_hw: list[int],
+    out: int,
+    out_rows: int,
+    workspace: int,
+    workspace_bytes: int,
+    stream: int,
+    patch_size: int,
+    temporal_patch_size: int,
+    merge_size: int,
+    rescale_factor: float,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> None: ...

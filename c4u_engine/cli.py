@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from c4u_engine.errors import C4UError
 
@@ -17,12 +18,63 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    from c4u_engine.api import Engine, default_engine
+    from c4u_engine.profile import Profile
+
+    profile = Profile(title=args.title, queries=tuple(args.query or ()), extra=args.extra or "")
+    engine = Engine(args.model, device=args.device, backend=args.backend) if args.model else default_engine()
+    selection = engine.select(args.images, profile, mode=args.mode, strategy=args.strategy,
+                              both_orders=not args.one_order, max_new_tokens=args.max_new_tokens, strict=args.strict)
+    if args.json:
+        print(json.dumps({"images": args.images, **selection.to_dict()}, indent=2))
+    else:
+        print(selection.summary())
+        for rank, idx in enumerate(selection.ranking, 1):
+            print(f"{rank:>3}. #{idx} {args.images[idx]}  score {selection.scores[idx]:.3f}")
+        for idx, reason in selection.rejected.items():
+            print(f"rejected #{idx} {args.images[idx]}: {reason}")
+    if args.report:
+        from c4u_engine.imaging import load_image
+        from c4u_engine.selection.report import render_html
+
+        thumbs = []
+        for i, path in enumerate(args.images):
+            thumbs.append(None if i in selection.rejected else load_image(path).pixels)
+        Path(args.report).write_text(render_html(selection, thumbs, profile_text=_profile_text(profile)),
+                                     encoding="utf-8")
+        print(f"report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def _profile_text(profile) -> str:
+    queries = "; ".join(profile.queries) or "(none)"
+    return f"{profile.title} | queries: {queries}" + (f" | {profile.extra}" if profile.extra else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c4u", description="c4u_engine: select advertising creatives")
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="version, native build, runtimes and devices")
     p_info.add_argument("--json", action="store_true")
     p_info.set_defaults(func=_cmd_info)
+
+    p_sel = sub.add_parser("select", help="pick the creative a user is most likely to click")
+    p_sel.add_argument("images", nargs="+", help="candidate creative image files")
+    p_sel.add_argument("--title", required=True, help="product title")
+    p_sel.add_argument("--query", action="append", help="a high-frequency search query of the user (repeatable)")
+    p_sel.add_argument("--extra", help="extra user context")
+    p_sel.add_argument("--mode", default="fast", choices=["fast", "reason", "hybrid"])
+    p_sel.add_argument("--strategy", default="knockout", choices=["knockout", "round_robin"])
+    p_sel.add_argument("--one-order", action="store_true", help="judge each pair in one order only")
+    p_sel.add_argument("--max-new-tokens", type=int, default=256)
+    p_sel.add_argument("--strict", action="store_true", help="fail on an invalid image instead of rejecting it")
+    p_sel.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: the built-in model)")
+    p_sel.add_argument("--device", default="cpu")
+    p_sel.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p_sel.add_argument("--json", action="store_true", help="print the selection as JSON")
+    p_sel.add_argument("--report", help="write a self-contained HTML report here")
+    p_sel.set_defaults(func=_cmd_select)
     return parser
 
 

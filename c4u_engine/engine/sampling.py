@@ -1,0 +1,55 @@
+"""Next-token choice from logits: greedy, or temperature / top-k / top-p sampling with a seeded generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from c4u_engine.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise InvalidInputError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise InvalidInputError(f"top_k must be >= 0, got {self.top_k}")
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self._rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """logits float32 [B, V] -> token ids int64 [B]."""
+        p = self.params
+        if not p.do_sample:
+            return logits.argmax(axis=-1).astype(np.int64)
+        scaled = logits.astype(np.float64) / p.temperature
+        if p.top_k:
+            kth = np.partition(scaled, -p.top_k, axis=-1)[:, -p.top_k][:, None]
+            scaled = np.where(scaled < kth, -np.inf, scaled)
+        probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        if p.top_p < 1.0:
+            order = np.argsort(-probs, axis=-1)
+            sorted_p = np.take_along_axis(probs, order, axis=-1)
+            # keep the smallest set whose mass reaches top_p (the first token always stays)
+            drop_sorted = (np.cumsum(sorted_p, axis=-1) - sorted_p) >= p.top_p
+            drop = np.zeros_like(drop_sorted)
+            np.put_along_axis(drop, order, drop_sorted, axis=-1)
+            probs = np.where(drop, 0.0, probs)
+            probs /= probs.sum(axis=-1, keepdims=True)
+        u = self._rng.random((probs.shape[0], 1))
+        return np.minimum((np.cumsum(probs, axis=-1) < u).sum(axis=-1), probs.shape[1] - 1).astype(np.int64)

@@ -1,0 +1,196 @@
+"""Qwen2.5-VL language model: a Qwen2 decoder (GQA, M-RoPE, RMSNorm, SwiGLU) with an explicit KV cache.
+
+forward takes and returns the cache as plain tensors so that one signature serves prefill, decode, prefix
+reuse and ONNX/TensorRT export. Attention rules, for query token i (0-based among the S new tokens) and key
+slot j of the P + S cached + new slots:
+    attend  iff  attention_mask[b, j] and j <= P + i      (causal; the mask lets the engine pad)
+    or j == P + i                                         (a token always sees itself)
+The second rule only matters for padding queries, whose rows would otherwise be fully masked and produce NaN;
+real tokens never attend to masked slots. Both left and right padding work: left padding puts the pads'
+slots first (mask False there), right padding puts them last within the new tokens (causality already hides
+them from real tokens; in later steps their slots stay False in the mask). Position ids are explicit, so pads
+do not shift the real tokens' positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c4u_engine.errors import InvalidInputError
+from c4u_engine.models.config import TextConfig
+from c4u_engine.models.layers import GatedMLP, RMSNorm, apply_rotary, repeat_kv
+
+
+class MRotary(nn.Module):
+    """cos/sin [B, S, head_dim] from position ids [3, B, S]: frequency band k takes axis k % 3 per mrope_section."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.head_dim = cfg.head_dim
+        self.theta = cfg.rope_theta
+        self.sections = list(cfg.mrope_section)
+        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
+
+    def compute_inv_freq(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Float32 inverse frequencies, as transformers' default rope computes them."""
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim
+        return 1.0 / (self.theta**exponent)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.float()  # [3, B, S, head_dim / 2]
+        bands = freqs.split(self.sections, dim=-1)
+        freqs = torch.cat([band[i % 3] for i, band in enumerate(bands)], dim=-1)  # [B, S, head_dim / 2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        past_key: torch.Tensor,
+        past_value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rotary(q, cos[:, None], sin[:, None])
+        k = apply_rotary(k, cos[:, None], sin[:, None])
+        keys = torch.cat([past_key.to(k.dtype), k], dim=2)
+        values = torch.cat([past_value.to(v.dtype), v], dim=2)
+        groups = self.heads // self.kv_heads
+        out = F.scaled_dot_product_attention(q, repeat_kv(keys, groups), repeat_kv(values, groups), attn_mask=mask)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), keys, values
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, bias=False)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        past_key: torch.Tensor,
+        past_value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn, keys, values = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key, past_value)
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), keys, values
+
+
+class LanguageModel(nn.Module):
+    """embed_tokens -> decoder layers -> norm -> lm_head (tied to embed_tokens when tie_word_embeddings)."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.rotary = MRotary(cfg)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings [B, S, H] of input_ids [B, S]."""
+        return self.embed_tokens(input_ids)
+
+    def empty_cache(
+        self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Past keys and values with P = 0 for a first (prefill) call."""
+        cfg = self.config
+        dtype = dtype or self.embed_tokens.weight.dtype
+        shape = (batch, cfg.num_key_value_heads, 0, cfg.head_dim)
+        keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        return keys, values
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_keys: list[torch.Tensor],
+        past_values: list[torch.Tensor],
+        attention_mask: torch.Tensor,
+        logits_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run S new tokens after P cached ones.
+
+        inputs_embeds [B, S, H]; position_ids [3, B, S] int64; past_keys / past_values: one [B, kvH, P, D] per
+        layer (P may be 0); attention_mask bool [B, P + S] (True = attend); logits_index int64 [B, K] positions
+        within S whose logits to return (None = all S). Returns (logits [B, K, V] float32, new_keys,
+        new_values) with the caches grown to [B, kvH, P + S, D].
+        """
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
+            self._check_inputs(inputs_embeds, position_ids, past_keys, past_values, attention_mask, logits_index)
+        s = inputs_embeds.shape[1]
+        p = past_keys[0].shape[2]
+        device = inputs_embeds.device
+        query_slot = torch.arange(s, device=device) + p  # [S]
+        key_slot = torch.arange(p + s, device=device)  # [P + S]
+        causal = key_slot[None, :] <= query_slot[:, None]
+        itself = key_slot[None, :] == query_slot[:, None]
+        mask = ((causal[None] & attention_mask[:, None, :].bool()) | itself[None])[:, None]  # [B, 1, S, P + S]
+
+        cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
+        x = inputs_embeds
+        new_keys, new_values = [], []
+        for layer, past_key, past_value in zip(self.layers, past_keys, past_values):
+            x, keys, values = layer(x, cos, sin, mask, past_key, past_value)
+            new_keys.append(keys)
+            new_values.append(values)
+        x = self.norm(x)
+        if logits_index is not None:
+            x = torch.gather(x, 1, logits_index[:, :, None].expand(-1, -1, x.shape[-1]))
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, weight).float(), new_keys, new_values
+
+    def _check_inputs(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_keys: list[torch.Tensor],
+        past_values: list[torch.Tensor],
+        attention_mask: torch.Tensor,
+        logits_index: torch.Tensor | None,
+    ) -> None:
+        cfg = self.config
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != cfg.hidden_size:
+            raise InvalidInputError(f"inputs_embeds must be [B, S, {cfg.hidden_size}], got {tuple(inputs_embeds.shape)}")
+        b, s, _ = inputs_embeds.shape
+        if tuple(position_ids.shape) != (3, b, s):
+            raise InvalidInputError(f"position_ids must be [3, {b}, {s}], got {tuple(position_ids.shape)}")
+        n = cfg.num_hidden_layers
+        if len(past_keys) != n or len(past_values) != n:
+            raise InvalidInputError(f"need {n} past key and value tensors, got {len(past_keys)} and {len(past_values)}")
+        p = past_keys[0].shape[2] if past_keys[0].ndim == 4 else -1
+        expected = (b, cfg.num_key_value_heads, p, cfg.head_dim)
+        for name, cache in (("past_keys", past_keys), ("past_values", past_values)):
+            for i, t in enumerate(cache):
+                if tuple(t.shape) != expected:
+                    raise InvalidInputError(f"{name}[{i}] must be {list(expected)} [B, kvH, P, D], got {list(t.shape)}")
+        if tuple(attention_mask.shape) != (b, p + s):
+            raise InvalidInputError(f"attention_mask must be [B, P + S] = [{b}, {p + s}], got {list(attention_mask.shape)}")
+        if logits_index is not None and (logits_index.ndim != 2 or logits_index.shape[0] != b):
+            raise InvalidInputError(f"logits_index must be [{b}, K], got {list(logits_index.shape)}")

@@ -1,0 +1,66 @@
+"""Replaying c4u_engine's prompts with transformers: the oracle in tests and the baseline in benchmarks.
+
+`Engine.comparison_messages(...)` hands out (messages, assistant_prefix); `transformers_inputs` turns them into the
+inputs Qwen2_5_VLForConditionalGeneration takes, the way transformers' own processor would (chat template,
+Pillow image processor, one <|image_pad|> per image expanded to its token count). transformers is imported here
+only; the runtime never imports this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class TransformersJudge:
+    """A checkpoint loaded the way a user would with transformers (no torchvision: the Pillow image processor)."""
+
+    def __init__(self, model_dir: str | Path, dtype: Any = None, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+        self.torch = torch
+        self.model_dir = Path(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.image_processor = AutoImageProcessor.from_pretrained(self.model_dir)
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            self.model_dir, dtype=dtype or torch.float32).to(device).eval()
+        self.device = device
+
+    def inputs(self, messages: list[dict], assistant_prefix: str = "") -> dict:
+        from c4u_engine.imaging import load_image
+
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text += assistant_prefix
+        images = [load_image(item["image"]).pixels for m in messages if isinstance(m["content"], list)
+                  for item in m["content"] if item.get("type") == "image"]
+        batch: dict = {}
+        if images:
+            processed = self.image_processor(images=images, return_tensors="pt")
+            batch["pixel_values"] = processed["pixel_values"].to(self.device)
+            batch["image_grid_thw"] = processed["image_grid_thw"].to(self.device)
+            merge = self.image_processor.merge_size ** 2
+            parts = text.split("<|image_pad|>")
+            if len(parts) != len(images) + 1:
+                raise ValueError(f"{len(parts) - 1} image placeholders for {len(images)} images")
+            text = parts[0]
+            for grid, part in zip(batch["image_grid_thw"], parts[1:]):
+                text += "<|placeholder|>" * int(grid.prod() // merge) + part
+            text = text.replace("<|placeholder|>", "<|image_pad|>")
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        batch["input_ids"] = ids.to(self.device)
+        batch["attention_mask"] = self.torch.ones_like(batch["input_ids"])
+        return batch
+
+    def next_logits(self, messages: list[dict], assistant_prefix: str = ""):
+        """float32 numpy [vocab]: logits after the prompt, one full forward pass."""
+        with self.torch.inference_mode():
+            out = self.model(**self.inputs(messages, assistant_prefix))
+        return out.logits[0, -1].float().cpu().numpy()
+
+    def generate(self, messages: list[dict], assistant_prefix: str = "", max_new_tokens: int = 64, **kwargs) -> list[int]:
+        """Greedy new token ids (transformers' generate with its KV cache)."""
+        batch = self.inputs(messages, assistant_prefix)
+        with self.torch.inference_mode():
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, **kwargs)
+        return out[0, batch["input_ids"].shape[1]:].tolist()

@@ -1,0 +1,60 @@
+"""Model runtimes behind one contract (base.Runner): torch (reference), onnxruntime, tensorrt."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from c4u_engine.errors import BackendUnavailableError, InvalidInputError
+from c4u_engine.runners.base import Runner
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _has_onnx_export(model_dir: Path) -> bool:
+    return (model_dir / "onnx" / "manifest.json").is_file() or (model_dir / "manifest.json").is_file()
+
+
+def available_backends(model_dir: Path, device: str) -> dict[str, str | None]:
+    """Each backend with None if it can run here, else the reason it cannot."""
+    reasons: dict[str, str | None] = {}
+    reasons["torch"] = None if _has("torch") else "torch is not installed"
+    if not _has("onnxruntime"):
+        reasons["onnxruntime"] = "onnxruntime is not installed"
+    elif not _has_onnx_export(model_dir):
+        reasons["onnxruntime"] = f"{model_dir} holds no exported ONNX graphs (python -m export {model_dir})"
+    else:
+        reasons["onnxruntime"] = None
+    if not _has("tensorrt"):
+        reasons["tensorrt"] = "tensorrt is not installed"
+    elif not device.startswith("cuda"):
+        reasons["tensorrt"] = "tensorrt runs on CUDA devices only"
+    else:
+        reasons["tensorrt"] = "TensorRT engines are built by python -m export.build_tensorrt; runtime use is not wired yet"
+    return reasons
+
+
+def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu", dtype: str | None = None) -> Runner:
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    reasons = available_backends(Path(model_dir), device)
+    if backend == "auto":
+        order = ["tensorrt", "onnxruntime", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"]
+        for name in order:
+            if reasons[name] is None:
+                backend = name
+                break
+        else:
+            why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+            raise BackendUnavailableError(f"no runtime can run {model_dir} on {device}: {why}")
+    elif reasons[backend] is not None:
+        raise BackendUnavailableError(f"backend {backend!r} cannot run here: {reasons[backend]}")
+    if backend == "torch":
+        from c4u_engine.runners.torch_runner import TorchRunner
+
+        return TorchRunner(model_dir, device=device, dtype=dtype)
+    raise BackendUnavailableError(f"backend {backend!r} is not implemented in this build")

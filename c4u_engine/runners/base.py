@@ -1,0 +1,84 @@
+"""The runner contract: what the engine asks of a model runtime (torch, onnxruntime, tensorrt).
+
+The engine speaks numpy for everything small (token ids, positions, masks, logits) and treats two things as opaque,
+runner-owned values: embeddings (`Embeds`) and KV caches (`KV`). A runner keeps those wherever it computes (torch
+tensors on a device, numpy arrays for onnxruntime) so nothing crosses the host boundary between steps.
+
+KV layout, every runner: per layer K and V of [batch, kv_heads, length, head_dim]. Which slots of `length` are real is
+the engine's business: it passes an attention mask with every forward call, so padded slots are simply never attended.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+
+Embeds = Any
+KV = Any
+
+
+class Runner(ABC):
+    """One model runtime. Subclasses set `name`, `device`, and the model facts below."""
+
+    name: str = "abstract"
+    device: str = "cpu"
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+
+    @abstractmethod
+    def encode_images(self, pixel_values: np.ndarray, grid_thw: np.ndarray) -> list[Embeds]:
+        """Vision tower over many images in one call.
+
+        pixel_values: float32 [sum_patches, 3*T*P*P] in Qwen's patch layout; grid_thw: int64 [n, 3].
+        Returns one embedding block per image, [t*h*w // merge**2, hidden].
+        """
+
+    @abstractmethod
+    def embed(self, input_ids: np.ndarray, image_embeds: Sequence[Embeds]) -> Embeds:
+        """Token embeddings [B, S, hidden] with image-pad positions filled, in row-major order, from image_embeds
+        (concatenated in order). The engine guarantees the counts match."""
+
+    @abstractmethod
+    def forward(
+        self,
+        embeds: Embeds,
+        position_ids: np.ndarray,
+        past: KV | None,
+        attention_mask: np.ndarray,
+        logits_index: np.ndarray,
+    ) -> tuple[np.ndarray, KV]:
+        """One decoder pass (prefill or decode).
+
+        embeds [B, S, hidden]; position_ids int64 [3, B, S] (M-RoPE); past: KV of length P or None (P = 0);
+        attention_mask bool [B, P + S] (True = may be attended; causality among the S new tokens is implied);
+        logits_index int64 [B, K]: positions within S whose logits are returned.
+        Returns (logits float32 [B, K, vocab], KV of length P + S).
+        """
+
+    @abstractmethod
+    def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None) -> KV:
+        """Rows of a batched KV (repeats allowed), cut to the first `length` slots when given."""
+
+    @abstractmethod
+    def kv_stack(self, kvs: Sequence[KV], length: int) -> KV:
+        """Stack batch-1 KVs into one batch, each right-padded (with zeros) to `length` slots."""
+
+    @abstractmethod
+    def kv_length(self, kv: KV) -> int:
+        """Slots in the KV (real or padding)."""
+
+    @abstractmethod
+    def kv_nbytes(self, kv: KV) -> int:
+        """Bytes the KV holds (for cache budgets)."""
+
+    def embeds_nbytes(self, embeds: Embeds) -> int:
+        """Bytes an embedding block holds (for cache budgets)."""
+        return int(embeds.nelement() * embeds.element_size()) if hasattr(embeds, "element_size") else int(embeds.nbytes)
+
+    def close(self) -> None:
+        """Release device memory and sessions (optional)."""

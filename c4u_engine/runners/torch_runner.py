@@ -1,0 +1,135 @@
+"""The reference runtime: c4u_engine.models' PyTorch Qwen2.5-VL, on CPU or CUDA."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from c4u_engine.errors import BackendUnavailableError, InvalidInputError
+from c4u_engine.runners.base import KV, Embeds, Runner
+
+try:
+    import torch
+except ImportError:  # the runtime path without torch uses onnxruntime; this runner says why it cannot run
+    torch = None
+
+
+class TorchKV:
+    """Per-layer K and V tensors, each [batch, kv_heads, length, head_dim]."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: list, values: list) -> None:
+        self.keys = keys
+        self.values = values
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, model_dir: str | Path, *, device: str = "cpu", dtype: str | None = None) -> None:
+        if torch is None:
+            raise BackendUnavailableError("the torch runtime needs torch: pip install torch==2.13.0 (CPU) or a CUDA build")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"device {device!r} asked for, but torch sees no CUDA device")
+        if device != "cpu" and not device.startswith("cuda"):
+            raise InvalidInputError(f"unknown device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'")
+        from c4u_engine.models.checkpoint import load_model
+
+        torch_dtype = _parse_dtype(dtype)
+        self.model = load_model(model_dir, device=device, dtype=torch_dtype)
+        self.device = device
+        self.dtype = next(self.model.parameters()).dtype
+        cfg = self.model.config.text
+        self.num_layers = cfg.num_hidden_layers
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.hidden_size = cfg.hidden_size
+        self.vocab_size = cfg.vocab_size
+        self.image_token_id = self.model.config.image_token_id
+        self._torch_device = torch.device(device)
+        # torch modules are not re-entrant across threads on the same weights under inference_mode only by
+        # convention; the engine serializes calls, this lock guards direct users of the runner.
+        self._lock = threading.Lock()
+
+    # -- vision ----------------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: np.ndarray, grid_thw: np.ndarray) -> list[Embeds]:
+        grid = np.asarray(grid_thw, dtype=np.int64)
+        with self._lock, torch.inference_mode():
+            pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)).to(self._torch_device, self.dtype)
+            out = self.model.encode_images(pv, grid)
+        merge = self.model.config.vision.spatial_merge_size
+        sizes = [int(t * h * w // (merge * merge)) for t, h, w in grid]
+        return list(torch.split(out, sizes, dim=0))
+
+    def embed(self, input_ids: np.ndarray, image_embeds: Sequence[Embeds]) -> Embeds:
+        with self._lock, torch.inference_mode():
+            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._torch_device)
+            embeds = self.model.language.embed(ids)
+            if len(image_embeds):
+                flat = torch.cat(list(image_embeds), dim=0).to(embeds.dtype)
+                mask = ids == self.image_token_id
+                n = int(mask.sum())
+                if n != flat.shape[0]:
+                    raise InvalidInputError(f"{n} image-pad tokens but {flat.shape[0]} image embeddings")
+                embeds = embeds.masked_scatter(mask.unsqueeze(-1), flat)
+            return embeds
+
+    # -- decoder ---------------------------------------------------------------------------------------
+    def forward(self, embeds, position_ids, past, attention_mask, logits_index):
+        with self._lock, torch.inference_mode():
+            dev = self._torch_device
+            pos = torch.from_numpy(np.ascontiguousarray(position_ids, dtype=np.int64)).to(dev)
+            mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=bool)).to(dev)
+            index = torch.from_numpy(np.ascontiguousarray(logits_index, dtype=np.int64)).to(dev)
+            if past is None:
+                b = embeds.shape[0]
+                empty = embeds.new_zeros((b, self.num_kv_heads, 0, self.head_dim))
+                past_k = [empty] * self.num_layers
+                past_v = [empty] * self.num_layers
+            else:
+                past_k, past_v = past.keys, past.values
+            logits, keys, values = self.model.language(embeds, pos, past_k, past_v, mask, index)
+            return logits.float().cpu().numpy(), TorchKV(list(keys), list(values))
+
+    # -- KV plumbing -----------------------------------------------------------------------------------
+    def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None) -> KV:
+        with torch.inference_mode():
+            idx = torch.as_tensor(list(rows), dtype=torch.long, device=self._torch_device)
+            cut = slice(None) if length is None else slice(0, length)
+            pick = lambda t: t.index_select(0, idx)[:, :, cut].contiguous()  # noqa: E731
+            return TorchKV([pick(k) for k in kv.keys], [pick(v) for v in kv.values])
+
+    def kv_stack(self, kvs: Sequence[KV], length: int) -> KV:
+        with torch.inference_mode():
+            def stack(tensors: list) -> "torch.Tensor":
+                first = tensors[0]
+                out = first.new_zeros((len(tensors), first.shape[1], length, first.shape[3]))
+                for i, t in enumerate(tensors):
+                    out[i, :, : t.shape[2]] = t[0]
+                return out
+
+            keys = [stack([kv.keys[layer] for kv in kvs]) for layer in range(self.num_layers)]
+            values = [stack([kv.values[layer] for kv in kvs]) for layer in range(self.num_layers)]
+            return TorchKV(keys, values)
+
+    def kv_length(self, kv: KV) -> int:
+        return int(kv.keys[0].shape[2])
+
+    def kv_nbytes(self, kv: KV) -> int:
+        return sum(t.nelement() * t.element_size() for t in (*kv.keys, *kv.values))
+
+
+def _parse_dtype(dtype):
+    if dtype is None:
+        return None
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in names:
+        raise InvalidInputError(f"unknown dtype {dtype!r}; valid: {', '.join(names)}")
+    return names[dtype]

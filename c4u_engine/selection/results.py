@@ -1,0 +1,227 @@
+"""What a selection produces: one judged `Comparison`, and the final `Selection`.
+
+Both are plain frozen dataclasses with `to_dict()` / `from_dict()`. `to_dict()` returns only JSON types (dict keys are
+strings: JSON has no integer keys), so `json.loads(json.dumps(x.to_dict())) == x.to_dict()` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+from c4u_engine.errors import InvalidInputError
+
+Answer = Literal["A", "B"]
+_ANSWERS = ("A", "B", None)
+
+
+def _check_index(name: str, value: object) -> int:
+    # bool is an int subclass; True as a candidate index is always a bug upstream.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be a non-negative int candidate index, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One judged ordered pair: candidate `first` shown as "Creative A", `second` as "Creative B".
+
+    `prob_a` is the judge's P(answer == "A") in [0, 1]: from the answer-token logits in fast mode; in reason mode from
+    those logits when available, else 1.0 / 0.0 from the parsed answer. `answer` is None when the output could not be
+    parsed; such a comparison carries no evidence and counts as 0.5 (see `p_first`), whatever `prob_a` says.
+    """
+
+    first: int
+    second: int
+    answer: Answer | None
+    prob_a: float
+    reasoning: str | None = None
+    mode: str = "fast"
+    error: str | None = None
+    raw_text: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_index("Comparison.first", self.first)
+        _check_index("Comparison.second", self.second)
+        if self.first == self.second:
+            raise InvalidInputError(f"a comparison needs two different candidates, got {self.first} vs itself")
+        if self.answer not in _ANSWERS:
+            raise InvalidInputError(f"Comparison.answer must be 'A', 'B' or None, got {self.answer!r}")
+        try:
+            prob = float(self.prob_a)  # accept numpy scalars, store a plain float
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"Comparison.prob_a must be a number in [0, 1], got {self.prob_a!r}") from None
+        if not (math.isfinite(prob) and 0.0 <= prob <= 1.0):
+            raise InvalidInputError(f"Comparison.prob_a must be in [0, 1], got {self.prob_a!r}")
+        object.__setattr__(self, "prob_a", prob)
+        if not isinstance(self.mode, str) or not self.mode:
+            raise InvalidInputError(f"Comparison.mode must be a non-empty string, got {self.mode!r}")
+
+    @classmethod
+    def unparsable(cls, first: int, second: int, *, mode: str, raw_text: str | None, error: str | None = None,
+                   reasoning: str | None = None) -> Comparison:
+        """A comparison whose answer could not be read: answer None, prob_a 0.5, `error` says why."""
+        if error is None:
+            shown = raw_text if raw_text is None or len(raw_text) <= 200 else raw_text[:200] + "..."
+            error = f"unparsable answer: {shown!r}"
+        return cls(first, second, None, 0.5, reasoning=reasoning, mode=mode, error=error, raw_text=raw_text)
+
+    @property
+    def parsed(self) -> bool:
+        """True when the judge gave a readable answer."""
+        return self.answer is not None
+
+    @property
+    def winner(self) -> int | None:
+        """The candidate this comparison's answer picked (`first` for "A", `second` for "B"), None if unparsable."""
+        if self.answer is None:
+            return None
+        return self.first if self.answer == "A" else self.second
+
+    @property
+    def p_first(self) -> float:
+        """P(first beats second) as evidence for aggregation: prob_a, or 0.5 when the answer was unparsable."""
+        return self.prob_a if self.answer is not None else 0.5
+
+    def remap(self, ids: Sequence[int]) -> Comparison:
+        """The same comparison with `first`/`second` replaced by `ids[first]`/`ids[second]` (e.g. input indices)."""
+        return dataclasses.replace(self, first=ids[self.first], second=ids[self.second])
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, as JSON types."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        """Inverse of `to_dict()`; unknown keys are an error (they mean a format mismatch)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidInputError(f"unknown Comparison fields {sorted(unknown)}; valid fields: {sorted(known)}")
+        return cls(**data)
+
+
+def _jsonable(value: Any) -> Any:
+    """A copy of `value` made of JSON types only (stats are free-form and may hold tuples or numpy scalars)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    if hasattr(value, "tolist"):  # numpy array
+        return value.tolist()
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The answer to `select()`. All indices are positions in the caller's input list of images.
+
+    `ranking` holds the judged candidates, best first; a duplicate (`duplicates[d]` = the input it repeats) may be
+    ranked too, beside its original with the same score, or left out; rejected inputs are never ranked. `scores[i]` is
+    i's mean probability of beating the opponents it was compared with. `deciding_pairs`
+    are the ordered (first, second) pairs that decided the winner (see `Tournament.deciding_pairs`); `explanation`
+    quotes their reasoning. `stats` is free-form (engine counters and timings, tournament counters).
+    """
+
+    winner: int
+    ranking: list[int]
+    scores: dict[int, float]
+    comparisons: list[Comparison] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)
+    duplicates: dict[int, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    deciding_pairs: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.ranking:
+            raise InvalidInputError("a Selection needs at least one ranked candidate")
+        if len(set(self.ranking)) != len(self.ranking):
+            raise InvalidInputError(f"Selection.ranking repeats a candidate: {self.ranking}")
+        if self.winner != self.ranking[0]:
+            raise InvalidInputError(f"Selection.winner {self.winner} is not ranking[0] ({self.ranking[0]})")
+        ranked = set(self.ranking)
+        overlap = ranked & set(self.rejected)
+        if overlap:
+            raise InvalidInputError(f"inputs {sorted(overlap)} are both ranked and in Selection.rejected")
+        orphans = {d: o for d, o in self.duplicates.items() if o not in ranked or d == o}
+        if orphans:
+            raise InvalidInputError(f"Selection.duplicates {orphans} point to inputs that are not ranked originals")
+        missing = ranked - set(self.scores)
+        if missing:
+            raise InvalidInputError(f"Selection.scores has no score for ranked candidates {sorted(missing)}")
+
+    @property
+    def deciding_comparisons(self) -> list[Comparison]:
+        """The comparisons whose ordered pair is in `deciding_pairs` (all modes), in the order they were run."""
+        wanted = set(map(tuple, self.deciding_pairs))
+        return [c for c in self.comparisons if (c.first, c.second) in wanted]
+
+    @property
+    def explanation(self) -> str | None:
+        """The judge's reasoning in the comparisons that decided the winner, or None when none has reasoning."""
+        parts = []
+        for c in self.deciding_comparisons:
+            if c.reasoning and c.reasoning.strip():
+                verdict = f"picked {c.winner}" if c.winner is not None else "no readable answer"
+                parts.append(f"[{c.first} as A vs {c.second} as B: {verdict}] {c.reasoning.strip()}")
+        return "\n\n".join(parts) if parts else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; integer dict keys become strings, pairs become 2-lists."""
+        return {
+            "winner": self.winner,
+            "ranking": list(self.ranking),
+            "scores": {str(k): float(v) for k, v in self.scores.items()},
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "rejected": {str(k): v for k, v in self.rejected.items()},
+            "duplicates": {str(k): v for k, v in self.duplicates.items()},
+            "stats": _jsonable(self.stats),
+            "deciding_pairs": [[a, b] for a, b in self.deciding_pairs],
+            "explanation": self.explanation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Selection:
+        """Inverse of `to_dict()` (the derived `explanation` is ignored)."""
+        try:
+            return cls(
+                winner=int(data["winner"]),
+                ranking=[int(i) for i in data["ranking"]],
+                scores={int(k): float(v) for k, v in data["scores"].items()},
+                comparisons=[Comparison.from_dict(c) for c in data.get("comparisons", [])],
+                rejected={int(k): str(v) for k, v in data.get("rejected", {}).items()},
+                duplicates={int(k): int(v) for k, v in data.get("duplicates", {}).items()},
+                stats=dict(data.get("stats", {})),
+                deciding_pairs=[(int(a), int(b)) for a, b in data.get("deciding_pairs", [])],
+            )
+        except KeyError as exc:
+            raise InvalidInputError(f"Selection dict lacks required key {exc.args[0]!r}") from None
+
+    def summary(self) -> str:
+        """A few readable lines: winner, ranking with scores, rejected, duplicates, counters, explanation."""
+        lines = [f"winner: #{self.winner} (score {self.scores[self.winner]:.3f})"]
+        lines.append("ranking: " + "  ".join(f"{r + 1}. #{i} ({self.scores[i]:.3f})"
+                                              for r, i in enumerate(self.ranking)))
+        if self.rejected:
+            lines.append("rejected: " + "; ".join(f"#{i}: {why}" for i, why in sorted(self.rejected.items())))
+        if self.duplicates:
+            lines.append("duplicates: " + ", ".join(f"#{i} = #{of}" for i, of in sorted(self.duplicates.items())))
+        unparsable = sum(1 for c in self.comparisons if not c.parsed)
+        counters = f"comparisons: {len(self.comparisons)}"
+        if unparsable:
+            counters += f", unparsable: {unparsable}"
+        if "inconsistent_orders" in self.stats:
+            counters += f", inconsistent orders: {self.stats['inconsistent_orders']}"
+        lines.append(counters)
+        if self.explanation:
+            lines.append("why: " + self.explanation)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()

@@ -1,0 +1,1 @@
+"""Release tooling: ONNX export, TensorRT readiness checks and engine builds. Never imported by the runtime."""

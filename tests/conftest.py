@@ -1,0 +1,77 @@
+"""Shared fixtures (tiny checkpoints built once per session) and the skip rules for `cuda` / `tensorrt` tests.
+
+Collection never touches a GPU: torch is imported only inside the collection hook, and only when some collected
+test is marked `cuda`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # `from tiny_checkpoint import ...` in any test, any import mode
+
+from tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
+
+
+def _cuda_skip_reason() -> str | None:
+    """Why `cuda` tests cannot run here, or None when they can."""
+    try:
+        from c4u_engine import _C
+    except ImportError as exc:
+        return f"c4u_engine._C is not importable ({exc})"
+    if not _C.with_cuda:
+        return "c4u_engine._C was built without CUDA (no nvcc at build time, or C4U_CUDA=OFF)"
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no CUDA device"
+    if _C.cuda_device_count() < 1:
+        return "c4u_engine._C sees no CUDA device"
+    return None
+
+
+def _tensorrt_skip_reason() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # a broken install (missing libnvinfer) raises more than ImportError
+        return f"tensorrt is not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for marker, reason_of in (("cuda", _cuda_skip_reason), ("tensorrt", _tensorrt_skip_reason)):
+        marked = [item for item in items if item.get_closest_marker(marker) is not None]
+        if not marked:
+            continue  # no probe at all (no torch import) when nothing needs it
+        reason = reason_of()
+        if reason is not None:
+            for item in marked:
+                item.add_marker(pytest.mark.skip(reason=f"{marker}: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """make_tiny_checkpoint(**kwargs), memoized per session by its arguments (each distinct one built once)."""
+    built: dict[str, Path] = {}
+
+    def factory(**kwargs) -> Path:
+        key = json.dumps(kwargs, sort_keys=True, default=repr)
+        if key not in built:
+            built[key] = make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_ckpt"), **kwargs)
+        return built[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_ckpt_factory: Callable[..., Path]) -> Path:
+    """The default tiny Qwen2.5-VL checkpoint directory (read-only by convention: copy it before editing files)."""
+    return tiny_ckpt_factory()
