@@ -7,6 +7,7 @@ def cuda_device_count() -> int: ...
 def cuda_device_name(index: int) -> str: ...
 
 # Batched Qwen2-VL preprocessing (csrc/include/c4u/preprocess.h); Python face: c4u_engine/ops/preprocess.py.
+# pillow_vertical_first: follow Pillow >= 13's pass order (see ops.preprocess.pillow_runs_vertical_first).
 def preprocess_cpu(
     src: list[int],
     src_hw: list[int],
@@ -19,6 +20,7 @@ def preprocess_cpu(
     rescale_factor: float,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    pillow_vertical_first: bool,
 ) -> None: ...
 
 # Only in CUDA builds (with_cuda is True).
@@ -31,6 +33,7 @@ def preprocess_cuda_workspace_bytes(
     rescale_factor: float,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    pillow_vertical_first: bool,
 ) -> int: ...
 def preprocess_cuda(
     src: list[int],
@@ -47,4 +50,5 @@ def preprocess_cuda(
     rescale_factor: float,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    pillow_vertical_first: bool,
 ) -> None: ...

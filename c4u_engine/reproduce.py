@@ -50,6 +50,9 @@ class TransformersJudge:
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         batch["input_ids"] = ids.to(self.device)
         batch["attention_mask"] = self.torch.ones_like(batch["input_ids"])
+        # transformers 5 computes M-RoPE positions from the processor's token types (1 = image token)
+        image_token_id = self.model.config.image_token_id
+        batch["mm_token_type_ids"] = (batch["input_ids"] == image_token_id).to(self.torch.int32)
         return batch
 
     def next_logits(self, messages: list[dict], assistant_prefix: str = ""):

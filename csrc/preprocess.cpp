@@ -8,6 +8,13 @@
 
 #include "c4u/preprocess_math.h"
 
+// Hot loops get an AVX2 clone picked at load time (plain builds stay portable); integer math, same results.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__)
+#define C4U_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define C4U_VECTOR_CLONES
+#endif
+
 namespace c4u {
 namespace {
 
@@ -62,18 +69,19 @@ int64_t append_bicubic_coeffs(int64_t in_size, int64_t out_size, std::vector<int
 
 // Output row y of the vertical pass over an [rows, stride] image, accumulated row by row (the same integer sums
 // as Pillow's column-by-column loop, in cache order).
-void resample_v_row(const ImagePlan& p, const int32_t* table, const uint8_t* in, int64_t stride, int64_t y,
-                    std::vector<int32_t>& acc, uint8_t* out) {
+C4U_VECTOR_CLONES void resample_v_row(const ImagePlan& p, const int32_t* table, const uint8_t* in, int64_t stride,
+                                      int64_t y, std::vector<int32_t>& acc, uint8_t* out) {
   const int32_t* bounds = table + p.coef_v;
   const int32_t* k = table + p.coef_v + 2 * p.dst_h + y * p.ksize_v;
   const int64_t ymin = bounds[2 * y], count = bounds[2 * y + 1];
   acc.assign(stride, 1 << (kResamplePrecisionBits - 1));
+  int32_t* __restrict sums = acc.data();  // uint8 pointers may alias anything: promise they don't, to vectorize
   for (int64_t t = 0; t < count; ++t) {
-    const uint8_t* tap = in + (ymin + t) * stride;
+    const uint8_t* __restrict tap = in + (ymin + t) * stride;
     const int32_t w = k[t];
-    for (int64_t j = 0; j < stride; ++j) acc[j] += tap[j] * w;
+    for (int64_t j = 0; j < stride; ++j) sums[j] += tap[j] * w;
   }
-  for (int64_t j = 0; j < stride; ++j) out[j] = clip8(acc[j]);
+  for (int64_t j = 0; j < stride; ++j) out[j] = clip8(sums[j]);
 }
 
 void check(bool ok, const std::string& what) {
@@ -155,6 +163,15 @@ void preprocess_cpu(int64_t n, const uint8_t* const* src, const int64_t* src_hw,
   };
   const int32_t* table = plan.table.data();
   const float* lut = plan.lut.data();
+  const int64_t T = cfg.temporal_patch_size, PP = static_cast<int64_t>(cfg.patch_size) * cfg.patch_size;
+  std::vector<int64_t> column_start(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) column_start[i + 1] = column_start[i] + plan.images[i].dst_w;
+  std::vector<int64_t> column_offsets(column_start[n]);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t x = 0; x < plan.images[i].dst_w; ++x) {
+      column_offsets[column_start[i] + x] = patch_offset(cfg, plan.images[i], plan.out_cols, 0, x);
+    }
+  }
 
 #pragma omp parallel
   {
@@ -192,9 +209,15 @@ void preprocess_cpu(int64_t n, const uint8_t* const* src, const int64_t* src_hw,
         resample_v_row(p, table, in, p.dst_w * 3, y, acc, row.data());
         pixels = row.data();
       }
+      // patch_offset(y, x) splits into a part of y and a part of x; the x part is tabulated once per image.
+      const int64_t row_part = patch_offset(cfg, p, plan.out_cols, y, 0) - patch_offset(cfg, p, plan.out_cols, 0, 0);
+      const int64_t* x_part = column_offsets.data() + column_start[i];
       for (int64_t x = 0; x < p.dst_w; ++x) {
-        const int64_t offset = patch_offset(cfg, p, plan.out_cols, y, x);
-        for (int c = 0; c < 3; ++c) write_patch_value(cfg, out, offset, c, lut[c * 256 + pixels[3 * x + c]]);
+        float* at = out + row_part + x_part[x];
+        for (int c = 0; c < 3; ++c) {
+          const float v = lut[c * 256 + pixels[3 * x + c]];
+          for (int64_t t = 0; t < T; ++t) at[(c * T + t) * PP] = v;
+        }
       }
     }
   }

@@ -29,6 +29,10 @@ def _is_image_object(value: Any) -> bool:
         return len(value) > 0
     if isinstance(value, np.ndarray):
         return True
+    from c4u_engine.imaging import LoadedImage  # an image the engine already decoded and hashed
+
+    if isinstance(value, LoadedImage):
+        return True
     pil_image = sys.modules.get("PIL.Image")  # an object can only be a PIL image if PIL is already imported
     return pil_image is not None and isinstance(value, pil_image.Image)
 

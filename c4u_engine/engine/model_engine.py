@@ -82,7 +82,7 @@ class ModelEngine:
         self.tokenizer = Tokenizer.from_dir(model_dir)
         self.chat_template = ChatTemplate.from_dir(model_dir)
         self.preprocess_params = _load_preprocess_params(model_dir)
-        from c4u_engine.models.checkpoint import checkpoint_fingerprint
+        from c4u_engine.models.checkpoint_files import checkpoint_fingerprint
 
         self.fingerprint = checkpoint_fingerprint(model_dir)
         self.encoder_cache = ByteLRU(self.limits.encoder_cache_bytes, runner.embeds_nbytes)
@@ -91,7 +91,8 @@ class ModelEngine:
 
     # -- prompts ---------------------------------------------------------------------------------------
     def load_images(self, objs: Sequence[Any]) -> list[LoadedImage]:
-        return [load_image(o, max_pixels=self.limits.max_image_pixels) for o in objs]
+        return [o if isinstance(o, LoadedImage) else load_image(o, max_pixels=self.limits.max_image_pixels)
+                for o in objs]
 
     def grid_of(self, image: LoadedImage) -> tuple[int, int, int]:
         h, w = image.pixels.shape[:2]
@@ -139,6 +140,7 @@ class ModelEngine:
             if k not in found and k not in missing:
                 missing[k] = im
         timer.count("images_cached", len(set(keys)) - len(missing))
+        timer.count("images_encoded", len(missing))
         if missing:
             t0 = time.perf_counter()
             pixel_values, grid = preprocess([im.pixels for im in missing.values()], self.preprocess_params)
@@ -146,7 +148,6 @@ class ModelEngine:
             t0 = time.perf_counter()
             outs = self.runner.encode_images(pixel_values, grid)
             timer.add_time("vision", t0)
-            timer.count("images_encoded", len(missing))
             for k, out in zip(missing, outs):
                 found[k] = out
                 if use_cache:

@@ -1,7 +1,7 @@
 """The PyTorch reference Qwen2.5-VL and its checkpoint loading.
 
-Config, checkpoint files, M-RoPE position ids and the vision tower's grid-derived inputs are torch-free and import eagerly (the
-onnxruntime path uses them without torch); the torch modules load on first access.
+Config, checkpoint files, M-RoPE position ids and the vision tower's grid-derived inputs are torch-free and
+import eagerly (the onnxruntime path uses them without torch); the torch modules load on first access.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def load_state_dict(
 def load_model(
     model_dir: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> Qwen25VL:
-    """Build a Qwen25VL from a checkpoint directory, in eval mode, on device.
+    """Build a Qwen25VL from a checkpoint directory, in eval mode with requires_grad off, on device.
 
     dtype None means: the checkpoint's torch_dtype on CUDA, float32 on CPU (CPU half-precision matmuls are slow
     and inexact). Parameters are materialised once, straight from the files (no random init).
@@ -101,4 +101,5 @@ def load_model(
         model = Qwen25VL(config)
     model.load_state_dict(state, strict=True, assign=True)
     model.rebuild_buffers()
-    return model.eval()
+    # Inference by default: no autograd graphs hanging off KV caches. Training code can re-enable grads.
+    return model.eval().requires_grad_(False)

@@ -134,17 +134,30 @@ def _eos_list(value: Any, path: Path, field: str) -> list[int]:
 
 
 class _Fields:
-    """Typed access to one JSON object, with errors naming the file and the dotted field."""
+    """Typed access to one JSON object, with errors naming the file and the dotted field.
 
-    def __init__(self, data: dict[str, Any], path: Path, prefix: str = "") -> None:
-        self.data, self.path, self.prefix = data, path, prefix
+    With a fallback, fields absent here are looked up there (text_config first, then the flat top level).
+    """
+
+    def __init__(self, data: dict[str, Any], path: Path, prefix: str = "", fallback: _Fields | None = None) -> None:
+        self.data, self.path, self.prefix, self.fallback = data, path, prefix, fallback
+
+    def _owner(self, field: str) -> _Fields:
+        if self.data.get(field) is None and self.fallback is not None and self.fallback.data.get(field) is not None:
+            return self.fallback
+        return self
+
+    def where(self, field: str) -> str:
+        """The dotted name of field in the file, e.g. 'text_config.hidden_size'."""
+        return self._owner(field).prefix + field
 
     def fail(self, field: str, problem: str) -> ModelFormatError:
-        return ModelFormatError(f"{self.path}: field {self.prefix + field!r} {problem}")
+        return ModelFormatError(f"{self.path}: field {self.where(field)!r} {problem}")
 
     def get(self, field: str, default: Any = _MISSING) -> Any:
-        if field in self.data and self.data[field] is not None:
-            return self.data[field]
+        value = self._owner(field).data.get(field)
+        if value is not None:
+            return value
         if default is _MISSING:
             raise self.fail(field, "is missing")
         return default
@@ -192,8 +205,8 @@ def _parse(raw: dict[str, Any], path: Path, generation_eos: list[int]) -> ModelC
     text_raw = raw.get("text_config")
     if text_raw is not None and not isinstance(text_raw, dict):
         raise top.fail("text_config", "must be an object")
-    # Flat (classic) fields first, text_config on top: text_config wins where both exist.
-    text = _Fields({**raw, **(text_raw or {})}, path, "text_config." if text_raw else "")
+    # text_config wins where both it and the flat (classic) copy hold a field.
+    text = _Fields(text_raw, path, "text_config.", fallback=top) if text_raw is not None else top
     vision_raw = top.get("vision_config")
     if not isinstance(vision_raw, dict):
         raise top.fail("vision_config", "must be an object")
@@ -212,7 +225,7 @@ def _parse(raw: dict[str, Any], path: Path, generation_eos: list[int]) -> ModelC
         if token_ids[name] >= text_cfg.vocab_size:
             raise top.fail(name, f"is {token_ids[name]}, outside the vocabulary (vocab_size {text_cfg.vocab_size})")
 
-    eos = _eos_list(text.get("eos_token_id", None), path, text.prefix + "eos_token_id")
+    eos = _eos_list(text.get("eos_token_id", None), path, text.where("eos_token_id"))
     eos += [t for t in generation_eos if t not in eos]
     dtype = raw.get("torch_dtype") or raw.get("dtype") or "float32"
     if dtype not in SUPPORTED_DTYPES:
@@ -248,7 +261,7 @@ def _parse_text(text: _Fields, top: _Fields) -> TextConfig:
     rope_raw = text.get(rope_key) if rope_key else {}
     if not isinstance(rope_raw, dict):
         raise text.fail(rope_key, "must be an object")
-    rope = _Fields(rope_raw, text.path, f"{text.prefix}{rope_key}.")
+    rope = _Fields(rope_raw, text.path, f"{text.where(rope_key)}." if rope_key else "")
     rope_type = rope_raw.get("rope_type", rope_raw.get("type", "default"))
     if rope_type not in ("default", "mrope"):
         raise UnsupportedModelError(f"{text.path}: rope type {rope_type!r} is not supported (expected 'mrope')")
@@ -293,7 +306,7 @@ def _parse_vision(vision: _Fields) -> VisionConfig:
     merge = vision.int("spatial_merge_size", 2)
     window = vision.int("window_size")
     if window // (patch * merge) < 1:
-        raise vision.fail("window_size", f"({window}) must be at least patch_size * spatial_merge_size ({patch * merge})")
+        raise vision.fail("window_size", f"({window}) must be >= patch_size * spatial_merge_size ({patch * merge})")
     fullatt = vision.get("fullatt_block_indexes")
     if (
         not isinstance(fullatt, list)

@@ -177,7 +177,8 @@ class LanguageModel(nn.Module):
     ) -> None:
         cfg = self.config
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != cfg.hidden_size:
-            raise InvalidInputError(f"inputs_embeds must be [B, S, {cfg.hidden_size}], got {tuple(inputs_embeds.shape)}")
+            found = list(inputs_embeds.shape)
+            raise InvalidInputError(f"inputs_embeds must be [B, S, {cfg.hidden_size}], got {found}")
         b, s, _ = inputs_embeds.shape
         if tuple(position_ids.shape) != (3, b, s):
             raise InvalidInputError(f"position_ids must be [3, {b}, {s}], got {tuple(position_ids.shape)}")
@@ -191,6 +192,7 @@ class LanguageModel(nn.Module):
                 if tuple(t.shape) != expected:
                     raise InvalidInputError(f"{name}[{i}] must be {list(expected)} [B, kvH, P, D], got {list(t.shape)}")
         if tuple(attention_mask.shape) != (b, p + s):
-            raise InvalidInputError(f"attention_mask must be [B, P + S] = [{b}, {p + s}], got {list(attention_mask.shape)}")
+            found = list(attention_mask.shape)
+            raise InvalidInputError(f"attention_mask must be [B, P + S] = [{b}, {p + s}], got {found}")
         if logits_index is not None and (logits_index.ndim != 2 or logits_index.shape[0] != b):
             raise InvalidInputError(f"logits_index must be [{b}, K], got {list(logits_index.shape)}")

@@ -35,10 +35,10 @@ class Qwen25VL(nn.Module):
         images with grids grid_thw [n, 3], in order (images are independent: no attention across them)."""
         grid = grid_thw.cpu().numpy() if isinstance(grid_thw, torch.Tensor) else np.asarray(grid_thw)
         cfg = self.config.vision
-        expected = (int(np.prod(np.asarray(grid).reshape(-1, 3), axis=1).sum()), cfg.patch_dim)
+        expected = (int(np.prod(grid.reshape(-1, 3), axis=1).sum()), cfg.patch_dim)
         if tuple(pixel_values.shape) != expected:
             raise InvalidInputError(
-                f"pixel_values must be [sum(t*h*w), patch_dim] = {list(expected)} for grids {np.asarray(grid).tolist()}, "
+                f"pixel_values must be [sum(t*h*w), patch_dim] = {list(expected)} for grids {grid.tolist()}, "
                 f"got {list(pixel_values.shape)}"
             )
         device = self.visual.patch_embed.proj.weight.device

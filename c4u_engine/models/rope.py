@@ -70,31 +70,31 @@ def mrope_position_ids(
 def _row_positions(
     row: np.ndarray, grids: np.ndarray, next_image: int, image_token_id: int, merge: int
 ) -> tuple[np.ndarray, int]:
+    """Positions [3, len(row)] of one row's real tokens; loops over images, not tokens."""
     out = np.empty((3, len(row)), dtype=np.int64)
+    image_slots = np.flatnonzero(row == image_token_id)
     i, current = 0, 0
     while i < len(row):
-        if row[i] != image_token_id:
-            end = i
-            while end < len(row) and row[end] != image_token_id:
-                end += 1
-            out[:, i:end] = current + np.arange(end - i)
-            current += end - i
-            i = end
-            continue
+        k = np.searchsorted(image_slots, i)
+        j = int(image_slots[k]) if k < len(image_slots) else len(row)  # next image token (or the end)
+        out[:, i:j] = current + np.arange(j - i)
+        current += j - i
+        if j == len(row):
+            break
         if next_image >= len(grids):
             raise InvalidInputError(f"the prompt holds more image tokens than the {len(grids)} image grids given")
         t, h, w = (int(v) for v in grids[next_image])
         h, w = h // merge, w // merge
         count = t * h * w
-        if i + count > len(row) or not (row[i : i + count] == image_token_id).all():
+        if j + count > len(row) or not (row[j : j + count] == image_token_id).all():
             raise InvalidInputError(
                 f"image {next_image} (grid {grids[next_image].tolist()}) needs {count} consecutive image tokens "
-                f"at position {i}; the prompt has fewer"
+                f"at position {j}; the prompt has fewer"
             )
         tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
-        out[:, i : i + count] = np.stack([tt.ravel(), hh.ravel(), ww.ravel()]) + current
+        out[:, j : j + count] = np.stack([tt.ravel(), hh.ravel(), ww.ravel()]) + current
         current += max(h, w)
-        i += count
+        i = j + count
         next_image += 1
     return out, next_image
 

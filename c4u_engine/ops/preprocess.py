@@ -165,7 +165,9 @@ def preprocess_cuda(
     device = None
     for i, image in enumerate(images):
         if not isinstance(image, torch.Tensor):
-            raise KernelArgumentError(f"preprocess_cuda: images[{i}] must be a torch tensor, got {type(image).__name__}")
+            raise KernelArgumentError(
+                f"preprocess_cuda: images[{i}] must be a torch tensor, got {type(image).__name__}"
+            )
         if image.device.type != "cuda":
             raise KernelArgumentError(f"preprocess_cuda: images[{i}] is on {image.device}, expected a CUDA device")
         device = device or image.device

@@ -110,3 +110,28 @@ def test_bad_inputs_are_refused(model) -> None:
     ids = torch.from_numpy(prompt_ids([[1, 4, 6]], [1, 1]))[None]
     with pytest.raises(InvalidInputError, match="6 image tokens"):
         model.merge_image_embeddings(ids, lm.embed(ids), torch.zeros(5, model.config.text.hidden_size))
+
+
+@pytest.mark.slow
+def test_forward_exports_with_dynamic_batch_and_lengths(model) -> None:
+    """torch.export with dynamic B, S and P: the cache-as-tensors signature has no data-dependent Python."""
+    lm, cfg = model.language, model.config.text
+    torch.manual_seed(0)
+
+    def inputs(batch: int, new: int, past: int) -> tuple:
+        kv = (batch, cfg.num_key_value_heads, past, cfg.head_dim)
+        mask = torch.ones(batch, past + new, dtype=torch.bool)
+        mask[0, : past // 2] = False  # some padding in row 0
+        return (torch.randn(batch, new, cfg.hidden_size), torch.arange(new).expand(3, batch, new) + past,
+                [torch.randn(kv) for _ in lm.layers], [torch.randn(kv) for _ in lm.layers], mask, None)
+
+    dim = torch.export.Dim
+    b, s, p = dim("batch", max=64), dim("new", max=4096), dim("past", max=8192)
+    cache = [{0: b, 2: p}] * len(lm.layers)
+    shapes = ({0: b, 1: s}, {1: b, 2: s}, cache, cache, {0: b, 1: dim.AUTO}, None)
+    with torch.no_grad():
+        program = torch.export.export(lm, inputs(2, 5, 3), dynamic_shapes=shapes)
+        other = inputs(3, 1, 7)
+        exported, eager = program.module()(*other), lm(*other)
+    assert (exported[0] - eager[0]).abs().max().item() < 1e-5
+    assert all(torch.equal(x, y) for x, y in zip(exported[1], eager[1]))

@@ -128,6 +128,14 @@ def test_transformers4_layout_with_both_copies(tmp_path: Path) -> None:
     raw["num_key_value_heads"] = 7  # stale flat copy, overridden by text_config
     cfg = ModelConfig.from_json(write_config(tmp_path, raw))
     assert cfg.text.num_key_value_heads == 4 and cfg.text.rope_theta == 5e5
+    assert cfg.text.vocab_size == 152064  # only in the flat copy
+    raw["text_config"]["num_key_value_heads"] = 3
+    with pytest.raises(ModelFormatError, match="'text_config.num_key_value_heads'"):
+        ModelConfig.from_json(write_config(tmp_path, raw))
+    raw["text_config"]["num_key_value_heads"] = 4
+    raw["intermediate_size"] = -1
+    with pytest.raises(ModelFormatError, match="field 'intermediate_size'"):  # named where it was found
+        ModelConfig.from_json(write_config(tmp_path, raw))
 
 
 def mutate(path: str, value: object) -> dict:
@@ -169,8 +177,10 @@ BAD_CONFIGS = [
     ("architectures", ["LlamaForCausalLM"], UnsupportedModelError, "LlamaForCausalLM"),
 ]
 
+BAD_IDS = [f"{field}={value}" for field, value, *_ in BAD_CONFIGS]
 
-@pytest.mark.parametrize(("field", "value", "error", "needle"), BAD_CONFIGS, ids=[f"{b[0]}={b[1]}" for b in BAD_CONFIGS])
+
+@pytest.mark.parametrize(("field", "value", "error", "needle"), BAD_CONFIGS, ids=BAD_IDS)
 def test_bad_config_names_file_and_field(tmp_path: Path, field: str, value: object, error: type, needle: str) -> None:
     path = write_config(tmp_path, mutate(field, value))
     with pytest.raises(error) as info:

@@ -74,7 +74,8 @@ def hf_greedy(hf, ids: np.ndarray, mask: np.ndarray, pixels, grids) -> tuple[tor
 
 
 @pytest.mark.parametrize(
-    ("spec", "images"), [("kv1_win56", "two_images"), ("gqa3_win112_tied", "one_image"), ("mha_win28_nofull", "no_image")]
+    ("spec", "images"),
+    [("kv1_win56", "two_images"), ("gqa3_win112_tied", "one_image"), ("mha_win28_nofull", "no_image")],
 )
 def test_greedy_decode_with_cache_matches_generate(pairs: dict, spec: str, images: str) -> None:
     hf, ours = pairs[spec]

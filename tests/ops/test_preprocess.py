@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import PIL
 import pytest
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
@@ -125,7 +124,20 @@ def test_both_pillow_pass_orders(vertical_first: bool) -> None:
         _C.preprocess_cpu([image.ctypes.data], [h, w], [new_h, new_w], out.ctypes.data, len(out),
                           **DEFAULT.native_kwargs(), pillow_vertical_first=vertical_first)
         np.testing.assert_array_equal(out, patchify(normalize(np.asarray(expected), DEFAULT), DEFAULT))
-    assert pillow_runs_vertical_first() == (int(PIL.__version__.split(".")[0]) >= 13)
+
+
+
+def test_pass_order_probe_agrees_with_pillow() -> None:
+    from PIL import Image
+
+    bicubic = Image.Resampling.BICUBIC
+    pil = Image.fromarray(random_image(np.random.default_rng(4), 400, 90))
+    direct = np.asarray(pil.resize((56, 112), bicubic))
+    vertical_first = np.asarray(pil.resize((90, 112), bicubic).resize((56, 112), bicubic))
+    horizontal_first = np.asarray(pil.resize((56, 400), bicubic).resize((56, 112), bicubic))
+    assert not np.array_equal(vertical_first, horizontal_first)
+    expected = vertical_first if pillow_runs_vertical_first() else horizontal_first
+    np.testing.assert_array_equal(direct, expected)
 
 
 def test_accepts_read_only_views_and_keeps_inputs() -> None:

@@ -1,0 +1,179 @@
+"""CoT-SFT: supervised training on comparison prompts with chain-of-thought targets, in both orders.
+
+Each pair gives four sequences: (A, B) and (B, A) orders, each as a chain of thought ("reason" form) and as a direct
+answer after an empty think block ("fast" form); see batching.py. Loss: cross-entropy on the target tokens only,
+averaged per sequence, then over the batch. AdamW (no decay on biases and norms), linear warm-up then cosine decay,
+gradient-norm clipping. Every `save_every` steps a resumable state goes to state_dir and the weights to out_dir, so
+out_dir is always a loadable checkpoint. Deterministic from the seed: initial weights, data order (a permutation per
+epoch drawn from (seed, epoch)) and hence every step; resuming reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from c4u_engine.data.creative_pair import load_pairs
+from c4u_engine.engine.prompt import load_prompt_template
+from c4u_engine.errors import InvalidInputError
+from c4u_engine.train.batching import ExampleBuilder, Item, collate, make_items
+from c4u_engine.train.checkpoint_writer import save_weights, write_assets
+from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.forward import batch_logits, sequence_mean_nll
+from c4u_engine.train.model_spec import ModelSpec, build_model, load_trainable
+from c4u_engine.train.train_state import (
+    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, save_state, trim_log,
+)
+
+# Settings that define the run: a resumed run must have the same ones.
+_RUN_KEYS = ("split", "epochs", "max_steps", "batch_size", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
+             "grad_clip", "seed", "forms", "max_pairs")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    data_dir: str  # a CreativePair directory (train.jsonl, ...)
+    out_dir: str  # the checkpoint directory: created from tokenizer_file + spec, or fine-tuned when it exists
+    tokenizer_file: str | None = None  # tokenizer.json for a new checkpoint
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    state_dir: str | None = None  # default: out_dir + "_state"
+    split: str = "train"
+    epochs: float = 2.0
+    max_steps: int | None = None  # overrides epochs
+    batch_size: int = 16
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    save_every: int = 250
+    keep_states: int = 2
+    seed: int = 0
+    forms: tuple[str, ...] = ("reason", "fast")
+    max_pairs: int | None = None  # use only the first N pairs (smoke runs)
+    image_chunk: int = 16  # images per vision-tower call
+
+    @property
+    def states(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(str(self.out_dir).rstrip("/") + "_state")
+
+    def run_settings(self) -> dict:
+        data = asdict(self)
+        return {k: list(data[k]) if isinstance(data[k], tuple) else data[k] for k in _RUN_KEYS}
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    out_dir: Path
+    steps: int
+    last_loss: float
+    seconds_per_step: float
+
+
+def prepare_checkpoint(config: SFTConfig) -> torch.nn.Module:
+    """The model to train: out_dir's weights when it holds a checkpoint, else a new one written from the tokenizer
+    and spec with weights initialised from the seed."""
+    out = Path(config.out_dir)
+    if (out / "config.json").is_file():
+        return load_trainable(out)
+    if not config.tokenizer_file:
+        raise InvalidInputError(f"{out} holds no checkpoint; give tokenizer_file (--tokenizer) to create one")
+    from tokenizers import Tokenizer
+
+    model_config = write_assets(out, Tokenizer.from_file(str(config.tokenizer_file)), config.spec)
+    model = build_model(model_config, config.seed, config.spec.init_std)
+    save_weights(model, out)
+    return model
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and norm scales)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+class ItemOrder:
+    """The items of step s: positions s*B .. s*B+B-1 of the endless sequence of per-epoch permutations."""
+
+    def __init__(self, items: list[Item], batch_size: int, seed: int) -> None:
+        self.items, self.batch_size, self.seed = items, batch_size, seed
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.items))}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[Item]:
+        n = len(self.items)
+        out = []
+        for position in range(step * self.batch_size, (step + 1) * self.batch_size):
+            out.append(self.items[int(self._perm(position // n)[position % n])])
+        return out
+
+
+def total_steps(config: SFTConfig, n_items: int) -> int:
+    if config.max_steps is not None:
+        return config.max_steps
+    return max(1, math.ceil(config.epochs * n_items / config.batch_size))
+
+
+def run_sft(config: SFTConfig, *, resume: bool = False, progress: bool = True) -> SFTResult:
+    """Train (or resume training) and leave the final weights in config.out_dir."""
+    if config.batch_size < 1:
+        raise InvalidInputError(f"batch_size={config.batch_size}; expected >= 1")
+    records = load_pairs(config.data_dir, config.split)
+    if config.max_pairs is not None:
+        records = records[: config.max_pairs]
+    if not records:
+        raise InvalidInputError(f"{config.data_dir}: no pairs in split {config.split!r}")
+    if not resume:
+        check_fresh_start(config.states)
+    torch.manual_seed(config.seed)
+    model = prepare_checkpoint(config)
+    engine = training_engine(config.out_dir, model)
+    builder = ExampleBuilder(engine, load_prompt_template(config.out_dir), records)
+    items = make_items(len(records), config.forms)
+    order = ItemOrder(items, config.batch_size, config.seed)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    settings = config.run_settings()
+    start = load_latest_state(config.states, model, optimizer, settings) if resume else 0
+    steps = total_steps(config, len(items))
+    log_path = config.states / "log.jsonl"
+    config.states.mkdir(parents=True, exist_ok=True)
+    trim_log(log_path, start)
+    pad_id = engine.tokenizer.im_end_id
+    bar = Progress(steps, start, "sft", enabled=progress)
+    model.train()
+    loss_value, started = float("nan"), time.perf_counter()
+    try:
+        for step in range(start, steps):
+            t0 = time.perf_counter()
+            lr = cosine_lr(step, config.lr, steps, config.warmup_steps, config.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = collate([builder.example(item) for item in order.batch(step)], engine, pad_id)
+            loss = sequence_mean_nll(batch_logits(model, batch, config.image_chunk), batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            optimizer.step()
+            loss_value = float(loss.detach())
+            metrics = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
+            append_log(log_path, {"step": step + 1, **metrics, "tokens": batch.n_target_tokens,
+                                  "seconds": round(time.perf_counter() - t0, 4)})
+            bar.update({"loss": loss_value, "lr": lr})
+            if (step + 1) % config.save_every == 0 or step + 1 == steps:
+                save_state(config.states, step + 1, model, optimizer, settings, config.keep_states)
+                save_weights(model, config.out_dir)
+    finally:
+        bar.close()
+    done = max(1, steps - start)
+    return SFTResult(Path(config.out_dir), steps, loss_value, (time.perf_counter() - started) / done)
