@@ -204,7 +204,8 @@ class ComparisonRunner:
             mask[r, : past_lens[r]] = True
             mask[r, p_max : p_max + new_lens[r]] = True
         emb = runner.embed(ids, [embeds[pairs[k][1]] for k in chunk])
-        past = runner.kv_stack([e.kv for e in entries], p_max)
+        reserve = 0 if mode == "fast" else max_new_tokens  # decoding appends in place
+        past = runner.kv_stack([e.kv for e in entries], p_max, reserve=s_max + reserve)
         logits, kv = runner.forward(emb, pos, past, mask, np.array([[n - 1] for n in new_lens], np.int64))
         timer.add_time("prefill_comparisons", t0)
         timer.count("tokens_prefilled", sum(new_lens))

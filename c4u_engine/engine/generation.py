@@ -73,7 +73,7 @@ def decode(
         if not keep or step == max_new_tokens - 1:
             break
         if len(keep) < len(active):  # compact: finished rows stop costing compute
-            kv = runner.kv_select(kv, keep)
+            kv = runner.kv_select(kv, keep, reserve=max_new_tokens - step - 1)
             mask, positions, chosen = mask[keep], positions[keep], chosen[keep]
             active = [active[i] for i in keep]
         b = len(active)

@@ -155,14 +155,15 @@ class ModelEngine:
         return [found[k] for k in keys]
 
     # -- whole-prompt passes (the reference path; selection uses comparisons.py) -----------------------
-    def prefill(self, prompt: Prompt, timer: StageTimer | None = None):
+    def prefill(self, prompt: Prompt, timer: StageTimer | None = None, reserve: int = 0):
         timer = timer or StageTimer()
         embeds_img = self.encode(prompt.images, timer)
         t0 = time.perf_counter()
         embeds = self.runner.embed(prompt.ids[None, :], embeds_img)
         s = len(prompt.ids)
         logits, kv = self.runner.forward(
-            embeds, prompt.positions[:, None, :], None, np.ones((1, s), dtype=bool), np.array([[s - 1]], dtype=np.int64)
+            embeds, prompt.positions[:, None, :], None, np.ones((1, s), dtype=bool), np.array([[s - 1]], dtype=np.int64),
+            reserve=reserve,
         )
         timer.add_time("prefill", t0)
         timer.count("tokens_prefilled", s)
@@ -183,7 +184,7 @@ class ModelEngine:
         with self.lock:
             prompt = self.tokenize(messages, assistant_prefix)
             self.check_context(len(prompt.ids), max_new_tokens)
-            logits, kv = self.prefill(prompt)
+            logits, kv = self.prefill(prompt, reserve=max_new_tokens)
             result = decode(
                 self.runner, kv, np.ones((1, len(prompt.ids)), dtype=bool), logits,
                 np.array([prompt.next_position]), max_new_tokens=max_new_tokens,

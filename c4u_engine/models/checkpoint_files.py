@@ -25,6 +25,7 @@ CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+ENGINE_MANIFEST_FILE = "manifest.json"  # of an exported engine directory (c4u_engine/runners/engine_dir.py)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 _RENAMES = (  # first matching prefix wins: the longer transformers names before the classic ones
@@ -127,8 +128,13 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
     Hashes config.json, generation_config.json and the index when present, and for each safetensors file its
     name, size, header (names, dtypes, shapes, offsets) and three 64 KiB samples of the tensor bytes (start,
     middle, end), so that two fine-tunes of one architecture differ. Not a digest of every byte.
+    An exported engine directory without safetensors (python -m export) answers its source checkpoint's
+    fingerprint, which its manifest.json records.
     """
     model_dir = Path(model_dir)
+    manifest = model_dir / ENGINE_MANIFEST_FILE
+    if not (model_dir / SINGLE_FILE).is_file() and not (model_dir / INDEX_FILE).is_file() and manifest.is_file():
+        return _manifest_fingerprint(manifest)
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, GENERATION_CONFIG_FILE, INDEX_FILE):
         path = model_dir / name
@@ -137,6 +143,16 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
     for path in sorted(set(tensor_files(model_dir).values())):
         digest.update(_file_sample(path))
     return digest.hexdigest()
+
+
+def _manifest_fingerprint(path: Path) -> str:
+    try:
+        fingerprint = json.loads(path.read_text(encoding="utf-8"))["source"]["fingerprint"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{path}: no readable source.fingerprint ({exc!r})") from exc
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ModelFormatError(f"{path}: source.fingerprint must be a non-empty string, got {fingerprint!r}")
+    return fingerprint
 
 
 def _file_sample(path: Path, sample: int = 1 << 16) -> bytes:

@@ -20,7 +20,13 @@ from torch import nn
 
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.models.config import TextConfig
-from c4u_engine.models.layers import GatedMLP, RMSNorm, apply_rotary, repeat_kv
+from c4u_engine.models.layers import GatedMLP, RMSNorm, apply_rotary
+
+
+def gqa_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SDPA with q [B, H, S, D] over keys/values [B, kvH, L, D] (views allowed): torch's grouped-query mode reads
+    each KV head for its query group instead of materializing repeat_kv copies of the whole cache."""
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=q.shape[1] != keys.shape[1])
 
 
 class MRotary(nn.Module):
@@ -55,6 +61,14 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
 
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """q [B, H, S, D], k and v [B, kvH, S, D] of the new tokens, rotary applied."""
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos[:, None], sin[:, None]), v
+
     def forward(
         self,
         x: torch.Tensor,
@@ -65,16 +79,21 @@ class Attention(nn.Module):
         past_value: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary(q, cos[:, None], sin[:, None])
-        k = apply_rotary(k, cos[:, None], sin[:, None])
+        q, k, v = self.project(x, cos, sin)
         keys = torch.cat([past_key.to(k.dtype), k], dim=2)
         values = torch.cat([past_value.to(v.dtype), v], dim=2)
-        groups = self.heads // self.kv_heads
-        out = F.scaled_dot_product_attention(q, repeat_kv(keys, groups), repeat_kv(values, groups), attn_mask=mask)
+        out = gqa_attention(q, keys, values, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), keys, values
+
+    def forward_into(self, x, cos, sin, mask, key_buffer: torch.Tensor, value_buffer: torch.Tensor, past: int):
+        """As forward, but the new K/V are written into preallocated buffers [B, kvH, capacity, D] at slots
+        [past, past + S) and attention reads the buffers' first past + S slots in place (no cache copies)."""
+        b, s, _ = x.shape
+        q, k, v = self.project(x, cos, sin)
+        key_buffer[:, :, past : past + s] = k
+        value_buffer[:, :, past : past + s] = v
+        out = gqa_attention(q, key_buffer[:, :, : past + s], value_buffer[:, :, : past + s], mask)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
 class DecoderLayer(nn.Module):
@@ -97,6 +116,10 @@ class DecoderLayer(nn.Module):
         attn, keys, values = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key, past_value)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), keys, values
+
+    def forward_into(self, x, cos, sin, mask, key_buffer, value_buffer, past: int) -> torch.Tensor:
+        x = x + self.self_attn.forward_into(self.input_layernorm(x), cos, sin, mask, key_buffer, value_buffer, past)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class LanguageModel(nn.Module):
@@ -146,13 +169,7 @@ class LanguageModel(nn.Module):
             self._check_inputs(inputs_embeds, position_ids, past_keys, past_values, attention_mask, logits_index)
         s = inputs_embeds.shape[1]
         p = past_keys[0].shape[2]
-        device = inputs_embeds.device
-        query_slot = torch.arange(s, device=device) + p  # [S]
-        key_slot = torch.arange(p + s, device=device)  # [P + S]
-        causal = key_slot[None, :] <= query_slot[:, None]
-        itself = key_slot[None, :] == query_slot[:, None]
-        mask = ((causal[None] & attention_mask[:, None, :].bool()) | itself[None])[:, None]  # [B, 1, S, P + S]
-
+        mask = self._mask(attention_mask, p, s)
         cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         x = inputs_embeds
         new_keys, new_values = [], []
@@ -160,11 +177,47 @@ class LanguageModel(nn.Module):
             x, keys, values = layer(x, cos, sin, mask, past_key, past_value)
             new_keys.append(keys)
             new_values.append(values)
+        return self._logits(x, logits_index), new_keys, new_values
+
+    def forward_into(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        key_buffers: list[torch.Tensor],
+        value_buffers: list[torch.Tensor],
+        past: int,
+        attention_mask: torch.Tensor,
+        logits_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """forward for the serving path: the cache lives in preallocated buffers [B, kvH, capacity, D] per layer
+        holding `past` valid slots; the S new tokens' K/V are written at [past, past + S) in place. Same attention
+        rules and logits as forward; returns the logits only (the buffers now hold past + S slots)."""
+        s = inputs_embeds.shape[1]
+        if past + s > key_buffers[0].shape[2]:
+            raise InvalidInputError(f"KV buffer of {key_buffers[0].shape[2]} slots cannot take {past} + {s} tokens")
+        mask = self._mask(attention_mask, past, s)
+        cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
+        x = inputs_embeds
+        for layer, kb, vb in zip(self.layers, key_buffers, value_buffers):
+            x = layer.forward_into(x, cos, sin, mask, kb, vb, past)
+        return self._logits(x, logits_index)
+
+    @staticmethod
+    def _mask(attention_mask: torch.Tensor, p: int, s: int) -> torch.Tensor:
+        """bool [B, 1, S, P + S]: the attention rules of the module docstring."""
+        device = attention_mask.device
+        query_slot = torch.arange(s, device=device) + p  # [S]
+        key_slot = torch.arange(p + s, device=device)  # [P + S]
+        causal = key_slot[None, :] <= query_slot[:, None]
+        itself = key_slot[None, :] == query_slot[:, None]
+        return ((causal[None] & attention_mask[:, None, :].bool()) | itself[None])[:, None]
+
+    def _logits(self, x: torch.Tensor, logits_index: torch.Tensor | None) -> torch.Tensor:
         x = self.norm(x)
         if logits_index is not None:
             x = torch.gather(x, 1, logits_index[:, :, None].expand(-1, -1, x.shape[-1]))
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, weight).float(), new_keys, new_values
+        return F.linear(x, weight).float()
 
     def _check_inputs(
         self,

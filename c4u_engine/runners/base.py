@@ -6,6 +6,10 @@ tensors on a device, numpy arrays for onnxruntime) so nothing crosses the host b
 
 KV layout, every runner: per layer K and V of [batch, kv_heads, length, head_dim]. Which slots of `length` are real is
 the engine's business: it passes an attention mask with every forward call, so padded slots are simply never attended.
+
+A runner may keep spare capacity behind a KV (`reserve`) and append to it in place. The rule that keeps this safe:
+a KV passed as `past` to forward is handed over; the caller uses only the returned KV afterwards. Shared KVs (the
+prefix cache's entries) are therefore only ever read through kv_select / kv_stack, which copy.
 """
 
 from __future__ import annotations
@@ -51,22 +55,26 @@ class Runner(ABC):
         past: KV | None,
         attention_mask: np.ndarray,
         logits_index: np.ndarray,
+        reserve: int = 0,
     ) -> tuple[np.ndarray, KV]:
         """One decoder pass (prefill or decode).
 
         embeds [B, S, hidden]; position_ids int64 [3, B, S] (M-RoPE); past: KV of length P or None (P = 0);
         attention_mask bool [B, P + S] (True = may be attended; causality among the S new tokens is implied);
         logits_index int64 [B, K]: positions within S whose logits are returned.
+        reserve: spare slots worth keeping after the new tokens (the caller will decode that many); a hint.
         Returns (logits float32 [B, K, vocab], KV of length P + S).
         """
 
     @abstractmethod
-    def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None) -> KV:
-        """Rows of a batched KV (repeats allowed), cut to the first `length` slots when given."""
+    def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:
+        """Rows of a batched KV (repeats allowed, always a copy), cut to the first `length` slots when given;
+        `reserve` as in forward."""
 
     @abstractmethod
-    def kv_stack(self, kvs: Sequence[KV], length: int) -> KV:
-        """Stack batch-1 KVs into one batch, each right-padded (with zeros) to `length` slots."""
+    def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
+        """Stack batch-1 KVs into one batch (a copy), each right-padded (with zeros) to `length` slots; `reserve`
+        as in forward."""
 
     @abstractmethod
     def kv_length(self, kv: KV) -> int:

@@ -18,13 +18,20 @@ except ImportError:  # the runtime path without torch uses onnxruntime; this run
 
 
 class TorchKV:
-    """Per-layer K and V tensors, each [batch, kv_heads, length, head_dim]."""
+    """Per-layer K and V buffers [batch, kv_heads, capacity, head_dim], of which the first `length` slots are filled.
 
-    __slots__ = ("keys", "values")
+    Spare capacity lets decoding append in place; see Runner.forward for the aliasing rule that makes it safe."""
 
-    def __init__(self, keys: list, values: list) -> None:
+    __slots__ = ("keys", "values", "length")
+
+    def __init__(self, keys: list, values: list, length: int) -> None:
         self.keys = keys
         self.values = values
+        self.length = length
+
+    @property
+    def capacity(self) -> int:
+        return int(self.keys[0].shape[2])
 
 
 class TorchRunner(Runner):
@@ -79,45 +86,55 @@ class TorchRunner(Runner):
             return embeds
 
     # -- decoder ---------------------------------------------------------------------------------------
-    def forward(self, embeds, position_ids, past, attention_mask, logits_index):
+    def forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
         with self._lock, torch.inference_mode():
             dev = self._torch_device
             pos = torch.from_numpy(np.ascontiguousarray(position_ids, dtype=np.int64)).to(dev)
             mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=bool)).to(dev)
             index = torch.from_numpy(np.ascontiguousarray(logits_index, dtype=np.int64)).to(dev)
-            if past is None:
-                b = embeds.shape[0]
-                empty = embeds.new_zeros((b, self.num_kv_heads, 0, self.head_dim))
-                past_k = [empty] * self.num_layers
-                past_v = [empty] * self.num_layers
+            b, s = embeds.shape[0], embeds.shape[1]
+            p = 0 if past is None else past.length
+            if past is None or past.capacity < p + s:
+                kv = self._alloc(b, p + s + reserve)
+                if past is not None:
+                    for dst, src in zip(kv.keys + kv.values, past.keys + past.values):
+                        dst[:, :, :p] = src[:, :, :p]
             else:
-                past_k, past_v = past.keys, past.values
-            logits, keys, values = self.model.language(embeds, pos, past_k, past_v, mask, index)
-            return logits.float().cpu().numpy(), TorchKV(list(keys), list(values))
+                kv = past  # append in place: the caller hands `past` over (Runner.forward's aliasing rule)
+            logits = self.model.language.forward_into(embeds, pos, kv.keys, kv.values, p, mask, index)
+            return logits.float().cpu().numpy(), TorchKV(kv.keys, kv.values, p + s)
 
     # -- KV plumbing -----------------------------------------------------------------------------------
-    def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None) -> KV:
+    def _alloc(self, batch: int, capacity: int) -> TorchKV:
+        shape = (batch, self.num_kv_heads, capacity, self.head_dim)
+        new = lambda: torch.zeros(shape, dtype=self.dtype, device=self._torch_device)  # noqa: E731
+        return TorchKV([new() for _ in range(self.num_layers)], [new() for _ in range(self.num_layers)], 0)
+
+    def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:
+        length = kv.length if length is None else length
         with torch.inference_mode():
             idx = torch.as_tensor(list(rows), dtype=torch.long, device=self._torch_device)
-            cut = slice(None) if length is None else slice(0, length)
-            pick = lambda t: t.index_select(0, idx)[:, :, cut].contiguous()  # noqa: E731
-            return TorchKV([pick(k) for k in kv.keys], [pick(v) for v in kv.values])
+            if reserve == 0:
+                pick = lambda t: t[:, :, :length].index_select(0, idx)  # noqa: E731
+                return TorchKV([pick(k) for k in kv.keys], [pick(v) for v in kv.values], length)
+            out = self._alloc(len(rows), length + reserve)
+            for dst, src in zip(out.keys + out.values, kv.keys + kv.values):
+                dst[:, :, :length] = src[:, :, :length].index_select(0, idx)
+            out.length = length
+            return out
 
-    def kv_stack(self, kvs: Sequence[KV], length: int) -> KV:
+    def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
         with torch.inference_mode():
-            def stack(tensors: list) -> "torch.Tensor":
-                first = tensors[0]
-                out = first.new_zeros((len(tensors), first.shape[1], length, first.shape[3]))
-                for i, t in enumerate(tensors):
-                    out[i, :, : t.shape[2]] = t[0]
-                return out
-
-            keys = [stack([kv.keys[layer] for kv in kvs]) for layer in range(self.num_layers)]
-            values = [stack([kv.values[layer] for kv in kvs]) for layer in range(self.num_layers)]
-            return TorchKV(keys, values)
+            out = self._alloc(len(kvs), length + reserve)
+            for i, kv in enumerate(kvs):
+                n = kv.length
+                for dst, src in zip(out.keys + out.values, kv.keys + kv.values):
+                    dst[i, :, :n] = src[0, :, :n]
+            out.length = length
+            return out
 
     def kv_length(self, kv: KV) -> int:
-        return int(kv.keys[0].shape[2])
+        return int(kv.length)
 
     def kv_nbytes(self, kv: KV) -> int:
         return sum(t.nelement() * t.element_size() for t in (*kv.keys, *kv.values))
