@@ -47,6 +47,39 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Example creatives from the synthetic generator, judged by the built-in model."""
+    import tempfile
+
+    import numpy as np
+
+    from c4u_engine.api import Engine, default_engine
+    from c4u_engine.data.creatives import render
+    from c4u_engine.data.pairs import sample_group
+    from c4u_engine.profile import Profile
+
+    group = sample_group(np.random.default_rng(args.seed), args.n)
+    out = Path(args.out or tempfile.mkdtemp(prefix="c4u-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, spec in enumerate(group.specs):
+        path = out / f"creative_{i}.png"
+        render(spec, args.size).save(path)
+        paths.append(str(path))
+    profile = Profile(title=group.product.title, queries=group.profile.queries)
+    engine = Engine(args.model) if args.model else default_engine()
+    print(f"product: {profile.title}\nuser queries: {'; '.join(profile.queries)}\n{len(paths)} creatives in {out}")
+    selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy)
+    print(f"\nwinner: creative_{selection.winner}.png  (the generator's hidden appeal ranks "
+          f"creative_{group.best}.png best)")
+    print("ranking: " + ", ".join(f"creative_{i} ({selection.scores[i]:.2f})" for i in selection.ranking))
+    if selection.explanation:
+        print(f"\nwhy:\n{selection.explanation}")
+    seconds = selection.stats.get("seconds", {}).get("total")
+    print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} in {seconds:.2f} s")
+    return 0
+
+
 def _profile_text(profile) -> str:
     queries = "; ".join(profile.queries) or "(none)"
     return f"{profile.title} | queries: {queries}" + (f" | {profile.extra}" if profile.extra else "")
@@ -75,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--json", action="store_true", help="print the selection as JSON")
     p_sel.add_argument("--report", help="write a self-contained HTML report here")
     p_sel.set_defaults(func=_cmd_select)
+
+    p_demo = sub.add_parser("demo", help="select among example creatives made by the synthetic generator")
+    p_demo.add_argument("--n", type=int, default=6, help="number of creatives")
+    p_demo.add_argument("--seed", type=int, default=7)
+    p_demo.add_argument("--size", type=int, default=112)
+    p_demo.add_argument("--mode", default="hybrid", choices=["fast", "reason", "hybrid"])
+    p_demo.add_argument("--strategy", default="knockout", choices=["knockout", "round_robin"])
+    p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
+    p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
+    p_demo.set_defaults(func=_cmd_demo)
     return parser
 
 

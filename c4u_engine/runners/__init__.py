@@ -19,6 +19,17 @@ def _has_onnx_export(model_dir: Path) -> bool:
     return (model_dir / "onnx" / "manifest.json").is_file() or (model_dir / "manifest.json").is_file()
 
 
+def _onnxruntime_cuda_reason(device: str) -> str | None:
+    """Why onnxruntime cannot run on a CUDA device here, or None (CPU devices need nothing more)."""
+    if not device.startswith("cuda"):
+        return None
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return "this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)"
+    return None
+
+
 def available_backends(model_dir: Path, device: str) -> dict[str, str | None]:
     """Each backend with None if it can run here, else the reason it cannot."""
     reasons: dict[str, str | None] = {}
@@ -28,7 +39,7 @@ def available_backends(model_dir: Path, device: str) -> dict[str, str | None]:
     elif not _has_onnx_export(model_dir):
         reasons["onnxruntime"] = f"{model_dir} holds no exported ONNX graphs (python -m export {model_dir})"
     else:
-        reasons["onnxruntime"] = None
+        reasons["onnxruntime"] = _onnxruntime_cuda_reason(device)
     if not _has("tensorrt"):
         reasons["tensorrt"] = "tensorrt is not installed"
     elif not device.startswith("cuda"):
@@ -39,6 +50,9 @@ def available_backends(model_dir: Path, device: str) -> dict[str, str | None]:
 
 
 def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu", dtype: str | None = None) -> Runner:
+    """The runner for `backend` on `device`. "auto": on CPU onnxruntime when an exported engine directory exists
+    (model_dir/onnx/ or model_dir itself) and can run the asked dtype, else torch; on CUDA tensorrt, onnxruntime,
+    torch in that order. BackendUnavailableError says why each candidate could not run."""
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     reasons = available_backends(Path(model_dir), device)
@@ -46,15 +60,24 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
         order = ["tensorrt", "onnxruntime", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"]
         for name in order:
             if reasons[name] is None:
-                backend = name
-                break
-        else:
-            why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
-            raise BackendUnavailableError(f"no runtime can run {model_dir} on {device}: {why}")
-    elif reasons[backend] is not None:
+                try:
+                    return _create(name, model_dir, device, dtype)
+                except BackendUnavailableError as exc:  # e.g. an export in another dtype: try the next runtime
+                    reasons[name] = str(exc)
+        why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+        raise BackendUnavailableError(f"no runtime can run {model_dir} on {device}: {why}")
+    if reasons[backend] is not None:
         raise BackendUnavailableError(f"backend {backend!r} cannot run here: {reasons[backend]}")
+    return _create(backend, model_dir, device, dtype)
+
+
+def _create(backend: str, model_dir: Path, device: str, dtype: str | None) -> Runner:
     if backend == "torch":
         from c4u_engine.runners.torch_runner import TorchRunner
 
         return TorchRunner(model_dir, device=device, dtype=dtype)
+    if backend == "onnxruntime":
+        from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(model_dir, device=device, dtype=dtype)
     raise BackendUnavailableError(f"backend {backend!r} is not implemented in this build")

@@ -136,7 +136,7 @@ def collate(examples: Sequence[Example], engine: ModelEngine, pad_id: int) -> Ba
     """Pad examples to one batch (pad_id is any non-image token: masked out) and preprocess their images in one call."""
     b = len(examples)
     width = max(len(e.ids) for e in examples)
-    k = max(len(e.ids) - e.n_prompt for e in examples)
+    k = max(1, max(len(e.ids) - e.n_prompt for e in examples))
     ids = np.full((b, width), pad_id, np.int64)
     mask = np.zeros((b, width), bool)
     pos = np.zeros((3, b, width), np.int64)

@@ -31,7 +31,7 @@ from c4u_engine.models.config import ModelConfig
 from c4u_engine.train.model_spec import (
     BUILTIN_PROMPT, ModelSpec, config_dict, generation_dict, padded_vocab_size, preprocessor_dict,
 )
-from c4u_engine.train.tokenizer_training import ADDED_TOKENS, save_tokenizer, tokenizer_config
+from c4u_engine.train.tokenizer_training import save_tokenizer, tokenizer_config
 
 SPEC_FILE = "c4u_model_spec.json"
 PROMPT_FILE = "c4u_prompt.json"
@@ -50,7 +50,8 @@ def hf_tensor_name(name: str) -> str:
     else:
         raise ModelFormatError(f"parameter {name!r} belongs to neither visual.* nor language.*")
     if internal_name(hf) != name:
-        raise ModelFormatError(f"parameter {name!r} would be saved as {hf!r}, which loads back as {internal_name(hf)!r}")
+        raise ModelFormatError(f"parameter {name!r} would be saved as {hf!r}, which loads back as "
+                               f"{internal_name(hf)!r}")
     return hf
 
 
@@ -122,7 +123,3 @@ def load_spec(model_dir: str | os.PathLike[str]) -> ModelSpec:
         raise ModelFormatError(f"{path}: missing (not a checkpoint written by c4u_engine.train)")
     return ModelSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
-
-def added_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
-    """Ids of every added token (Qwen's and the reasoning tags)."""
-    return {content: tokenizer.token_to_id(content) for content, _ in ADDED_TOKENS}

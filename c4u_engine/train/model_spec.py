@@ -171,12 +171,12 @@ def build_model(config: ModelConfig, seed: int, std: float = 0.02):
     return model.train()
 
 
-def load_trainable(model_dir):
-    """A checkpoint's Qwen25VL in float32 and train mode with every parameter requiring grad (load_model gives an
-    inference model)."""
+def load_trainable(model_dir, device: str = "cpu"):
+    """A checkpoint's Qwen25VL in float32 and train mode on device, every parameter requiring grad (load_model gives
+    an inference model)."""
     from c4u_engine.models.checkpoint import load_model
 
-    model = load_model(model_dir, dtype=torch.float32)
+    model = load_model(model_dir, device=device, dtype=torch.float32)
     for param in model.parameters():
         param.requires_grad_(True)
     return model.train()

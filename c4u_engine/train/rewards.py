@@ -17,13 +17,13 @@ import numpy as np
 from c4u_engine.engine.answer import parse_answer
 from c4u_engine.errors import InvalidInputError
 
-_WELL_FORMED = re.compile(r"\s*<think>(?=\s*\S)((?:(?!</?think>|</?answer>).)*)</think>\s*<answer>\s*[AB]\s*</answer>\s*",
-                          re.S)
+_WELL_FORMED = re.compile(r"\s*<think>((?:(?!</?think>|</?answer>).)*)</think>\s*<answer>\s*[AB]\s*</answer>\s*", re.S)
 
 
 def format_reward(text: str) -> float:
-    """1.0 for a well-formed <think>...</think><answer>X</answer>, 0.0 otherwise."""
-    return 1.0 if _WELL_FORMED.fullmatch(text) else 0.0
+    """1.0 for a well-formed <think>...</think><answer>X</answer> with non-blank reasoning, 0.0 otherwise."""
+    match = _WELL_FORMED.fullmatch(text)
+    return 1.0 if match and match.group(1).strip() else 0.0
 
 
 def correctness_reward(text: str, label: str) -> float:

@@ -22,7 +22,7 @@ from c4u_engine.data.creative_pair import load_pairs
 from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.train.batching import ExampleBuilder, Item, collate, make_items
-from c4u_engine.train.checkpoint_writer import save_weights, write_assets
+from c4u_engine.train.checkpoint_writer import copy_assets, save_weights, write_assets
 from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import batch_logits, sequence_mean_nll
 from c4u_engine.train.model_spec import ModelSpec, build_model, load_trainable
@@ -40,10 +40,11 @@ class SFTConfig:
     data_dir: str  # a CreativePair directory (train.jsonl, ...)
     out_dir: str  # the checkpoint directory: created from tokenizer_file + spec, or fine-tuned when it exists
     tokenizer_file: str | None = None  # tokenizer.json for a new checkpoint
+    init_dir: str | None = None  # or: start a new out_dir from this checkpoint (e.g. more epochs after a run)
     spec: ModelSpec = field(default_factory=ModelSpec)
     state_dir: str | None = None  # default: out_dir + "_state"
     split: str = "train"
-    epochs: float = 2.0
+    epochs: float = 1.0
     max_steps: int | None = None  # overrides epochs
     batch_size: int = 16
     lr: float = 5e-4
@@ -57,6 +58,7 @@ class SFTConfig:
     forms: tuple[str, ...] = ("reason", "fast")
     max_pairs: int | None = None  # use only the first N pairs (smoke runs)
     image_chunk: int = 16  # images per vision-tower call
+    device: str = "cpu"  # "cuda" trains on a GPU (float32)
 
     @property
     def states(self) -> Path:
@@ -76,19 +78,25 @@ class SFTResult:
 
 
 def prepare_checkpoint(config: SFTConfig) -> torch.nn.Module:
-    """The model to train: out_dir's weights when it holds a checkpoint, else a new one written from the tokenizer
-    and spec with weights initialised from the seed."""
+    """The model to train: out_dir's weights when it holds a checkpoint; else init_dir's, copied into out_dir; else
+    a new checkpoint written from the tokenizer and spec, with weights initialised from the seed."""
     out = Path(config.out_dir)
     if (out / "config.json").is_file():
-        return load_trainable(out)
+        return load_trainable(out, config.device)
+    if config.init_dir:
+        copy_assets(config.init_dir, out)
+        model = load_trainable(config.init_dir, config.device)
+        save_weights(model, out)
+        return model
     if not config.tokenizer_file:
-        raise InvalidInputError(f"{out} holds no checkpoint; give tokenizer_file (--tokenizer) to create one")
+        raise InvalidInputError(f"{out} holds no checkpoint; give tokenizer_file (--tokenizer) or init_dir (--init) "
+                                "to create one")
     from tokenizers import Tokenizer
 
     model_config = write_assets(out, Tokenizer.from_file(str(config.tokenizer_file)), config.spec)
     model = build_model(model_config, config.seed, config.spec.init_std)
     save_weights(model, out)
-    return model
+    return model.to(config.device)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:

@@ -1,0 +1,20 @@
+"""The built-in model: a small Creative4U-style judge trained by the project (c4u_engine/train), shipped in the
+package in Hugging Face layout (with its exported ONNX graphs under onnx/ when present). See its MODEL_CARD.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from c4u_engine.errors import ModelFormatError
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_model"
+
+
+def builtin_model_dir() -> Path:
+    """Directory of the shipped model; a clear error when this installation lacks it."""
+    if not (BUILTIN_DIR / "config.json").is_file():
+        raise ModelFormatError(
+            f"the built-in model is missing from this installation ({BUILTIN_DIR}); pass a checkpoint to "
+            f"c4u_engine.Engine(model_dir) or train one with `python -m c4u_engine.train all OUT`"
+        )
+    return BUILTIN_DIR

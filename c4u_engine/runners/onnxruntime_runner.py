@@ -1,0 +1,321 @@
+"""The fast CPU runtime: the exported graphs (python -m export) on onnxruntime, with numpy everywhere. No torch.
+
+Engine directory: a checkpoint's onnx/ subdirectory or the directory itself (engine_dir.py validates it:
+manifest, files, digests, I/O contract, model type). KV caches are numpy arrays ([B, kv_heads, L, head_dim] per
+layer), embeddings numpy arrays; the token embedding table is memory-mapped, so start-up reads only the rows used.
+
+Providers: device "cpu" runs the CPU execution provider; "cuda[:N]" the CUDA EP (TensorRT EP first when this
+onnxruntime has it, with the manifest's shape ranges as its profile), CPU EP as fallback. `providers` overrides
+the list. intra_op_threads (default: $C4U_ORT_THREADS, else onnxruntime's choice of one per physical core).
+On CUDA the KV still lives in host numpy arrays (copied in and out every call): correct, not the fast GPU path.
+
+Copies: session.run's outputs are used as they come (binding outputs to preallocated arrays with IOBinding was
+measured slower on CPU: 8-layer model, batch 8, 800 past slots, decode 70 ms plain vs 150 ms bound); kv_select
+is one numpy gather per tensor. KVs are exactly their length: `reserve` hints are not needed (no in-place appends).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
+from c4u_engine.models.rope import image_token_count
+from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
+from c4u_engine.runners.base import KV, Embeds, Runner
+from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
+                                           decoder_input_names, load_engine_dir)
+
+THREADS_ENV = "C4U_ORT_THREADS"
+VISION_GROUP_PATCHES = 2048  # patches per vision call, unless one image alone has more
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
+_DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+                  "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+class OrtKV:
+    """Per-layer K and V numpy arrays, each [batch, kv_heads, length, head_dim], C-contiguous."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: list[np.ndarray], values: list[np.ndarray]) -> None:
+        self.keys = keys
+        self.values = values
+
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str | None = None,
+        providers: Sequence[Any] | None = None,
+        intra_op_threads: int | None = None,
+        verify_hashes: bool = True,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailableError(f"the onnxruntime runtime needs onnxruntime: pip install onnxruntime "
+                                          f"({exc})") from exc
+        self._ort = ort
+        self.engine_dir: EngineDir = load_engine_dir(model_dir, verify_hashes=verify_hashes)
+        self.dtype = self._check_dtype(dtype)
+        self.device = device
+        cfg = self.engine_dir.config
+        self.config = cfg
+        self.num_layers = cfg.text.num_hidden_layers
+        self.num_kv_heads = cfg.text.num_key_value_heads
+        self.head_dim = cfg.text.head_dim
+        self.hidden_size = cfg.text.hidden_size
+        self.vocab_size = cfg.text.vocab_size
+        self.image_token_id = cfg.image_token_id
+        self._np_dtype = np.dtype(_NUMPY_DTYPES[self.dtype])
+        self.providers = list(providers) if providers is not None else _default_providers(ort, device, self.engine_dir)
+        self._options = _session_options(ort, intra_op_threads)
+        self._vision = self._session("vision")
+        self._decoder = self._session("decoder")
+        self._decoder_inputs = decoder_input_names(self.num_layers)
+        self._table = _map_embeddings(self.engine_dir)
+        self._empty_cache: dict[int, np.ndarray] = {}
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def _check_dtype(self, dtype: str | None) -> str:
+        exported = self.engine_dir.dtype
+        if dtype is not None and _DTYPE_ALIASES.get(str(dtype)) != exported:
+            raise BackendUnavailableError(
+                f"dtype {dtype!r} asked for, but {self.engine_dir.path} was exported in {exported}; pass dtype=None "
+                f"or re-export with python -m export CKPT --dtype {dtype}")
+        if exported not in _NUMPY_DTYPES:
+            raise BackendUnavailableError(
+                f"{self.engine_dir.path} holds {exported} graphs (meant for TensorRT); onnxruntime runs float32 or "
+                f"float16 exports: python -m export CKPT --dtype float32 --out DIR")
+        return exported
+
+    def _session(self, graph: str) -> Any:
+        entry = self.engine_dir.graphs[graph]
+        path = self.engine_dir.graph_path(graph)
+        try:
+            session = self._ort.InferenceSession(str(path), sess_options=self._options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / NotImplemented types
+            raise EngineArtifactError(f"{path}: onnxruntime could not load the graph with providers "
+                                      f"{self.providers}: {exc}") from exc
+        check_graph_io(self.engine_dir.path, entry, _specs(session.get_inputs()), _specs(session.get_outputs()))
+        return session
+
+    # -- vision ----------------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: np.ndarray, grid_thw: np.ndarray) -> list[Embeds]:
+        grid = check_grid_thw(grid_thw, self.config.vision)
+        pixels = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        patches = np.prod(grid, axis=1)
+        expected = (int(patches.sum()), self.config.vision.patch_dim)
+        if pixels.shape != expected:
+            raise InvalidInputError(f"pixel_values must be [sum(t*h*w), patch_dim] = {list(expected)} for grids "
+                                    f"{grid.tolist()}, got {list(pixels.shape)}")
+        # Images never attend to each other, but one graph call computes scores over all its patches at once
+        # ([heads, P, P]): calls over groups of at most VISION_GROUP_PATCHES patches keep that quadratic term
+        # per image instead of per batch. Same results; less memory and work.
+        outputs, start = [], 0
+        for group in _groups(patches, VISION_GROUP_PATCHES):
+            aux = vision_aux_arrays(grid[group], self.config)
+            stop = start + int(patches[group].sum())
+            feeds = {"pixel_patches": pixels[start:stop], **{n: getattr(aux, n) for n in VISION_INPUTS[1:]}}
+            outputs.append(self._vision.run(None, feeds)[0])
+            start = stop
+        out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        sizes = image_token_count(grid, self.config.vision.spatial_merge_size)
+        return np.split(out, np.cumsum(sizes)[:-1])  # views of one block, as torch.split gives
+
+    def embed(self, input_ids: np.ndarray, image_embeds: Sequence[Embeds]) -> Embeds:
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise InvalidInputError(f"input_ids must be an integer [B, S] array, got {ids.dtype} {list(ids.shape)}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise InvalidInputError(f"token ids must lie in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}")
+        embeds = np.take(self._table, ids, axis=0)  # a fresh [B, S, H] array
+        if len(image_embeds):
+            flat = image_embeds[0] if len(image_embeds) == 1 else np.concatenate(image_embeds, axis=0)
+            mask = ids == self.image_token_id
+            n = int(mask.sum())
+            if n != flat.shape[0]:
+                raise InvalidInputError(f"{n} image-pad tokens but {flat.shape[0]} image embeddings")
+            embeds[mask] = flat  # row-major order, as masked_scatter fills
+        return embeds
+
+    # -- decoder ---------------------------------------------------------------------------------------
+    def forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
+        # reserve (spare slots for in-place appends) is a hint this runtime does not need: the graph returns
+        # present = concat(past, new) as fresh arrays, so a past KV is never written and may stay shared.
+        embeds = np.ascontiguousarray(embeds, dtype=self._np_dtype)
+        if embeds.ndim != 3 or embeds.shape[2] != self.hidden_size:
+            raise InvalidInputError(f"embeds must be [B, S, {self.hidden_size}], got {list(embeds.shape)}")
+        b, s, _ = embeds.shape
+        p = 0 if past is None else self.kv_length(past)
+        feeds = {
+            "inputs_embeds": embeds,
+            "position_ids": np.ascontiguousarray(position_ids, dtype=np.int64),
+            "attention_mask": np.ascontiguousarray(attention_mask, dtype=bool),
+            "logits_index": np.ascontiguousarray(logits_index, dtype=np.int64),
+        }
+        for name, shape in (("position_ids", (3, b, s)), ("attention_mask", (b, p + s))):
+            if feeds[name].shape != shape:
+                raise InvalidInputError(f"{name} must be {list(shape)}, got {list(feeds[name].shape)}")
+        index = feeds["logits_index"]
+        if index.ndim != 2 or index.shape[0] != b or (index.size and (index.min() < 0 or index.max() >= s)):
+            raise InvalidInputError(f"logits_index must be [{b}, K] with values in [0, {s}), got {index.tolist()}")
+        if past is None:
+            caches = [self._empty(b)] * (2 * self.num_layers)
+        else:
+            if past.keys[0].shape[0] != b:
+                raise InvalidInputError(f"past KV has batch {past.keys[0].shape[0]}, embeds batch {b}")
+            caches = [t for pair in zip(past.keys, past.values) for t in pair]
+        feeds.update(zip(self._decoder_inputs[4:], caches))
+        outputs = self._decoder.run(None, feeds)
+        return outputs[0], OrtKV(outputs[1::2], outputs[2::2])
+
+    def _empty(self, batch: int) -> np.ndarray:
+        """A zero-slot past cache [batch, kv_heads, 0, head_dim] (prefill: P = 0)."""
+        empty = self._empty_cache.get(batch)
+        if empty is None:
+            empty = np.zeros((batch, self.num_kv_heads, 0, self.head_dim), dtype=self._np_dtype)
+            self._empty_cache[batch] = empty
+        return empty
+
+    # -- KV plumbing -----------------------------------------------------------------------------------
+    def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:
+        idx = np.asarray(list(rows), dtype=np.intp)
+        full = kv.keys[0].shape[2]
+        cut = full if length is None else int(length)
+        if not 0 <= cut <= full:
+            raise InvalidInputError(f"length {length} is outside the KV's {full} slots")
+        # One gather per tensor: advanced index on the batch axis with the slot cut -> a new contiguous array.
+        pick = (lambda t: t[idx]) if cut == full else (lambda t: t[idx, :, :cut])
+        return OrtKV([pick(k) for k in kv.keys], [pick(v) for v in kv.values])
+
+    def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
+        n, first = len(kvs), kvs[0].keys[0]
+        lengths = [kv.keys[0].shape[2] for kv in kvs]
+        if max(lengths) > length:
+            raise InvalidInputError(f"kv_stack: a KV of {max(lengths)} slots does not fit length {length}")
+
+        def stack(tensors: list[np.ndarray]) -> np.ndarray:
+            out = np.zeros((n, first.shape[1], length, first.shape[3]), dtype=first.dtype)
+            for i, t in enumerate(tensors):
+                out[i, :, : t.shape[2]] = t[0]
+            return out
+
+        keys = [stack([kv.keys[layer] for kv in kvs]) for layer in range(self.num_layers)]
+        values = [stack([kv.values[layer] for kv in kvs]) for layer in range(self.num_layers)]
+        return OrtKV(keys, values)
+
+    def kv_length(self, kv: KV) -> int:
+        return int(kv.keys[0].shape[2])
+
+    def kv_nbytes(self, kv: KV) -> int:
+        return int(sum(t.nbytes for t in kv.keys) + sum(t.nbytes for t in kv.values))
+
+    def embeds_nbytes(self, embeds: Embeds) -> int:
+        return int(embeds.nbytes)
+
+    def close(self) -> None:
+        self._vision = self._decoder = None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _groups(sizes: np.ndarray, budget: int) -> list[slice]:
+    """Consecutive runs of items whose sizes sum to at most `budget` (an item over budget stands alone)."""
+    groups, start, total = [], 0, 0
+    for i, size in enumerate(int(s) for s in sizes):
+        if i > start and total + size > budget:
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    groups.append(slice(start, len(sizes)))
+    return groups
+
+
+def _specs(args: Sequence[Any]) -> list[TensorSpec]:
+    """onnxruntime NodeArgs -> TensorSpecs in the manifest's terms."""
+    return [TensorSpec(a.name, ORT_DTYPES.get(a.type, a.type), tuple(a.shape)) for a in args]
+
+
+def _session_options(ort: Any, intra_op_threads: int | None) -> Any:
+    if intra_op_threads is None and os.environ.get(THREADS_ENV):
+        try:
+            intra_op_threads = int(os.environ[THREADS_ENV])
+        except ValueError:
+            raise InvalidInputError(f"${THREADS_ENV} must be an integer, got {os.environ[THREADS_ENV]!r}") from None
+    if intra_op_threads is not None and (not isinstance(intra_op_threads, int) or intra_op_threads < 0):
+        raise InvalidInputError(f"intra_op_threads must be an int >= 0 (0 = onnxruntime's default), "
+                                f"got {intra_op_threads!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads or 0
+    options.log_severity_level = 3  # errors only: shape-inference notes on symbolic dims are not news
+    return options
+
+
+def _default_providers(ort: Any, device: str, engine_dir: EngineDir) -> list[Any]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if not device.startswith("cuda"):
+        raise InvalidInputError(f"unknown device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailableError(f"device {device!r} asked for, but this onnxruntime has no CUDA execution "
+                                      f"provider (available: {available}); install onnxruntime-gpu")
+    chosen: list[Any] = []
+    if "TensorrtExecutionProvider" in available:
+        chosen.append(("TensorrtExecutionProvider", {"device_id": index, **tensorrt_ep_options(engine_dir)}))
+    return [*chosen, ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+def tensorrt_ep_options(engine_dir: EngineDir) -> dict[str, str]:
+    """TensorRT EP profile options from the manifest's profiles: one range per input covering all of its graph's
+    profiles (the EP takes one profile; ``trt_profile_*_shapes`` as "name:AxBxC,name2:..."). Shared across
+    graphs by input name, which never collide between vision and decoder."""
+    ranges: dict[str, list[list[int]]] = {}
+    for profiles in (engine_dir.manifest.get("profiles") or {}).values():
+        for profile in profiles:
+            for name, rng in profile["shapes"].items():
+                lo, opt, hi = rng["min"], rng["opt"], rng["max"]
+                if name in ranges:
+                    cur = ranges[name]
+                    lo = [min(a, b) for a, b in zip(cur[0], lo)]
+                    opt, hi = cur[1], [max(a, b) for a, b in zip(cur[2], hi)]
+                ranges[name] = [lo, opt, hi]
+    fmt = lambda k: ",".join(f"{n}:{'x'.join(map(str, r[k]))}" for n, r in ranges.items())  # noqa: E731
+    return {"trt_profile_min_shapes": fmt(0), "trt_profile_opt_shapes": fmt(1), "trt_profile_max_shapes": fmt(2)}
+
+
+def _map_embeddings(engine_dir: EngineDir) -> np.ndarray:
+    """The embedding table as a read-only memory map of the safetensors file ([vocab, hidden])."""
+    entry = engine_dir.embeddings
+    path = engine_dir.path / entry.file
+    try:
+        with path.open("rb") as f:
+            header_len = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(header_len))
+        info = header[entry.tensor]
+        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+        begin, end = (int(x) for x in info["data_offsets"])
+        shape = tuple(int(d) for d in info["shape"])
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise EngineArtifactError(f"{path}: not a safetensors file holding a float32/float16 tensor "
+                                  f"{entry.tensor!r} ({exc!r})") from exc
+    if shape != tuple(entry.shape) or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+        raise EngineArtifactError(f"{path}: tensor {entry.tensor!r} is {list(shape)} ({end - begin} bytes), the "
+                                  f"manifest declares {list(entry.shape)}")
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + begin, shape=shape))

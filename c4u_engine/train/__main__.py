@@ -1,0 +1,220 @@
+"""Command line of the built-in model's training recipe (Creative4U: CoT-SFT, then GRPO).
+
+The whole recipe, from a seed into one directory (the built-in model ends up in OUT/grpo):
+
+    python -m c4u_engine.train all OUT --seed 0
+
+Defaults: 20,000 synthetic pairs at 112 px (+200 groups of 4), a BPE capped at 2,048 entries (the generator's
+vocabulary fills ~800), SFT 1 epoch over ~17,000 training pairs x 2 orders x 2 forms = ~68,000 sequences at batch 16
+(~4,250 steps, AdamW lr 5e-4, cosine), GRPO 100 steps of 4 prompts x 8 completions, then evaluation of both
+checkpoints on 300 test pairs and 100 groups in fast, reason and hybrid modes.
+Expected runtime on CPU with --threads 1 (measured on a shared 2-core box, ~0.65 of a core free): data ~4 min;
+tokenizer seconds; SFT ~3.2 s/step here, ~2 s/step on a free core, i.e. ~2.5-4 h; GRPO ~10-20 s/step, i.e.
+~20-30 min; evaluation ~30-60 min (reason and hybrid decode ~160-210 tokens per comparison). On a shared machine
+keep --threads 1: a second OpenMP thread waiting for a busy core makes every matmul many times slower. `--device
+cuda` runs SFT and GRPO on a GPU. An interrupted run continues with the same command plus --resume.
+
+Stages one by one:
+
+    python -m c4u_engine.train data OUT/data --pairs 20000 --seed 0 --groups 200
+    python -m c4u_engine.train tokenizer --data OUT/data --out OUT/tokenizer.json
+    python -m c4u_engine.train sft --data OUT/data --tokenizer OUT/tokenizer.json --out OUT/sft [--resume]
+    python -m c4u_engine.train grpo --data OUT/data --init OUT/sft --out OUT/grpo [--resume]
+    python -m c4u_engine.train eval --model OUT/grpo --data OUT/data [--modes fast,reason,hybrid] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from c4u_engine.errors import C4UError
+
+_SFT_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every",
+              "max_pairs", "device")
+_GRPO_FLAGS = ("steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr", "beta", "clip_eps",
+               "micro_batch", "save_every", "max_pairs", "device")
+_ALL_SFT_FLAGS = tuple(n for n in _SFT_FLAGS if n != "device")  # `all` takes one --device for both stages
+_ALL_GRPO_FLAGS = tuple(n for n in _GRPO_FLAGS if n != "device")
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...], prefix: str = "") -> None:
+    """--name flags for dataclass fields, typed and defaulted from the dataclass (None: keep its default)."""
+    by_name = {f.name: f for f in fields(cls)}
+    for name in names:
+        f = by_name[name]
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0], str)
+        parser.add_argument(f"--{prefix}{name.replace('_', '-')}", dest=f"{prefix.replace('-', '_')}{name}",
+                            type=kind, default=None, help=f"default: {f.default}")
+
+
+def _overrides(args: argparse.Namespace, names: tuple[str, ...], prefix: str = "") -> dict:
+    values = {name: getattr(args, prefix + name) for name in names}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from c4u_engine.train.pipeline import make_data
+
+    print(json.dumps(make_data(args.out_dir, args.pairs, args.seed, args.groups, args.size, args.workers)))
+    return 0
+
+
+def _cmd_tokenizer(args: argparse.Namespace) -> int:
+    from c4u_engine.train.pipeline import build_tokenizer
+
+    size = build_tokenizer(args.data, args.out, args.vocab_size, args.split)
+    print(json.dumps({"tokenizer": args.out, "tokens": size}))
+    return 0
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from c4u_engine.train.sft import SFTConfig, run_sft
+
+    _threads(args)
+    config = SFTConfig(args.data, args.out, args.tokenizer, init_dir=args.init, seed=args.seed,
+                       **_overrides(args, _SFT_FLAGS))
+    result = run_sft(config, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({"out_dir": str(result.out_dir), "steps": result.steps, "last_loss": result.last_loss,
+                      "seconds_per_step": round(result.seconds_per_step, 3)}))
+    return 0
+
+
+def _cmd_grpo(args: argparse.Namespace) -> int:
+    from c4u_engine.train.grpo import GRPOConfig, run_grpo
+
+    _threads(args)
+    config = GRPOConfig(args.data, args.init, args.out, seed=args.seed, **_overrides(args, _GRPO_FLAGS))
+    print(json.dumps(run_grpo(config, resume=args.resume, progress=not args.quiet)))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from c4u_engine.train.evaluate import evaluate, format_report
+
+    _threads(args)
+    split = None if args.split == "all" else args.split
+    report = evaluate(args.model, args.data, split=split, modes=args.modes.split(","), max_pairs=args.max_pairs,
+                      max_groups=args.max_groups, max_new_tokens=args.max_new_tokens)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2)
+    return 0
+
+
+def _cmd_all(args: argparse.Namespace) -> int:
+    from c4u_engine.train.pipeline import RecipeConfig, run_all
+
+    _threads(args)
+    device = {"device": args.device} if args.device else {}
+    config = RecipeConfig(args.out_dir, seed=args.seed, pairs=args.pairs, groups=args.groups, workers=args.workers,
+                          sft={**_overrides(args, _ALL_SFT_FLAGS, "sft_"), **device},
+                          grpo={**_overrides(args, _ALL_GRPO_FLAGS, "grpo_"), **device},
+                          eval_pairs=args.eval_pairs, eval_groups=args.eval_groups,
+                          eval_modes=tuple(args.modes.split(",")))
+    run_all(config, resume=args.resume, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m c4u_engine.train`."""
+    from c4u_engine.train.grpo import GRPOConfig
+    from c4u_engine.train.sft import SFTConfig
+
+    parser = argparse.ArgumentParser(prog="python -m c4u_engine.train",
+                                     description="train the built-in Creative4U judge (CoT-SFT, then GRPO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    data = sub.add_parser("data", help="synthetic CreativePair dataset at 112 px")
+    data.add_argument("out_dir")
+    data.add_argument("--pairs", type=int, default=20000)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--groups", type=int, default=200)
+    data.add_argument("--size", type=int, default=112)
+    data.add_argument("--workers", type=int, default=1)
+    data.set_defaults(func=_cmd_data)
+
+    tok = sub.add_parser("tokenizer", help="train the byte-level BPE on a dataset's prompts and reasonings")
+    tok.add_argument("--data", required=True)
+    tok.add_argument("--out", required=True, help="tokenizer.json to write")
+    tok.add_argument("--vocab-size", type=int, default=2048)
+    tok.add_argument("--split", default="train")
+    tok.set_defaults(func=_cmd_tokenizer)
+
+    sft = sub.add_parser("sft", help="CoT-SFT into a checkpoint directory")
+    sft.add_argument("--data", required=True)
+    sft.add_argument("--out", required=True, help="checkpoint directory (created, or fine-tuned if it exists)")
+    sft.add_argument("--tokenizer", default=None, help="tokenizer.json, to create a new checkpoint in --out")
+    sft.add_argument("--init", default=None, help="or: a checkpoint to start from (copied into --out)")
+    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--resume", action="store_true", help="continue from the newest state in OUT_state/")
+    _add_fields(sft, SFTConfig, _SFT_FLAGS)
+    common(sft)
+    sft.set_defaults(func=_cmd_sft)
+
+    grpo = sub.add_parser("grpo", help="GRPO from an SFT checkpoint")
+    grpo.add_argument("--data", required=True)
+    grpo.add_argument("--init", required=True, help="the SFT checkpoint (policy start and KL reference)")
+    grpo.add_argument("--out", required=True)
+    grpo.add_argument("--seed", type=int, default=0)
+    grpo.add_argument("--resume", action="store_true")
+    _add_fields(grpo, GRPOConfig, _GRPO_FLAGS)
+    common(grpo)
+    grpo.set_defaults(func=_cmd_grpo)
+
+    ev = sub.add_parser("eval", help="pairwise and group accuracy of a checkpoint")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="test", help="pair split to read, or 'all'")
+    ev.add_argument("--modes", default="fast,reason,hybrid")
+    ev.add_argument("--max-pairs", type=int, default=None)
+    ev.add_argument("--max-groups", type=int, default=None)
+    ev.add_argument("--max-new-tokens", type=int, default=384)
+    ev.add_argument("--json", default=None, help="also write the report as JSON here")
+    common(ev)
+    ev.set_defaults(func=_cmd_eval)
+
+    everything = sub.add_parser("all", help="data -> tokenizer -> sft -> grpo -> eval into one directory")
+    everything.add_argument("out_dir")
+    everything.add_argument("--seed", type=int, default=0)
+    everything.add_argument("--pairs", type=int, default=20000)
+    everything.add_argument("--groups", type=int, default=200)
+    everything.add_argument("--workers", type=int, default=1, help="processes generating the data")
+    everything.add_argument("--eval-pairs", type=int, default=300)
+    everything.add_argument("--eval-groups", type=int, default=100)
+    everything.add_argument("--modes", default="fast,reason,hybrid")
+    everything.add_argument("--device", default=None, help="cpu (default) or cuda, for SFT and GRPO")
+    everything.add_argument("--resume", action="store_true")
+    _add_fields(everything, SFTConfig, _ALL_SFT_FLAGS, "sft-")
+    _add_fields(everything, GRPOConfig, _ALL_GRPO_FLAGS, "grpo-")
+    common(everything)
+    everything.set_defaults(func=_cmd_all)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on a C4UError, printed to stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except C4UError as exc:
+        print(f"python -m c4u_engine.train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""An export-friendly attention for tracing the reference model: the same math as its SDPA calls, a cheaper graph.
+
+The legacy exporter decomposes F.scaled_dot_product_attention into an explicit Transpose of K, scaled after the
+transpose (q and K^T each times sqrt(scale)): two full passes over the KV cache per layer before the MatMul, which
+were most of a decode step on onnxruntime's CPU EP. While a graph is traced, the reference model's SDPA calls
+(language model and vision tower) become grouped_sdpa instead:
+scores = (q * scale) @ K^T with the transpose feeding the MatMul directly, which onnxruntime fuses into one
+FusedMatMul(transB) and TensorRT into its GEMM / attention kernels, then masked softmax and @ V.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import types
+from collections.abc import Iterator
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+from c4u_engine.models import language, layers, vision
+
+_MODEL_MODULES = (language, layers, vision)  # where the reference model calls F.scaled_dot_product_attention
+
+
+def grouped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q K^T / sqrt(D), masked) V for q [B, H, S, D] and K, V [B, kvH, L, D] with kvH dividing H
+    (query head h uses KV head h // (H / kvH), as repeat_kv pairs them).
+
+    attn_mask: bool, True = may attend, broadcastable to [B, 1, S, L] (as F.scaled_dot_product_attention takes it).
+    Rows must keep at least one True (the reference model's masks always let a token see itself).
+    """
+    b, heads, s, d = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    scale = 1.0 / math.sqrt(int(d))
+    q = (query * scale).reshape(b, kv_heads, groups * s, d)
+    scores = torch.matmul(q, key.transpose(-1, -2)).reshape(b, kv_heads, groups, s, length)
+    if attn_mask is not None:
+        mask = attn_mask
+        while mask.dim() < 4:
+            mask = mask.unsqueeze(0)
+        scores = scores.masked_fill(~mask.unsqueeze(2), float("-inf"))  # [B|1, 1, 1, S, L] over the groups
+    probs = torch.softmax(scores, dim=-1).reshape(b, kv_heads, groups * s, length)
+    return torch.matmul(probs, value).reshape(b, heads, s, d)
+
+
+def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if dropout_p or is_causal or scale is not None:
+        raise NotImplementedError("export attention: only attn_mask is supported (the reference model uses no more)")
+    return grouped_sdpa(query, key, value, attn_mask)
+
+
+@contextlib.contextmanager
+def export_friendly_attention() -> Iterator[None]:
+    """Within this block the reference model's attention traces as grouped_sdpa.
+
+    Replaces the `F` (torch.nn.functional) that the model's modules look up at call time with a copy whose
+    scaled_dot_product_attention is _sdpa (which reads the query grouping off the shapes, so enable_gqa or
+    folded query heads both work); nothing global changes.
+    """
+    functional = types.SimpleNamespace(**{n: getattr(F, n) for n in dir(F) if not n.startswith("__")})
+    functional.scaled_dot_product_attention = _sdpa
+    with contextlib.ExitStack() as stack:
+        for module in _MODEL_MODULES:
+            if getattr(module, "F", None) is F:
+                stack.enter_context(mock.patch.object(module, "F", functional))
+        yield

@@ -1,0 +1,141 @@
+"""GRPO: rewards, advantages, the loss, batched sampling with the engine's decode, and one full step."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from c4u_engine.api import Engine
+from c4u_engine.data import load_pairs
+from c4u_engine.engine.prompt import load_prompt_template
+from c4u_engine.engine.sampling import SamplingParams
+from c4u_engine.errors import InvalidInputError
+from c4u_engine.train.batching import ExampleBuilder, orient
+from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.grpo import GRPOConfig, grpo_token_loss, policy_step, rollout, run_grpo, sample_completions
+from c4u_engine.train.model_spec import load_trainable
+from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages, total_reward
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("<think>A is cleaner.</think><answer>A</answer>", 1.0),
+    ("<think>\nA is cleaner.\n</think>\n<answer> B </answer>\n", 1.0),
+    ("<think></think><answer>A</answer>", 0.0),  # no reasoning
+    ("<think>   </think><answer>A</answer>", 0.0),
+    ("<think>x</think><answer>C</answer>", 0.0),
+    ("<think>x</think><answer>A</answer> and more", 0.0),
+    ("<think>x<answer>A</answer></think><answer>A</answer>", 0.0),
+    ("<think>x</think><answer>A</answer><answer>B</answer>", 0.0),
+    ("A is cleaner.</think><answer>A</answer>", 0.0),
+    ("<think>x</think>", 0.0),
+])
+def test_format_reward(text, expected):
+    assert format_reward(text) == expected
+
+
+def test_correctness_reward_reads_the_answer_like_the_engine():
+    assert correctness_reward("<think>x</think><answer>B</answer>", "B") == 1.0
+    assert correctness_reward("<think>x</think><answer>B</answer>", "A") == 0.0
+    assert correctness_reward("<think>x</think><answer>A</answer><answer>B</answer>", "A") == 0.0  # conflicting
+    assert correctness_reward("no answer", "A") == 0.0
+    assert total_reward("<think>x</think><answer>A</answer>", "A", 0.5, 2.0) == 2.5
+    with pytest.raises(InvalidInputError):
+        correctness_reward("", "C")
+
+
+def test_group_advantages():
+    adv = group_advantages([1.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 3.0], 4)
+    first, second = adv[:4], adv[4:]
+    assert first.mean() == pytest.approx(0) and first.std() == pytest.approx(1, abs=1e-3)
+    assert first[2] > first[0] > first[1] and second[3] > 0 > second[0]
+    assert np.all(group_advantages([1.0] * 4, 2) == 0)
+    with pytest.raises(InvalidInputError):
+        group_advantages([1.0] * 5, 2)
+
+
+def test_grpo_loss_at_the_reference_is_the_policy_gradient():
+    logits = torch.randn(2, 3, requires_grad=True)
+    logp = torch.log_softmax(logits, dim=-1)
+    adv = torch.tensor([1.0, -0.5])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    loss, kl = grpo_token_loss(logp, logp.detach(), logp.detach(), adv, mask, beta=0.1, clip_eps=0.2)
+    assert torch.allclose(kl, torch.zeros(2))
+    expected = torch.autograd.grad((-(adv[:, None] * logp) * mask / mask.sum(1, keepdim=True)).sum(), logits,
+                                   retain_graph=True)[0]
+    loss.sum().backward()
+    assert torch.allclose(logits.grad, expected)
+
+
+def test_grpo_kl_is_the_k3_estimator():
+    logp = torch.tensor([[-1.0, -2.0]])
+    ref = torch.tensor([[-1.5, -1.0]])
+    _, kl = grpo_token_loss(logp, logp, ref, torch.zeros(1), torch.ones(1, 2), beta=1.0, clip_eps=0.2)
+    d = ref - logp
+    assert kl.item() == pytest.approx(float((torch.exp(d) - d - 1).mean()))
+    assert kl.item() > 0
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_train_ckpt, train_data):
+    model = load_trainable(tiny_train_ckpt)
+    engine = training_engine(tiny_train_ckpt, model)
+    builder = ExampleBuilder(engine, load_prompt_template(tiny_train_ckpt), load_pairs(train_data, "train"))
+    return model, engine, builder
+
+
+def test_greedy_group_sampling_equals_engine_chat(bench, tiny_train_ckpt):
+    model, engine, builder = bench
+    pairs = [orient(builder.records[i], i % 2 == 1) for i in (0, 3)]  # different titles: prompts of unequal length
+    prompts = [builder.prompt(p, "<think>") for p in pairs]
+    assert len(prompts[0].ids) != len(prompts[1].ids)
+    tokens, finished = sample_completions(engine, prompts, 2, 12, SamplingParams())
+    assert len(tokens) == 4 and tokens[0] == tokens[1] and tokens[2] == tokens[3]
+    served = Engine(tiny_train_ckpt, backend="torch")
+    for pair, got in zip(pairs, (tokens[0], tokens[2])):
+        messages, prefix = served.comparison_messages(pair.image_a, pair.image_b, pair.profile, mode="reason")
+        ref = served.chat(messages, max_new_tokens=12, assistant_prefix=prefix).token_ids
+        assert got == ref[: len(got)]
+
+
+def test_rollout_is_reproducible_and_scored(bench, tiny_train_ckpt, train_data, tmp_path):
+    model, engine, builder = bench
+    config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path), prompts_per_step=2, group_size=3,
+                        max_new_tokens=10, seed=5)
+    first, again = rollout(engine, builder, config, step=7), rollout(engine, builder, config, step=7)
+    assert first.completions == again.completions and len(first.completions) == 6
+    assert all(t.startswith("<think>") for t in first.texts)
+    assert first.rewards.shape == first.advantages.shape == (6,)
+    assert rollout(engine, builder, config, step=8).completions != first.completions
+
+
+def test_policy_step_gradients(bench, tiny_train_ckpt, train_data, tmp_path):
+    model, engine, builder = bench
+    config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path), prompts_per_step=2, group_size=2,
+                        max_new_tokens=6, micro_batch=3)
+    rolled = rollout(engine, builder, config, step=0)
+    rolled.advantages = np.array([1.0, -1.0, 0.5, -0.5])
+    reference = load_trainable(tiny_train_ckpt).eval()
+    model.zero_grad(set_to_none=True)
+    metrics = policy_step(model, reference, engine, rolled, config)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(float(g.abs().max()) > 0 for g in grads)
+    assert metrics["kl"] == pytest.approx(0, abs=1e-6)  # policy == reference before any update
+    model.zero_grad(set_to_none=True)
+
+
+def test_run_grpo_steps_and_writes_a_checkpoint(tiny_train_ckpt, train_data, tmp_path):
+    config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path / "grpo"), steps=2, prompts_per_step=2,
+                        group_size=2, max_new_tokens=8, save_every=1, lr=1e-3)
+    metrics = run_grpo(config, progress=False)
+    assert {"reward", "format", "accuracy", "loss", "kl", "grad_norm", "completion_tokens"} <= set(metrics)
+    log = [json.loads(line) for line in (tmp_path / "grpo_state" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    Engine(tmp_path / "grpo")
+    assert run_grpo(config, resume=True, progress=False) == {}  # already at the last step: nothing to do
+    with pytest.raises(InvalidInputError, match="group_size"):
+        run_grpo(replace(config, group_size=1), progress=False)
