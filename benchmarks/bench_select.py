@@ -72,7 +72,13 @@ def run(args) -> list[dict]:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="c4u-bench-"))
     ckpt = workload.checkpoint(root)
     params = workload.parameter_count(ckpt)
-    engine = Engine(ckpt, backend=args.backend)
+    if "onnxruntime" in args.backends and not (ckpt / "onnx" / "manifest.json").is_file():
+        sys.path.append(str(Path(__file__).resolve().parent.parent))  # the export/ release tooling
+        from export.onnx_export import export_engine
+
+        export_engine(ckpt)
+    engines = {b: Engine(ckpt, backend=b) for b in args.backends}
+    engine = engines[args.backends[0]]
     judge = TransformersJudge(ckpt)
     id_a, id_b = engine.answer_token_ids
     patches = (workload.IMAGE_SIDE // 14) ** 2
@@ -81,11 +87,16 @@ def run(args) -> list[dict]:
         imgs = workload.images(n, seed=n)
         for mode in args.modes:
             for strategy in args.strategies:
-                engine.select(imgs[:2], workload.PROFILE, mode=mode, strategy=strategy, max_new_tokens=4)  # warm-up
-                t0 = time.perf_counter()
-                sel = engine.select(imgs, workload.PROFILE, mode=mode, strategy=strategy,
-                                    max_new_tokens=args.max_new_tokens, use_cache=False)
-                t_engine = time.perf_counter() - t0
+                times, sels = {}, {}
+                for name, eng in engines.items():
+                    eng.select(imgs[:2], workload.PROFILE, mode=mode, strategy=strategy, max_new_tokens=4)  # warm-up
+                    t0 = time.perf_counter()
+                    sels[name] = eng.select(imgs, workload.PROFILE, mode=mode, strategy=strategy,
+                                            max_new_tokens=args.max_new_tokens, use_cache=False)
+                    times[name] = time.perf_counter() - t0
+                sel, t_engine = sels[args.backends[0]], times[args.backends[0]]
+                same = all(s.ranking == sel.ranking and [c.answer for c in s.comparisons]
+                           == [c.answer for c in sel.comparisons] for s in sels.values())
                 pairs = [(c.first, c.second) for c in sel.comparisons]
                 if args.naive_limit and len(pairs) > args.naive_limit:
                     sample = pairs[: args.naive_limit]
@@ -107,6 +118,7 @@ def run(args) -> list[dict]:
                     + 2 * params["vision"] * patches * st.get("images_encoded", 0)
                 rows.append(dict(
                     n=n, mode=mode, strategy=strategy, comparisons=len(pairs), engine_s=t_engine,
+                    backend_s={k: round(v, 3) for k, v in times.items()}, backends_agree=same,
                     naive_s=t_naive_full, naive_measured_pairs=len(sample), speedup=t_naive_full / t_engine,
                     answers_agree=f"{agree}/{len(sample)}", engine_gflops=flops_engine / t_engine / 1e9,
                     tokens_prefilled=st.get("tokens_prefilled", 0), tokens_decoded=st.get("tokens_decoded", 0),
@@ -123,24 +135,34 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--naive-limit", type=int, default=0,
                    help="time at most this many naive pairs and extrapolate linearly (0 = all)")
-    p.add_argument("--backend", default="torch")
+    p.add_argument("--backends", nargs="+", default=["torch"], help="engine runtimes to time (the first is the "
+                   "one compared with the transformers loop)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and onnxruntime (0 = default)")
     p.add_argument("--workdir", help="where to build (and reuse) the benchmark checkpoint")
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["C4U_ORT_THREADS"] = str(args.threads)
     peak = matmul_gflops()
     rows, params = run(args)
     print(f"\nmachine: {machine()}; measured fp32 matmul (1024^3): {peak:.1f} GFLOP/s")
     print(f"checkpoint: vision {params['vision'] / 1e6:.1f}M + language {params['language'] / 1e6:.1f}M parameters, "
-          f"{workload.IMAGE_SIDE}x{workload.IMAGE_SIDE} images, backend {args.backend}\n")
+          f"{workload.IMAGE_SIDE}x{workload.IMAGE_SIDE} images, backends {', '.join(args.backends)}\n")
+    extra = args.backends[1:]
     print("| N | mode | strategy | comparisons | engine s | transformers loop s | speedup | answers agree "
-          "| engine GFLOP/s (% of matmul) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| engine GFLOP/s (% of matmul) |" + "".join(f" {b} s (vs {args.backends[0]}) |" for b in extra))
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra))
     for r in rows:
         naive = f"{r['naive_s']:.2f}" + ("" if r["naive_measured_pairs"] == r["comparisons"]
                                          else f" (from {r['naive_measured_pairs']} pairs)")
         print(f"| {r['n']} | {r['mode']} | {r['strategy']} | {r['comparisons']} | {r['engine_s']:.2f} | {naive} "
               f"| {r['speedup']:.1f}x | {r['answers_agree']} | {r['engine_gflops']:.1f} "
-              f"({100 * r['engine_gflops'] / peak:.0f}%) |")
+              f"({100 * r['engine_gflops'] / peak:.0f}%) |"
+              + "".join(f" {r['backend_s'][b]:.2f} ({r['engine_s'] / r['backend_s'][b]:.1f}x"
+                        f"{', same picks' if r['backends_agree'] else ', DIFFERENT picks'}) |" for b in extra))
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": machine(), "matmul_gflops": peak, "params": params,
                                               "rows": rows}, indent=2))

@@ -32,7 +32,7 @@ from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir,
                                            decoder_input_names, load_engine_dir)
 
 THREADS_ENV = "C4U_ORT_THREADS"
-VISION_GROUP_PATCHES = 2048  # patches per vision call, unless one image alone has more
+VISION_GROUP_PATCHES = 512  # patches per vision call (whole images): attention cost is quadratic in it; 512 measured best
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",

@@ -63,14 +63,29 @@ class TorchRunner(Runner):
         self._lock = threading.Lock()
 
     # -- vision ----------------------------------------------------------------------------------------
+    # the reference vision tower attends over all patches of a call with dense masks: cost grows with the square of
+    # the patches per call, so calls are cut to about this many patches (whole images; measured best on CPU)
+    vision_patches_per_call = 512
+
     def encode_images(self, pixel_values: np.ndarray, grid_thw: np.ndarray) -> list[Embeds]:
         grid = np.asarray(grid_thw, dtype=np.int64)
-        with self._lock, torch.inference_mode():
-            pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)).to(self._torch_device, self.dtype)
-            out = self.model.encode_images(pv, grid)
         merge = self.model.config.vision.spatial_merge_size
-        sizes = [int(t * h * w // (merge * merge)) for t, h, w in grid]
-        return list(torch.split(out, sizes, dim=0))
+        patches = [int(t * h * w) for t, h, w in grid]
+        outs: list = []
+        with self._lock, torch.inference_mode():
+            pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+            start = 0
+            i = 0
+            while i < len(grid):
+                j, n = i + 1, patches[i]
+                while j < len(grid) and n + patches[j] <= self.vision_patches_per_call:
+                    n += patches[j]
+                    j += 1
+                chunk = pv[start : start + n].to(self._torch_device, self.dtype)
+                out = self.model.encode_images(chunk, grid[i:j])
+                outs += list(torch.split(out, [p // (merge * merge) for p in patches[i:j]], dim=0))
+                start, i = start + n, j
+        return outs
 
     def embed(self, input_ids: np.ndarray, image_embeds: Sequence[Embeds]) -> Embeds:
         with self._lock, torch.inference_mode():
