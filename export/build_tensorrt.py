@@ -1,4 +1,4 @@
-"""Build, check and run TensorRT engines from ONNX graphs with the official `tensorrt` Python API (10.x; 11.x-ready).
+"""Build TensorRT engines from ONNX graphs with the official `tensorrt` Python API (10.x; 11.x-ready).
 
     python -m export.build_tensorrt ENGINE_DIR [--precision bf16] [--timing-cache PATH] [--graph NAME] [--fp8]
 
@@ -14,7 +14,9 @@ quantized graph (FLOAT8E4M3FN QuantizeLinear/DequantizeLinear pairs, e.g. from M
 BuilderFlag.FP8 when the network is weakly typed.
 
 Engines are tied to one TensorRT version and one GPU model: the sidecar records both, the ONNX digest
-(:func:`onnx_sha256`) and the profiles, and :func:`load_engine` refuses any mismatch.
+(:func:`onnx_sha256`) and the profiles, and :func:`load_engine` refuses any mismatch. Loading, the sidecar check
+and TrtSession (running an engine on torch CUDA tensors) belong to the runtime (c4u_engine/runners/tensorrt_plan.py,
+tensorrt_session.py) and are re-exported here.
 Nothing here imports tensorrt (or torch) at module import: without them, calls raise BackendUnavailableError.
 """
 
@@ -32,34 +34,21 @@ from pathlib import Path
 from typing import Any
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
+# The runtime side (loading, sidecar checks, running) lives with the runtime, which must not import export/.
+from c4u_engine.runners.tensorrt_plan import (SIDECAR_FORMAT, check_sidecar, current_gpu,  # noqa: F401
+                                              import_tensorrt, load_engine, make_logger, sidecar_path)
+from c4u_engine.runners.tensorrt_session import TrtSession  # noqa: F401
 
 from export.check_tensorrt import (assert_tensorrt_ready, graph_files, iter_graphs, load_model,
                                    read_manifest)
 from export.profiles import Profile, profiles_from_manifest
 
 PRECISIONS = {"fp32": "FLOAT", "bf16": "BFLOAT16", "fp16": "FLOAT16"}  # precision -> ONNX dtype name
-SIDECAR_FORMAT = 1
 FP8_MIN_CAPABILITY = (8, 9)
-
-
-def import_tensorrt() -> Any:
-    """The `tensorrt` module, or BackendUnavailableError saying why it cannot be used here."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as e:  # OSError: the PyPI wheel without its NVIDIA libraries
-        raise BackendUnavailableError(
-            f"tensorrt is not installed: {e}. Install NVIDIA TensorRT 10.x Python bindings "
-            "(pip install tensorrt-cu12) on a machine with an NVIDIA GPU") from e
-    return trt
 
 
 def _trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
-
-
-def sidecar_path(engine_path: str | os.PathLike) -> Path:
-    """``decoder.plan`` -> ``decoder.plan.json``."""
-    return Path(f"{engine_path}.json")
 
 
 def onnx_sha256(onnx_path: str | os.PathLike) -> str:
@@ -87,19 +76,6 @@ def _hash_file(digest: Any, path: Path) -> None:
                 digest.update(chunk)
     except FileNotFoundError as e:
         raise EngineArtifactError(f"file not found: {path}") from e
-
-
-def current_gpu() -> tuple[str, tuple[int, int]]:
-    """(name, compute capability) of the current CUDA device, read through torch."""
-    try:
-        import torch
-    except ImportError as e:
-        raise BackendUnavailableError(f"torch is needed to identify the GPU: {e}") from e
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError("no CUDA device is available (torch.cuda.is_available() is False)")
-    index = torch.cuda.current_device()
-    major, minor = torch.cuda.get_device_capability(index)
-    return torch.cuda.get_device_name(index), (int(major), int(minor))
 
 
 # ---------------------------------------------------------------------------------------------- typing plan
@@ -149,24 +125,6 @@ def format_parser_errors(parser: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- build
-
-
-def _make_logger(trt: Any, verbose: bool) -> Any:
-    class _Logger(trt.ILogger):
-        """Prints warnings and errors and keeps errors for the exception message."""
-
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            level = int(severity)  # INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4
-            if level <= 1:
-                self.errors.append(msg)
-            if level <= 2 or verbose:
-                print(f"[TensorRT {getattr(severity, 'name', level)}] {msg}", file=sys.stderr)
-
-    return _Logger()
 
 
 def _make_progress_monitor(trt: Any) -> Any | None:
@@ -246,7 +204,7 @@ def build_engine(
         raise BackendUnavailableError(f"fp8 needs compute capability >= 8.9; {gpu_name} has {capability}")
     strongly_typed, flags = typing_plan(trt, precision, report.tensor_types, fp8)
 
-    logger = _make_logger(trt, verbose=False)
+    logger = make_logger(trt)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     network_flags = 0
@@ -304,167 +262,6 @@ def build_engine(
     }
     _atomic_write(sidecar_path(out_path), (json.dumps(meta, indent=2) + "\n").encode())
     return meta
-
-
-# ---------------------------------------------------------------------------------------------- load
-
-
-def check_sidecar(
-    meta: Mapping[str, Any],
-    *,
-    tensorrt_version: str,
-    gpu_name: str,
-    compute_capability: Sequence[int],
-    expected_onnx_sha256: str | None = None,
-    expected_profiles: Sequence[Profile] | None = None,
-) -> list[str]:
-    """Every reason why an engine with sidecar `meta` must not be loaded here (empty: it may)."""
-    problems = []
-    if meta.get("format") != SIDECAR_FORMAT:
-        problems.append(f"sidecar format {meta.get('format')!r}, expected {SIDECAR_FORMAT}")
-    if meta.get("tensorrt_version") != tensorrt_version:
-        problems.append(f"built with TensorRT {meta.get('tensorrt_version')}, this is TensorRT {tensorrt_version}")
-    gpu = meta.get("gpu") or {}
-    if gpu.get("name") != gpu_name or list(gpu.get("compute_capability") or []) != list(compute_capability):
-        problems.append(f"built for {gpu.get('name')} (compute capability {gpu.get('compute_capability')}), "
-                        f"this GPU is {gpu_name} ({list(compute_capability)})")
-    onnx_digest = (meta.get("onnx") or {}).get("sha256")
-    if expected_onnx_sha256 is not None and onnx_digest != expected_onnx_sha256:
-        problems.append(f"built from ONNX sha256 {onnx_digest}, the manifest declares {expected_onnx_sha256}")
-    if expected_profiles is not None and meta.get("profiles") != [p.to_json() for p in expected_profiles]:
-        problems.append("its optimization profiles differ from the manifest's")
-    return problems
-
-
-def load_engine(path: str | os.PathLike, manifest: Mapping[str, Any] | None = None, *,
-                graph: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """(ICudaEngine, sidecar) for a serialized engine, refusing a sidecar that does not match this machine.
-
-    With `manifest`, the engine must also come from the manifest's ONNX digest (``graphs.<graph>.sha256``, when
-    declared) and profiles; `graph` defaults to the sidecar's.
-    """
-    path = Path(path)
-    try:
-        meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise EngineArtifactError(f"{path}: no sidecar {sidecar_path(path).name}; rebuild the engine") from e
-    except json.JSONDecodeError as e:
-        raise EngineArtifactError(f"{sidecar_path(path)}: not valid JSON: {e}") from e
-    trt = import_tensorrt()
-    gpu_name, capability = current_gpu()
-    expected_sha, expected_profiles = None, None
-    if manifest is not None:
-        graph = graph or meta.get("graph")
-        expected_sha = ((manifest.get("graphs") or {}).get(graph) or {}).get("sha256")
-        expected_profiles = profiles_from_manifest(manifest).get(graph) if "profiles" in manifest else None
-    problems = check_sidecar(meta, tensorrt_version=str(trt.__version__), gpu_name=gpu_name,
-                             compute_capability=capability, expected_onnx_sha256=expected_sha,
-                             expected_profiles=expected_profiles)
-    plan = path.read_bytes() if path.is_file() else b""
-    if not plan:
-        problems.append("the engine file is missing or empty")
-    elif hashlib.sha256(plan).hexdigest() != meta.get("engine_sha256"):
-        problems.append("the engine file's sha256 differs from the sidecar's (corrupt or replaced)")
-    if problems:
-        raise EngineArtifactError(f"{path}: refusing to load: " + "; ".join(problems))
-    logger = _make_logger(trt, verbose=False)
-    trt.init_libnvinfer_plugins(logger, "")
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)  # the engine keeps its runtime alive
-    if engine is None:
-        raise EngineArtifactError(f"{path}: TensorRT could not deserialize it: " + "; ".join(logger.errors))
-    return engine, meta
-
-
-# ---------------------------------------------------------------------------------------------- run
-
-
-class TrtSession:
-    """Runs one engine on torch CUDA tensors: picks a profile, sets shapes and addresses, enqueues on a stream."""
-
-    def __init__(self, engine: Any, meta: Mapping[str, Any] | None = None) -> None:
-        import torch
-
-        self._trt = import_tensorrt()
-        self._torch = torch
-        self.engine = engine
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise BackendUnavailableError("TensorRT could not create an execution context (out of GPU memory?)")
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        is_input = {n: engine.get_tensor_mode(n) == self._trt.TensorIOMode.INPUT for n in names}
-        self.inputs = [n for n in names if is_input[n]]
-        self.outputs = [n for n in names if not is_input[n]]
-        self.profile_names = [p["name"] for p in (meta or {}).get("profiles", [])]
-        self._profile: int | None = None
-
-    def _torch_dtype(self, name: str) -> Any:
-        dt, torch = self.engine.get_tensor_dtype(name), self._torch
-        table = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
-                 "INT64": torch.int64, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool,
-                 "FP8": torch.float8_e4m3fn}
-        for key, value in table.items():
-            if dt == getattr(self._trt.DataType, key, None):
-                return value
-        raise EngineArtifactError(f"tensor '{name}' has TensorRT dtype {dt}, which TrtSession cannot map to torch")
-
-    def profile_index(self, shapes: Mapping[str, Sequence[int]], profile: str | int | None = None) -> int:
-        """The profile to use: `profile` (name or index) when given, else the first whose ranges hold `shapes`."""
-        if isinstance(profile, str):
-            if profile not in self.profile_names:
-                raise InvalidInputError(f"unknown profile {profile!r}; profiles: {self.profile_names}")
-            return self.profile_names.index(profile)
-        if isinstance(profile, int):
-            if not 0 <= profile < self.engine.num_optimization_profiles:
-                raise InvalidInputError(f"profile index {profile} out of range "
-                                        f"0..{self.engine.num_optimization_profiles - 1}")
-            return profile
-        for index in range(self.engine.num_optimization_profiles):
-            if all(self._fits(name, shape, index) for name, shape in shapes.items()):
-                return index
-        raise InvalidInputError(f"no optimization profile holds input shapes {dict(shapes)}; profiles: "
-                                f"{self.profile_names or self.engine.num_optimization_profiles}")
-
-    def _fits(self, name: str, shape: Sequence[int], index: int) -> bool:
-        lo, _, hi = self.engine.get_tensor_profile_shape(name, index)
-        return len(lo) == len(shape) and all(a <= s <= b for a, s, b in zip(lo, shape, hi))
-
-    def run(self, inputs: Mapping[str, Any], *, profile: str | int | None = None,
-            stream: Any | None = None) -> dict[str, Any]:
-        """Run on `inputs` (name -> CUDA tensor); returns name -> new output tensor, enqueued on `stream`."""
-        torch = self._torch
-        missing, extra = set(self.inputs) - set(inputs), set(inputs) - set(self.inputs)
-        if missing or extra:
-            raise InvalidInputError(f"engine inputs are {self.inputs}; missing {sorted(missing)}, "
-                                    f"unexpected {sorted(extra)}")
-        stream = stream or torch.cuda.current_stream()
-        index = self.profile_index({n: tuple(t.shape) for n, t in inputs.items()}, profile)
-        if index != self._profile:
-            self.context.set_optimization_profile_async(index, stream.cuda_stream)
-            self._profile = index
-        keep, outputs = [], {}  # keep: contiguous copies must live until the enqueue
-        with torch.cuda.stream(stream):  # allocations and copies belong to the stream that runs the engine
-            for name in self.inputs:
-                t, want = inputs[name], self._torch_dtype(name)
-                if not t.is_cuda or t.dtype != want:
-                    raise InvalidInputError(f"input '{name}' must be a CUDA {want} tensor, got {t.dtype} on {t.device}")
-                t = t.contiguous()
-                keep.append(t)
-                if not self.context.set_input_shape(name, tuple(t.shape)):
-                    raise InvalidInputError(f"input '{name}' shape {tuple(t.shape)} is outside profile {index}")
-                self.context.set_tensor_address(name, t.data_ptr())
-            for name in self.outputs:
-                shape = tuple(self.context.get_tensor_shape(name))
-                if any(d < 0 for d in shape):
-                    raise EngineArtifactError(f"output '{name}' has a data-dependent shape {shape}; TrtSession "
-                                              "supports outputs whose shapes follow from the input shapes")
-                out = torch.empty(shape, dtype=self._torch_dtype(name), device=keep[0].device if keep else "cuda")
-                self.context.set_tensor_address(name, out.data_ptr())
-                outputs[name] = out
-            if not self.context.execute_async_v3(stream.cuda_stream):
-                raise BackendUnavailableError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        for t in keep:
-            t.record_stream(stream)
-        return outputs
 
 
 # ---------------------------------------------------------------------------------------------- CLI
