@@ -80,6 +80,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Pairwise accuracy (both orders), order consistency and group-winner accuracy on a CreativePair directory."""
+    from c4u_engine.api import Engine
+    from c4u_engine.builtin import builtin_model_dir
+    from c4u_engine.train.evaluate import evaluate, format_report
+
+    model = args.model or str(builtin_model_dir())
+    engine = Engine(model, device=args.device, backend=args.backend)
+    report = evaluate(model, args.data_dir, split=None if args.split == "all" else args.split,
+                      modes=[m for m in args.modes.split(",") if m], max_pairs=args.max_pairs,
+                      max_groups=args.max_groups, max_new_tokens=args.max_new_tokens, engine=engine)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def _profile_text(profile) -> str:
     queries = "; ".join(profile.queries) or "(none)"
     return f"{profile.title} | queries: {queries}" + (f" | {profile.extra}" if profile.extra else "")
@@ -118,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
     p_demo.set_defaults(func=_cmd_demo)
+
+    p_eval = sub.add_parser("eval", help="accuracy on a CreativePair-format directory (JSONL + images)")
+    p_eval.add_argument("data_dir")
+    p_eval.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
+    p_eval.add_argument("--split", default="test", help="pair split to read (train/val/test), or 'all'")
+    p_eval.add_argument("--modes", default="fast,reason,hybrid")
+    p_eval.add_argument("--max-pairs", type=int)
+    p_eval.add_argument("--max-groups", type=int)
+    p_eval.add_argument("--max-new-tokens", type=int, default=384)
+    p_eval.add_argument("--device", default="cpu")
+    p_eval.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p_eval.add_argument("--json", action="store_true")
+    p_eval.set_defaults(func=_cmd_eval)
     return parser
 
 

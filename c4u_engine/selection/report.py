@@ -12,6 +12,7 @@ import io
 import json
 from typing import Any, Sequence
 
+import numpy as np
 from PIL import Image
 
 from c4u_engine.errors import InvalidInputError
@@ -36,6 +37,8 @@ tr.winner td{background:#fff4c2;font-weight:bold}
 
 def thumbnail_data_uri(image: Image.Image, max_side: int = THUMBNAIL_SIDE) -> str:
     """`image` scaled to fit max_side x max_side, as a data URI: PNG when it has transparency, JPEG otherwise."""
+    if not isinstance(image, Image.Image):  # an HxWx3 uint8 array (e.g. LoadedImage.pixels)
+        image = Image.fromarray(np.asarray(image))
     thumb = image.copy()
     thumb.thumbnail((max_side, max_side))
     has_alpha = thumb.mode in ("RGBA", "LA", "PA") or (thumb.mode == "P" and "transparency" in thumb.info)

@@ -1,0 +1,60 @@
+"""The `c4u` command line: info, select (JSON and HTML report), eval, and typed errors as exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from tiny_checkpoint import make_test_image
+
+from c4u_engine.cli import main
+
+
+def _images(tmp_path, n=3):
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"c{i}.png"
+        Image.fromarray(make_test_image(56, 56, seed=i)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_info_reports_native_build_and_runtimes(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["native"]["built"] is True
+    assert set(info["runtimes"]) == {"torch", "onnxruntime", "tensorrt"}
+    if info["native"]["cuda_kernels"]:
+        assert "80" in info["native"]["cuda_archs"] and "90" in info["native"]["cuda_archs"]
+
+
+def test_select_json_and_html_report(tiny_ckpt, tmp_path, capsys):
+    paths = _images(tmp_path) + [str(tmp_path / "missing.png")]
+    report = tmp_path / "report.html"
+    code = main(["select", *paths, "--title", "Trail shoes", "--query", "running sale", "--model", str(tiny_ckpt),
+                 "--backend", "torch", "--strategy", "round_robin", "--json", "--report", str(report)])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["ranking"]) == [0, 1, 2] and "3" in out["rejected"]
+    html = report.read_text()
+    assert html.count("data:image/") >= 3 and "http://" not in html and "https://" not in html
+
+
+def test_typed_errors_exit_2(tiny_ckpt, tmp_path, capsys):
+    code = main(["select", *_images(tmp_path, 2), "--title", "x", "--model", str(tmp_path / "nope")])
+    assert code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_eval_on_a_creative_pair_directory(tiny_ckpt, tmp_path, capsys):
+    from c4u_engine.data.pairs import make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data, 6, seed=1, size=56, n_groups=1, group_size=3, val_fraction=0.0, test_fraction=0.5)
+    code = main(["eval", str(data), "--model", str(tiny_ckpt), "--backend", "torch", "--modes", "fast",
+                 "--split", "all", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == 6 and 0.0 <= report["fast"]["accuracy"] <= 1.0
+    assert report["fast"]["group_accuracy"] in (0.0, 1.0)
