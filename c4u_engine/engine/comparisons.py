@@ -89,6 +89,17 @@ class ComparisonRunner:
             self._answer_ids = (ta[-1], tb[-1])
         return self._answer_ids
 
+    def empty_thinking_ids(self) -> tuple[int, ...]:
+        """The token that would close the thinking right after the reason prefix. Reason mode bans it as the first
+        new token: a model taught both a chain-of-thought and a direct-answer form (ours is, for fast mode) must
+        reason when asked to."""
+        tok, prefix = self.engine.tokenizer, self.template.reason_prefix
+        base = tok.encode(prefix)
+        closed = tok.encode(prefix + "</think>")
+        if closed[: len(base)] != base or len(closed) <= len(base):
+            return ()
+        return (closed[len(base)],)
+
     def assistant_prefix(self, mode: str) -> str:
         self.answer_token_ids()
         return self.fast_prefix if mode == "fast" else self.template.assistant_prefix(mode)
@@ -236,7 +247,7 @@ class ComparisonRunner:
         next_pos = np.array([splits[k].prompt.next_position for k in chunk], np.int64)
         res = decode(self.engine.runner, kv, mask, logits, next_pos, max_new_tokens=max_new_tokens,
                      sampler=Sampler(sampling or SamplingParams()), eos_ids=tok.eos_token_ids, stop=stop,
-                     before_sample=before_sample)
+                     before_sample=before_sample, suppress_first=self.empty_thinking_ids())
         timer.add_time("decode", t0)
         timer.count("tokens_decoded", res.tokens_decoded)
         timer.count("decode_steps", res.steps)

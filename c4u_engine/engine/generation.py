@@ -37,12 +37,13 @@ def decode(
     stop: StopRule | None = None,
     before_sample: BeforeSample | None = None,
     min_new_tokens: int = 0,
+    suppress_first: Sequence[int] = (),
 ) -> DecodeResult:
     """Generate up to max_new_tokens per row.
 
     kv: runner KV for the batch, attention_mask bool [B, L] says which of its slots are real; first_logits [B, V]
     are the logits after the last prompt token; next_positions int64 [B] the M-RoPE position of the first new token
-    (text positions are equal on the three axes)."""
+    (text positions are equal on the three axes). suppress_first: token ids that may not be the first new token."""
     batch = first_logits.shape[0]
     result = DecodeResult(tokens=[[] for _ in range(batch)], finished_by=["length"] * batch)
     eos = set(int(e) for e in eos_ids)
@@ -54,9 +55,12 @@ def decode(
         if before_sample is not None:
             for i, row in enumerate(active):
                 before_sample(row, result.tokens[row], logits[i])
-        if step < min_new_tokens and eos:  # as transformers' min_new_tokens: eos is not a choice yet
+        banned = sorted(eos) if step < min_new_tokens else []  # as transformers' min_new_tokens
+        if step == 0:
+            banned += list(suppress_first)  # as transformers' begin_suppress_tokens
+        if banned:
             logits = logits.copy()
-            logits[:, sorted(eos)] = -np.inf
+            logits[:, banned] = -np.inf
         chosen = sampler(logits)
         keep = []
         for i, row in enumerate(active):
