@@ -90,3 +90,17 @@ class Runner(ABC):
 
     def close(self) -> None:
         """Release device memory and sessions (optional)."""
+
+
+def split_by_budget(sizes: Sequence[int], budget: int) -> list[slice]:
+    """Consecutive runs of items whose sizes sum to at most `budget` (an item over budget stands alone).
+
+    Runners cut vision calls with it: attention over a call's patches costs the square of their number."""
+    groups, start, total = [], 0, 0
+    for i, size in enumerate(int(s) for s in sizes):
+        if i > start and total + size > budget:
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    groups.append(slice(start, len(sizes)))
+    return groups

@@ -27,7 +27,7 @@ import numpy as np
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
-from c4u_engine.runners.base import KV, Embeds, Runner
+from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
 from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
                                            decoder_input_names, load_engine_dir)
 
@@ -125,7 +125,7 @@ class OnnxRuntimeRunner(Runner):
         # ([heads, P, P]): calls over groups of at most VISION_GROUP_PATCHES patches keep that quadratic term
         # per image instead of per batch. Same results; less memory and work.
         outputs, start = [], 0
-        for group in _groups(patches, VISION_GROUP_PATCHES):
+        for group in split_by_budget(patches, VISION_GROUP_PATCHES):
             aux = vision_aux_arrays(grid[group], self.config)
             stop = start + int(patches[group].sum())
             feeds = {"pixel_patches": pixels[start:stop], **{n: getattr(aux, n) for n in VISION_INPUTS[1:]}}
@@ -231,18 +231,6 @@ class OnnxRuntimeRunner(Runner):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _groups(sizes: np.ndarray, budget: int) -> list[slice]:
-    """Consecutive runs of items whose sizes sum to at most `budget` (an item over budget stands alone)."""
-    groups, start, total = [], 0, 0
-    for i, size in enumerate(int(s) for s in sizes):
-        if i > start and total + size > budget:
-            groups.append(slice(start, i))
-            start, total = i, 0
-        total += size
-    groups.append(slice(start, len(sizes)))
-    return groups
 
 
 def _specs(args: Sequence[Any]) -> list[TensorSpec]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, LimitExceededError
+from c4u_engine.runners.base import split_by_budget  # noqa: F401 (part of this module's API)
 
 SIDECAR_FORMAT = 1
 PLAN_SUFFIX = ".plan"
@@ -327,15 +328,3 @@ def split_rows(profiles: Sequence[PlanProfile], shapes: Mapping[str, Shape], bat
         chunks.append((start, start + rows, index))
         start += rows
     return chunks
-
-
-def split_by_budget(sizes: Sequence[int], budget: int) -> list[slice]:
-    """Consecutive runs of items whose sizes sum to at most `budget` (an item over budget stands alone)."""
-    groups, start, total = [], 0, 0
-    for i, size in enumerate(int(s) for s in sizes):
-        if i > start and total + size > budget:
-            groups.append(slice(start, i))
-            start, total = i, 0
-        total += size
-    groups.append(slice(start, len(sizes)))
-    return groups

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from c4u_engine.errors import BackendUnavailableError, InvalidInputError
-from c4u_engine.runners.base import KV, Embeds, Runner
+from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
 
 try:
     import torch
@@ -72,19 +72,13 @@ class TorchRunner(Runner):
         merge = self.model.config.vision.spatial_merge_size
         patches = [int(t * h * w) for t, h, w in grid]
         outs: list = []
+        offsets = np.concatenate([[0], np.cumsum(patches)])
         with self._lock, torch.inference_mode():
             pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
-            start = 0
-            i = 0
-            while i < len(grid):
-                j, n = i + 1, patches[i]
-                while j < len(grid) and n + patches[j] <= self.vision_patches_per_call:
-                    n += patches[j]
-                    j += 1
-                chunk = pv[start : start + n].to(self._torch_device, self.dtype)
-                out = self.model.encode_images(chunk, grid[i:j])
-                outs += list(torch.split(out, [p // (merge * merge) for p in patches[i:j]], dim=0))
-                start, i = start + n, j
+            for group in split_by_budget(patches, self.vision_patches_per_call):
+                chunk = pv[offsets[group.start] : offsets[group.stop]].to(self._torch_device, self.dtype)
+                out = self.model.encode_images(chunk, grid[group])
+                outs += list(torch.split(out, [p // (merge * merge) for p in patches[group]], dim=0))
         return outs
 
     def embed(self, input_ids: np.ndarray, image_embeds: Sequence[Embeds]) -> Embeds:

@@ -22,6 +22,7 @@ from c4u_engine.api import Engine  # noqa: E402
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, UnsupportedModelError  # noqa: E402
 from c4u_engine.runners import create_runner, onnxruntime_runner  # noqa: E402
 from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner, OrtKV, tensorrt_ep_options  # noqa: E402
+from c4u_engine.runners.base import split_by_budget  # noqa: E402
 from c4u_engine.runners.torch_runner import TorchKV, TorchRunner  # noqa: E402
 from export.onnx_export import export_engine  # noqa: E402
 
@@ -131,9 +132,9 @@ def test_prefill_decode_and_prefix_reuse_match_torch(pairs, variant):
 
 
 def test_vision_groups_split_at_the_patch_budget():
-    groups = onnxruntime_runner._groups(np.array([60, 56, 24, 100, 4]), 80)
+    groups = split_by_budget(np.array([60, 56, 24, 100, 4]), 80)
     assert [(g.start, g.stop) for g in groups] == [(0, 1), (1, 3), (3, 4), (4, 5)]
-    assert [(g.start, g.stop) for g in onnxruntime_runner._groups(np.array([4, 4]), 80)] == [(0, 2)]
+    assert [(g.start, g.stop) for g in split_by_budget(np.array([4, 4]), 80)] == [(0, 2)]
 
 
 def test_kv_stack_pads_with_zeros_like_torch(pairs):
