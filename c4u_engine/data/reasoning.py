@@ -48,7 +48,7 @@ def _selling(spec: CreativeSpec) -> str:
     return "selling point" if spec.selling_point else "no selling point"
 
 
-def _describe(section: str, spec: CreativeSpec, queries: Sequence[str], title: str) -> str:
+def describe_section(section: str, spec: CreativeSpec, queries: Sequence[str], title: str) -> str:
     """A short noun phrase describing what one creative shows for one section ("" when the section is moot)."""
     if section == "query":
         intent = query_intent(queries)
@@ -115,8 +115,8 @@ def make_reasoning(spec_a: CreativeSpec, spec_b: CreativeSpec, title: str, queri
     wins: dict[str, list[tuple[float, str]]] = {"A": [], "B": []}
     for section in SECTIONS:
         diff = terms_a[section] - terms_b[section]
-        desc_a = _describe(section, spec_a, queries, title)
-        desc_b = _describe(section, spec_b, queries, title)
+        desc_a = describe_section(section, spec_a, queries, title)
+        desc_b = describe_section(section, spec_b, queries, title)
         context = _context(section, spec_a, queries, title)
         parts = [f"{SECTION_TITLES[section]}:"]
         if context:

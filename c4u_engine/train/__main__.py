@@ -81,8 +81,9 @@ def _cmd_sft(args: argparse.Namespace) -> int:
     from c4u_engine.train.sft import SFTConfig, run_sft
 
     _threads(args)
+    forms = {"forms": args.forms} if args.forms else {}
     config = SFTConfig(args.data, args.out, args.tokenizer, init_dir=args.init, seed=args.seed,
-                       **_overrides(args, _SFT_FLAGS))
+                       **_overrides(args, _SFT_FLAGS), **forms)
     result = run_sft(config, resume=args.resume, progress=not args.quiet)
     print(json.dumps({"out_dir": str(result.out_dir), "steps": result.steps, "last_loss": result.last_loss,
                       "seconds_per_step": round(result.seconds_per_step, 3)}))
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--init", default=None, help="or: a checkpoint to start from (copied into --out)")
     sft.add_argument("--seed", type=int, default=0)
     sft.add_argument("--resume", action="store_true", help="continue from the newest state in OUT_state/")
+    sft.add_argument("--forms", default=None, type=lambda v: tuple(f for f in v.split(",") if f),
+                     help="comma-separated training forms among reason,fast,perceive (default: reason,fast)")
     _add_fields(sft, SFTConfig, _SFT_FLAGS)
     common(sft)
     sft.set_defaults(func=_cmd_sft)

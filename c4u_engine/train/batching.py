@@ -4,7 +4,10 @@ An item is (pair, swapped, form). swapped shows image_b as Creative A and flips 
 are swapped with it (swap_reasoning). form "reason" trains the chain of thought
 `<think>{reasoning}</think><answer>{label}</answer><|im_end|>`; form "fast" trains the same answer after an empty
 think block (`<think></think><answer>{label}</answer><|im_end|>`), which is what fast mode's assistant prefix
-`<think></think><answer>` asks the model to continue. The prompt is ModelEngine.tokenize's, ending with the chat
+`<think></think><answer>` asks the model to continue. Form "perceive" is an auxiliary task on one image (image_a,
+or image_b when swapped): "Describe this creative." answered by data.description.describe_creative of the
+record's generator spec (meta["spec_a"/"spec_b"]; synthetic data only); it teaches the small vision tower the
+attributes the chain of thought compares from short, cheap sequences. The prompt is ModelEngine.tokenize's, ending with the chat
 template's `<|im_start|>assistant\n`; the loss covers every token after it. Both serving prompts (prompt + "<think>"
 for reason mode, prompt + "<think></think><answer>" for fast mode) are prefixes of these sequences.
 """
@@ -19,6 +22,8 @@ import numpy as np
 import torch
 
 from c4u_engine.data.creative_pair import PairRecord
+from c4u_engine.data.creatives import CreativeSpec
+from c4u_engine.data.description import DESCRIBE_QUESTION, describe_creative
 from c4u_engine.engine.model_engine import ModelEngine, Prompt
 from c4u_engine.engine.prompt import PromptTemplate
 from c4u_engine.errors import InvalidInputError
@@ -27,7 +32,8 @@ from c4u_engine.ops.preprocess import preprocess
 from c4u_engine.profile import Profile
 from c4u_engine.train.tokenizer_training import target_text
 
-FORMS = ("reason", "fast")
+FORMS = ("reason", "fast", "perceive")
+DEFAULT_FORMS = ("reason", "fast")  # perceive is opt-in: it needs generator specs
 IGNORE = -100
 _LETTER = re.compile(r"\b([AB])\b")
 _SWAPPED_SIDES = re.compile(r"\bB: ([^.\n]*)\. A: ([^.\n]*)\.")
@@ -44,7 +50,7 @@ def swap_reasoning(text: str) -> str:
 class Item:
     pair: int  # index into the records
     swapped: bool  # image_b shown as Creative A, label flipped
-    form: str  # "reason" or "fast"
+    form: str  # "reason", "fast" or "perceive"
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ def orient(record: PairRecord, swapped: bool) -> Oriented:
                     swap_reasoning(record.reasoning))
 
 
-def make_items(n_pairs: int, forms: Sequence[str] = FORMS, both_orders: bool = True) -> list[Item]:
+def make_items(n_pairs: int, forms: Sequence[str] = DEFAULT_FORMS, both_orders: bool = True) -> list[Item]:
     """Every (pair, order, form) item, in a fixed order (shuffling is the sampler's job)."""
     bad = [f for f in forms if f not in FORMS]
     if bad or not forms:
@@ -101,13 +107,32 @@ class ExampleBuilder:
         images = self.engine.load_images([pair.image_a, pair.image_b])
         return self.engine.tokenize(self.messages(pair), assistant_prefix, images=images)
 
+    def perceive_messages(self, image: str) -> list[dict]:
+        # No protocol system prompt: the task is only to see, and a short prompt keeps the sequence cheap.
+        return [{"role": "user", "content": [{"type": "image", "image": image},
+                                             {"type": "text", "text": DESCRIBE_QUESTION}]}]
+
+    def _perceive(self, item: Item) -> tuple[list[dict], str, list[LoadedImage]]:
+        record = self.records[item.pair]
+        key = "spec_b" if item.swapped else "spec_a"
+        if not record.meta or key not in record.meta:
+            raise InvalidInputError(f"{record.source}: the perceive form needs the generator's meta.{key} "
+                                    "(synthetic pairs only); train without it on other data")
+        image = str(record.image_b if item.swapped else record.image_a)
+        target = describe_creative(CreativeSpec.from_dict(record.meta[key])) + "<|im_end|>"
+        return self.perceive_messages(image), target, self.engine.load_images([image])
+
     def example(self, item: Item) -> Example:
-        pair = orient(self.records[item.pair], item.swapped)
-        reasoning = pair.reasoning if item.form == "reason" else ""
-        images = self.engine.load_images([pair.image_a, pair.image_b])
-        messages = self.messages(pair)
+        if item.form == "perceive":
+            messages, target, images = self._perceive(item)
+        else:
+            pair = orient(self.records[item.pair], item.swapped)
+            reasoning = pair.reasoning if item.form == "reason" else ""
+            images = self.engine.load_images([pair.image_a, pair.image_b])
+            messages = self.messages(pair)
+            target = target_text(reasoning, pair.label)
         prompt = self.engine.tokenize(messages, "", images=images)
-        full = self.engine.tokenize(messages, target_text(reasoning, pair.label), images=images)
+        full = self.engine.tokenize(messages, target, images=images)
         n = len(prompt.ids)
         if not np.array_equal(full.ids[:n], prompt.ids):
             raise InvalidInputError(f"{self.records[item.pair].source}: the target's first token merges with the "

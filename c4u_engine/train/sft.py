@@ -1,8 +1,9 @@
 """CoT-SFT: supervised training on comparison prompts with chain-of-thought targets, in both orders.
 
 Each pair gives four sequences: (A, B) and (B, A) orders, each as a chain of thought ("reason" form) and as a direct
-answer after an empty think block ("fast" form); see batching.py. Loss: cross-entropy on the target tokens only,
-averaged per sequence, then over the batch. AdamW (no decay on biases and norms), linear warm-up then cosine decay,
+answer after an empty think block ("fast" form); with forms=(..., "perceive") also one description per image (an
+auxiliary task for synthetic data); see batching.py. Loss: cross-entropy on the target tokens only, averaged per
+sequence, then over the batch (each form of a batch runs as its own forward so short sequences are not padded). AdamW (no decay on biases and norms), linear warm-up then cosine decay,
 gradient-norm clipping. Every `save_every` steps a resumable state goes to state_dir and the weights to out_dir, so
 out_dir is always a loadable checkpoint. Deterministic from the seed: initial weights, data order (a permutation per
 epoch drawn from (seed, epoch)) and hence every step; resuming reproduces the uninterrupted run.
@@ -21,7 +22,7 @@ import torch
 from c4u_engine.data.creative_pair import load_pairs
 from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.errors import InvalidInputError
-from c4u_engine.train.batching import ExampleBuilder, Item, collate, make_items
+from c4u_engine.train.batching import FORMS, ExampleBuilder, Item, collate, make_items
 from c4u_engine.train.checkpoint_writer import copy_assets, save_weights, write_assets
 from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import batch_logits, sequence_mean_nll
@@ -167,15 +168,22 @@ def run_sft(config: SFTConfig, *, resume: bool = False, progress: bool = True) -
             lr = cosine_lr(step, config.lr, steps, config.warmup_steps, config.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = collate([builder.example(item) for item in order.batch(step)], engine, pad_id)
-            loss = sequence_mean_nll(batch_logits(model, batch, config.image_chunk), batch.labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_value, n_tokens = 0.0, 0
+            items = order.batch(step)
+            for form in FORMS:  # one forward per form: short sequences are not padded to a chain of thought
+                part = [item for item in items if item.form == form]
+                if not part:
+                    continue
+                batch = collate([builder.example(item) for item in part], engine, pad_id)
+                loss = sequence_mean_nll(batch_logits(model, batch, config.image_chunk), batch.labels)
+                (loss * (len(part) / len(items))).backward()
+                loss_value += float(loss.detach()) * len(part) / len(items)
+                n_tokens += batch.n_target_tokens
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
             optimizer.step()
-            loss_value = float(loss.detach())
             metrics = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
-            append_log(log_path, {"step": step + 1, **metrics, "tokens": batch.n_target_tokens,
+            append_log(log_path, {"step": step + 1, **metrics, "tokens": n_tokens,
                                   "seconds": round(time.perf_counter() - t0, 4)})
             bar.update({"loss": loss_value, "lr": lr})
             if (step + 1) % config.save_every == 0 or step + 1 == steps:

@@ -86,3 +86,20 @@ def test_identical_and_too_similar() -> None:
 
 def test_concluded_label_without_conclusion() -> None:
     assert concluded_label("Layout: A: centered.") is None
+
+
+def test_description_names_every_attribute_the_appeal_reads():
+    from c4u_engine.data.description import describe_creative
+
+    base = CreativeSpec(category="shirt", product_hue=120.0, product_scale=0.5, crop="none", angle=0.0,
+                        background="solid", background_hue=120.0, layout="centered", side=1, selling_point="",
+                        price_tag="", call_to_action=False, clutter=0, model=False, props=0, seed=1)
+    text = describe_creative(base)
+    assert text == ("Creative: no price badge, no selling point, clean look. Text in image: no text. Models and "
+                    "props: no model, no props. Layout: centered. Product subject: full, medium. "
+                    "Background: plain, harmonious.")
+    changes = {"price_tag": "-33%", "selling_point": "WATERPROOF", "call_to_action": True, "clutter": 2,
+               "model": True, "props": 3, "layout": "border", "product_scale": 0.7, "crop": "left",
+               "background": "noise", "background_hue": 200.0}
+    for name, value in changes.items():
+        assert describe_creative(replace(base, **{name: value})) != text, name

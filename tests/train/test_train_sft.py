@@ -130,3 +130,35 @@ def test_resume_reproduces_the_uninterrupted_run(train_data, tokenizer_file, tin
     assert [r["loss"] for r in _log(states)] == [r["loss"] for r in straight_log]
     with pytest.raises(InvalidInputError, match="different settings"):
         run_sft(SFTConfig(**{**config.__dict__, "lr": 2e-3}), resume=True, progress=False)
+
+
+def test_perceive_example_describes_one_image_of_the_pair(builder, records, tiny_train_ckpt):
+    from c4u_engine.data.description import describe_creative
+
+    engine = Engine(tiny_train_ckpt, backend="torch")
+    for swapped, key in ((False, "spec_a"), (True, "spec_b")):
+        example = builder.example(Item(0, swapped, "perceive"))
+        assert len(example.images) == 1
+        shown = records[0].image_b if swapped else records[0].image_a
+        assert np.array_equal(example.images[0].pixels, engine._core.load_images([str(shown)])[0].pixels)
+        target = builder.engine.tokenizer.decode(example.ids[example.n_prompt:].tolist(), skip_special_tokens=False)
+        assert target == describe_creative(CreativeSpec.from_dict(records[0].meta[key])) + "<|im_end|>"
+
+
+def test_perceive_needs_generator_specs(builder, records):
+    from dataclasses import replace
+
+    plain = ExampleBuilder(builder.engine, builder.template, [replace(records[0], meta=None)])
+    with pytest.raises(InvalidInputError, match="perceive form needs the generator's meta.spec_a"):
+        plain.example(Item(0, False, "perceive"))
+    assert plain.example(Item(0, False, "reason")).n_prompt > 0  # the comparison forms need no specs
+
+
+def test_sft_with_all_forms_learns_and_splits_forms(train_data, tokenizer_file, tiny_spec, tmp_path):
+    config = SFTConfig(str(train_data), str(tmp_path / "sft"), str(tokenizer_file), spec=tiny_spec, max_pairs=1,
+                       batch_size=6, max_steps=25, lr=1e-2, warmup_steps=1, save_every=100,
+                       forms=("reason", "fast", "perceive"))
+    run_sft(config, progress=False)
+    log = _log(tmp_path / "sft_state")
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert make_items(1, config.forms) == [Item(0, s, f) for s in (False, True) for f in config.forms]
