@@ -26,6 +26,15 @@ from c4u_engine.imaging import LoadedImage
 from c4u_engine.profile import Profile
 
 
+def empty_thinking_ids(tokenizer, reason_prefix: str) -> tuple[int, ...]:
+    """The token that closes the thinking right after reason_prefix (empty when "</think>" merges with it)."""
+    base = tokenizer.encode(reason_prefix)
+    closed = tokenizer.encode(reason_prefix + "</think>")
+    if closed[: len(base)] != base or len(closed) <= len(base):
+        return ()
+    return (closed[len(base)],)
+
+
 @dataclass
 class PairResult:
     first: int
@@ -93,12 +102,7 @@ class ComparisonRunner:
         """The token that would close the thinking right after the reason prefix. Reason mode bans it as the first
         new token: a model taught both a chain-of-thought and a direct-answer form (ours is, for fast mode) must
         reason when asked to."""
-        tok, prefix = self.engine.tokenizer, self.template.reason_prefix
-        base = tok.encode(prefix)
-        closed = tok.encode(prefix + "</think>")
-        if closed[: len(base)] != base or len(closed) <= len(base):
-            return ()
-        return (closed[len(base)],)
+        return empty_thinking_ids(self.engine.tokenizer, self.template.reason_prefix)
 
     def assistant_prefix(self, mode: str) -> str:
         self.answer_token_ids()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from c4u_engine.data.creative_pair import load_pairs
+from c4u_engine.engine.comparisons import empty_thinking_ids
 from c4u_engine.engine.generation import decode
 from c4u_engine.engine.model_engine import ModelEngine, Prompt
 from c4u_engine.engine.prompt import load_prompt_template
@@ -98,9 +99,11 @@ class Rollout:
 
 
 def sample_completions(engine: ModelEngine, prompts: list[Prompt], group_size: int, max_new_tokens: int,
-                       sampling: SamplingParams) -> tuple[list[list[int]], list[str]]:
+                       sampling: SamplingParams, suppress_first: tuple[int, ...] = ()
+                       ) -> tuple[list[list[int]], list[str]]:
     """G completions per prompt with the engine's KV-cached decode: one right-padded prefill of the P prompts, each
-    row's KV repeated G times, then all P*G rows decode together until </answer>, an eos token or the length cap."""
+    row's KV repeated G times, then all P*G rows decode together until </answer>, an eos token or the length cap.
+    suppress_first: tokens banned as the first new token (reason mode's ban on closing the thinking at once)."""
     runner, tok = engine.runner, engine.tokenizer
     embeds = engine.encode([im for p in prompts for im in p.images], use_cache=False)
     lens = [len(p.ids) for p in prompts]
@@ -118,7 +121,8 @@ def sample_completions(engine: ModelEngine, prompts: list[Prompt], group_size: i
         return "</answer>" in tok.decode(generated[-6:])
 
     result = decode(runner, runner.kv_select(kv, rows.tolist()), mask[rows], logits[rows, 0], next_pos,
-                    max_new_tokens=max_new_tokens, sampler=Sampler(sampling), eos_ids=tok.eos_token_ids, stop=stop)
+                    max_new_tokens=max_new_tokens, sampler=Sampler(sampling), eos_ids=tok.eos_token_ids, stop=stop,
+                    suppress_first=suppress_first)
     # Vision tokens have no place in an answer (and an <|image_pad|> would claim an image embedding in the
     # training forward): a completion is cut before the first one, which also costs it its format reward.
     vision_ids = {tok.image_pad_id, tok.vision_start_id, tok.vision_end_id, engine.config.video_token_id}
@@ -141,7 +145,9 @@ def rollout(engine: ModelEngine, builder: ExampleBuilder, config: GRPOConfig, st
     prompts = [builder.prompt(pair, reason_prefix) for pair in pairs]
     sampling = SamplingParams(do_sample=True, temperature=config.temperature, seed=int(rng.integers(2**31)))
     with torch.no_grad():
-        completions, finished = sample_completions(engine, prompts, config.group_size, config.max_new_tokens, sampling)
+        # Rollouts are sampled as reason mode serves them: the empty-thinking shortcut is banned as the first token.
+        completions, finished = sample_completions(engine, prompts, config.group_size, config.max_new_tokens, sampling,
+                                                   empty_thinking_ids(engine.tokenizer, reason_prefix))
     labels = [pair.label for pair in pairs]
     texts = [reason_prefix + engine.tokenizer.decode(c, skip_special_tokens=True) for c in completions]
     row_labels = [labels[r // config.group_size] for r in range(len(texts))]

@@ -11,6 +11,7 @@ import torch
 
 from c4u_engine.api import Engine
 from c4u_engine.data import load_pairs
+from c4u_engine.engine.comparisons import empty_thinking_ids
 from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.engine.sampling import SamplingParams
 from c4u_engine.errors import InvalidInputError
@@ -101,6 +102,16 @@ def test_greedy_group_sampling_equals_engine_chat(bench, tiny_train_ckpt):
         assert got == ref[: len(got)]
 
 
+def test_group_sampling_bans_suppressed_first_tokens(bench):
+    model, engine, builder = bench
+    prompt = builder.prompt(orient(builder.records[0], False), "<think>")
+    free, _ = sample_completions(engine, [prompt], 2, 3, SamplingParams())
+    banned, _ = sample_completions(engine, [prompt], 2, 3, SamplingParams(), suppress_first=(free[0][0],))
+    assert banned[0][0] != free[0][0] and banned[0] == banned[1]
+    closing = empty_thinking_ids(engine.tokenizer, "<think>")
+    assert closing and engine.tokenizer.decode(list(closing), skip_special_tokens=False) == "</think>"
+
+
 def test_rollout_is_reproducible_and_scored(bench, tiny_train_ckpt, train_data, tmp_path):
     model, engine, builder = bench
     config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path), prompts_per_step=2, group_size=3,
@@ -108,6 +119,7 @@ def test_rollout_is_reproducible_and_scored(bench, tiny_train_ckpt, train_data, 
     first, again = rollout(engine, builder, config, step=7), rollout(engine, builder, config, step=7)
     assert first.completions == again.completions and len(first.completions) == 6
     assert all(t.startswith("<think>") for t in first.texts)
+    assert not any(t.startswith("<think></think>") for t in first.texts)  # reason mode's first-token ban
     assert first.rewards.shape == first.advantages.shape == (6,)
     assert rollout(engine, builder, config, step=8).completions != first.completions
 
