@@ -1,7 +1,7 @@
 """Release step: put a trained checkpoint into the package as the built-in model.
 
     python -m export.ship_builtin CKPT_DIR --eval-sft SFT_EVAL.json --eval-grpo GRPO_EVAL.json \
-        [--dest c4u_engine/builtin_model] [--recipe "python -m c4u_engine.train ..."]
+        [--dest c4u_engine/builtin_model] [--recipe "python -m c4u_engine.train ..."] [--notes NOTES.md]
 
 Copies the Hugging Face layout files (safetensors only), exports the ONNX graphs into DEST/onnx (the default CPU
 runtime, so `c4u_engine.select` needs no torch), and writes DEST/MODEL_CARD.md from the evaluation reports that
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-sft", help="evaluation JSON of the SFT checkpoint")
     p.add_argument("--eval-grpo", help="evaluation JSON of the shipped (GRPO) checkpoint")
     p.add_argument("--recipe", default="python -m c4u_engine.train all OUT --seed 0")
+    p.add_argument("--notes", help="a Markdown file appended to the card (status, history, findings)")
     args = p.parse_args(argv)
     try:
         from export.onnx_export import export_engine
@@ -110,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in (("SFT", args.eval_sft), ("SFT + GRPO (shipped)", args.eval_grpo)):
             if path:
                 reports[name] = json.loads(Path(path).read_text())
-        (dest / "MODEL_CARD.md").write_text(model_card(dest, reports, args.recipe), encoding="utf-8")
+        card = model_card(dest, reports, args.recipe)
+        if args.notes:
+            card += "\n" + Path(args.notes).read_text(encoding="utf-8")
+        (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         print(f"shipped {src} -> {dest}")
         return 0
     except C4UError as exc:

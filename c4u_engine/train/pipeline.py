@@ -76,7 +76,9 @@ def run_all(config: RecipeConfig, *, resume: bool = False, progress: bool = True
     tokenizer = out / "tokenizer.json"
     if not tokenizer.is_file():
         build_tokenizer(data, tokenizer, config.vocab_size)
-    sft = replace(SFTConfig(str(data), str(out / "sft"), str(tokenizer), seed=config.seed), **config.sft)
+    # The generator's data carries the specs the perceive form needs; it speeds up learning to see (MODEL_CARD.md).
+    sft = replace(SFTConfig(str(data), str(out / "sft"), str(tokenizer), seed=config.seed,
+                            forms=("reason", "fast", "perceive")), **config.sft)
     run_sft(sft, resume=resume, progress=progress)
     grpo = replace(GRPOConfig(str(data), str(out / "sft"), str(out / "grpo"), seed=config.seed), **config.grpo)
     run_grpo(grpo, resume=resume, progress=progress)
