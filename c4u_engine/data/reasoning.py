@@ -123,9 +123,9 @@ def make_reasoning(spec_a: CreativeSpec, spec_b: CreativeSpec, title: str, queri
             parts.append(context)
         if not desc_a:
             pass  # neutral queries or a plain title: nothing to compare
-        elif desc_a == desc_b:
-            parts.append(f"Both: {desc_a}.")
         else:
+            # Always both sides, even when equal: a "Both: x." form makes a small model decide "same or different"
+            # in one token before it has looked at B, and it learnt to say "Both" with A's value (measured).
             parts.append(f"A: {desc_a}. B: {desc_b}.")
         if abs(diff) < 1e-9:
             parts.append("Similar.")

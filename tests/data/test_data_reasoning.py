@@ -51,6 +51,14 @@ def test_verdicts_agree_with_the_hidden_appeal(samples: list) -> None:
         assert re.search(rf"{s.label} wins on", lines[-1]), lines[-1]
 
 
+def test_every_compared_section_describes_both_sides(samples: list) -> None:
+    for s in samples:
+        for line in s.reasoning.splitlines()[1:-1]:
+            assert "Both:" not in line
+            if line.startswith(("Text in image", "Models and props", "Layout", "Product subject", "Background")):
+                assert re.search(r" A: [^.]+\. B: [^.]+\. ", line), line
+
+
 def test_protocol_order_and_length(samples: list) -> None:
     for s in samples:
         lines = s.reasoning.splitlines()
