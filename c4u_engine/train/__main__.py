@@ -5,8 +5,9 @@ The whole recipe, from a seed into one directory (the built-in model ends up in 
     python -m c4u_engine.train all OUT --seed 0
 
 Defaults: 20,000 synthetic pairs at 112 px (+200 groups of 4), a BPE capped at 2,048 entries (the generator's
-vocabulary fills ~800), SFT 1 epoch over ~17,000 training pairs x 2 orders x 2 forms = ~68,000 sequences at batch 16
-(~4,250 steps, AdamW lr 5e-4, cosine), GRPO 100 steps of 4 prompts x 8 completions, then evaluation of both
+vocabulary fills ~800), SFT 1 epoch over ~17,000 training pairs x 2 orders x 3 forms (chain of thought, direct
+answer, one-image description: see train/batching.py) = ~102,000 sequences at batch 16 (~6,400 steps, AdamW lr 5e-4,
+cosine), GRPO 100 steps of 4 prompts x 8 completions, then evaluation of both
 checkpoints on 300 test pairs and 100 groups in fast, reason and hybrid modes.
 Expected runtime on CPU with --threads 1 (measured on a shared 2-core box, ~0.65 of a core free): data ~4 min;
 tokenizer seconds; SFT ~3.2 s/step here, ~2 s/step on a free core, i.e. ~2.5-4 h; GRPO ~10-20 s/step, i.e.
@@ -18,7 +19,7 @@ Stages one by one:
 
     python -m c4u_engine.train data OUT/data --pairs 20000 --seed 0 --groups 200
     python -m c4u_engine.train tokenizer --data OUT/data --out OUT/tokenizer.json
-    python -m c4u_engine.train sft --data OUT/data --tokenizer OUT/tokenizer.json --out OUT/sft [--resume]
+    python -m c4u_engine.train sft --data OUT/data --tokenizer OUT/tokenizer.json --out OUT/sft [--forms reason,fast,perceive] [--resume]
     python -m c4u_engine.train grpo --data OUT/data --init OUT/sft --out OUT/grpo [--resume]
     python -m c4u_engine.train eval --model OUT/grpo --data OUT/data [--modes fast,reason,hybrid] [--json F]
 """
