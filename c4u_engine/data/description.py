@@ -17,8 +17,8 @@ _SECTIONS = (("text", "Text in image"), ("models_props", "Models and props"), ("
 
 
 def describe_creative(spec: CreativeSpec) -> str:
-    """E.g. "Creative: no price badge, selling point, busy look. Text in image: some clutter. Models and props: model, one
-    prop. Layout: centered. Product subject: full, large. Background: room scene, harmonious." """
+    """E.g. "Creative: no price badge, selling point, busy look. Text in image: some clutter. Models and props:
+    model, one prop. Layout: centered. Product subject: full, large. Background: room scene, harmonious." """
     head = ", ".join((
         "price badge" if spec.price_tag else "no price badge",
         "selling point" if spec.selling_point else "no selling point",

@@ -19,7 +19,8 @@ Stages one by one:
 
     python -m c4u_engine.train data OUT/data --pairs 20000 --seed 0 --groups 200
     python -m c4u_engine.train tokenizer --data OUT/data --out OUT/tokenizer.json
-    python -m c4u_engine.train sft --data OUT/data --tokenizer OUT/tokenizer.json --out OUT/sft [--forms reason,fast,perceive] [--resume]
+    python -m c4u_engine.train sft --data OUT/data --tokenizer OUT/tokenizer.json --out OUT/sft [--resume]
+        [--forms reason,fast,perceive]
     python -m c4u_engine.train grpo --data OUT/data --init OUT/sft --out OUT/grpo [--resume]
     python -m c4u_engine.train eval --model OUT/grpo --data OUT/data [--modes fast,reason,hybrid] [--json F]
 """

@@ -7,8 +7,8 @@ think block (`<think></think><answer>{label}</answer><|im_end|>`), which is what
 `<think></think><answer>` asks the model to continue. Form "perceive" is an auxiliary task on one image (image_a,
 or image_b when swapped): "Describe this creative." answered by data.description.describe_creative of the
 record's generator spec (meta["spec_a"/"spec_b"]; synthetic data only); it teaches the small vision tower the
-attributes the chain of thought compares from short, cheap sequences. The prompt is ModelEngine.tokenize's, ending with the chat
-template's `<|im_start|>assistant\n`; the loss covers every token after it. Both serving prompts (prompt + "<think>"
+attributes the chain of thought compares from short, cheap sequences. The prompt is ModelEngine.tokenize's, ending
+with the chat template's `<|im_start|>assistant\n`; the loss covers every token after it. Both serving prompts (prompt + "<think>"
 for reason mode, prompt + "<think></think><answer>" for fast mode) are prefixes of these sequences.
 """
 
