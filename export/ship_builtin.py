@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from c4u_engine.errors import C4UError, ModelFormatError
+from c4u_engine.errors import C4UError, InvalidInputError, ModelFormatError
 
 SHIPPED = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
            "tokenizer_config.json", "chat_template.json", "c4u_prompt.json", "c4u_model_spec.json",
@@ -92,6 +92,13 @@ that the engine's every path can be exercised on CPU.
 """
 
 
+def _read_notes(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"--notes {path}: cannot read it as UTF-8 text ({exc})") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("ckpt")
@@ -105,15 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         from export.onnx_export import export_engine
 
         src, dest = Path(args.ckpt), Path(args.dest)
+        notes = _read_notes(args.notes) if args.notes else ""  # before DEST is replaced: a bad path changes nothing
         copy_checkpoint(src, dest)
         export_engine(dest)
         reports = {}
         for name, path in (("SFT", args.eval_sft), ("SFT + GRPO (shipped)", args.eval_grpo)):
             if path:
                 reports[name] = json.loads(Path(path).read_text())
-        card = model_card(dest, reports, args.recipe)
-        if args.notes:
-            card += "\n" + Path(args.notes).read_text(encoding="utf-8")
+        card = model_card(dest, reports, args.recipe) + ("\n" + notes if notes else "")
         (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         print(f"shipped {src} -> {dest}")
         return 0

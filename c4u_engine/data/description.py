@@ -9,7 +9,7 @@ chain of thought's own (reasoning.py), so what is learnt here is what the reason
 from __future__ import annotations
 
 from c4u_engine.data.creatives import CreativeSpec
-from c4u_engine.data.reasoning import describe_section
+from c4u_engine.data.reasoning import badge_words, describe_section, look_words, selling_words
 
 DESCRIBE_QUESTION = "Describe this creative."
 _SECTIONS = (("text", "Text in image"), ("models_props", "Models and props"), ("layout", "Layout"),
@@ -19,11 +19,6 @@ _SECTIONS = (("text", "Text in image"), ("models_props", "Models and props"), ("
 def describe_creative(spec: CreativeSpec) -> str:
     """E.g. "Creative: no price badge, selling point, busy look. Text in image: some clutter. Models and props:
     model, one prop. Layout: centered. Product subject: full, large. Background: room scene, harmonious." """
-    head = ", ".join((
-        "price badge" if spec.price_tag else "no price badge",
-        "selling point" if spec.selling_point else "no selling point",
-        "clean look" if spec.clean_look else "busy look",
-    ))
-    parts = [f"Creative: {head}."]
+    parts = [f"Creative: {badge_words(spec)}, {selling_words(spec)}, {look_words(spec)}."]
     parts += [f"{title}: {describe_section(section, spec, (), '')}." for section, title in _SECTIONS]
     return " ".join(parts)

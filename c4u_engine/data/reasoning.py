@@ -36,15 +36,15 @@ _BACKGROUND_WORDS = {"solid": "plain", "gradient": "gradient", "stripes": "strip
 _COUNT_WORDS = ("no props", "one prop", "two props", "three props")
 
 
-def _look(spec: CreativeSpec) -> str:
+def look_words(spec: CreativeSpec) -> str:
     return "clean look" if spec.clean_look else "busy look"
 
 
-def _badge(spec: CreativeSpec) -> str:
+def badge_words(spec: CreativeSpec) -> str:
     return "price badge" if spec.price_tag else "no price badge"
 
 
-def _selling(spec: CreativeSpec) -> str:
+def selling_words(spec: CreativeSpec) -> str:
     return "selling point" if spec.selling_point else "no selling point"
 
 
@@ -53,11 +53,13 @@ def describe_section(section: str, spec: CreativeSpec, queries: Sequence[str], t
     if section == "query":
         intent = query_intent(queries)
         if intent == "premium":
-            return _look(spec) + (", price badge" if spec.price_tag else "")
-        return {"discount": _badge, "feature": _selling}[intent](spec) if intent != "neutral" else ""
+            return look_words(spec) + (", price badge" if spec.price_tag else "")
+        return {"discount": badge_words, "feature": selling_words}[intent](spec) if intent != "neutral" else ""
     if section == "title":
         tier = title_tier(title)
-        return {"budget": _badge, "premium": _look, "feature": _selling}[tier](spec) if tier != "standard" else ""
+        if tier == "standard":
+            return ""
+        return {"budget": badge_words, "premium": look_words, "feature": selling_words}[tier](spec)
     if section == "text":
         shows_text = spec.selling_point or spec.price_tag or spec.call_to_action
         words = ("clean text" if shows_text else "no text", "some clutter", "heavy clutter")[spec.clutter]

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, LimitExceededError
-from c4u_engine.runners.base import split_by_budget  # noqa: F401 (part of this module's API)
 
 SIDECAR_FORMAT = 1
 PLAN_SUFFIX = ".plan"

@@ -28,11 +28,11 @@ from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, Inva
 from c4u_engine.models.config import ModelConfig
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
-from c4u_engine.runners.base import KV, Embeds, Runner
+from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
 from c4u_engine.runners.engine_dir import (DECODER_HEAD_INPUTS, VISION_INPUTS, EngineDir, decoder_input_names,
                                            decoder_output_names, load_engine_dir)
 from c4u_engine.runners.tensorrt_plan import (LoadedPlan, PlanProfile, choose_profile, import_tensorrt, load_plan,
-                                              misfit, plan_path, read_profiles, split_by_budget, split_rows)
+                                              misfit, plan_path, read_profiles, split_rows)
 from c4u_engine.runners.tensorrt_session import CudaPlacement, TrtSession, torch_dtype
 
 VISION_GROUP_PATCHES = 2048  # patches per vision call, unless one image alone has more (attention is quadratic)

@@ -8,8 +8,9 @@ think block (`<think></think><answer>{label}</answer><|im_end|>`), which is what
 or image_b when swapped): "Describe this creative." answered by data.description.describe_creative of the
 record's generator spec (meta["spec_a"/"spec_b"]; synthetic data only); it teaches the small vision tower the
 attributes the chain of thought compares from short, cheap sequences. The prompt is ModelEngine.tokenize's, ending
-with the chat template's `<|im_start|>assistant\n`; the loss covers every token after it. Both serving prompts (prompt + "<think>"
-for reason mode, prompt + "<think></think><answer>" for fast mode) are prefixes of these sequences.
+with the chat template's `<|im_start|>assistant\n`; the loss covers every token after it. Both serving prompts
+(prompt + "<think>" for reason mode, prompt + "<think></think><answer>" for fast mode) are prefixes of these
+sequences.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any
 
 from c4u_engine.data.creative_pair import load_pairs
 from c4u_engine.engine.chat_template import ChatTemplate, QWEN2_5_VL_CHAT_TEMPLATE
+from c4u_engine.train.batching import FORMS
 from c4u_engine.train.grpo import GRPOConfig
 from c4u_engine.train.model_spec import BUILTIN_PROMPT
 from c4u_engine.train.sft import SFTConfig
@@ -77,8 +78,8 @@ def run_all(config: RecipeConfig, *, resume: bool = False, progress: bool = True
     if not tokenizer.is_file():
         build_tokenizer(data, tokenizer, config.vocab_size)
     # The generator's data carries the specs the perceive form needs; it speeds up learning to see (MODEL_CARD.md).
-    sft = replace(SFTConfig(str(data), str(out / "sft"), str(tokenizer), seed=config.seed,
-                            forms=("reason", "fast", "perceive")), **config.sft)
+    sft = replace(SFTConfig(str(data), str(out / "sft"), str(tokenizer), seed=config.seed, forms=FORMS),
+                  **config.sft)
     run_sft(sft, resume=resume, progress=progress)
     grpo = replace(GRPOConfig(str(data), str(out / "sft"), str(out / "grpo"), seed=config.seed), **config.grpo)
     run_grpo(grpo, resume=resume, progress=progress)

@@ -4,9 +4,10 @@ Each pair gives four sequences: (A, B) and (B, A) orders, each as a chain of tho
 answer after an empty think block ("fast" form); with forms=(..., "perceive") also one description per image (an
 auxiliary task for synthetic data); see batching.py. Loss: cross-entropy on the target tokens only, averaged per
 sequence, then over the batch (each form of a batch runs as its own forward so short sequences are not padded).
-AdamW (no decay on biases and norms), linear warm-up then cosine decay, gradient-norm clipping. Every `save_every` steps a resumable state goes to state_dir and the weights to out_dir, so
-out_dir is always a loadable checkpoint. Deterministic from the seed: initial weights, data order (a permutation per
-epoch drawn from (seed, epoch)) and hence every step; resuming reproduces the uninterrupted run.
+AdamW (no decay on biases and norms), linear warm-up then cosine decay, gradient-norm clipping. Every `save_every`
+steps a resumable state goes to state_dir and the weights to out_dir, so out_dir is always a loadable checkpoint.
+Deterministic from the seed: initial weights, data order (a permutation per epoch drawn from (seed, epoch)) and hence
+every step; resuming reproduces the uninterrupted run.
 """
 
 from __future__ import annotations

@@ -32,3 +32,13 @@ def test_ship_refuses_pickle_files(tiny_ckpt, tmp_path, capsys):
     (src / "pytorch_model.bin").write_bytes(b"not shipped")
     assert main([str(src), "--dest", str(tmp_path / "builtin")]) == 2
     assert "refusing to ship pickle files ['pytorch_model.bin']" in capsys.readouterr().err
+
+
+def test_ship_refuses_unreadable_notes_before_touching_dest(tiny_ckpt, tmp_path, capsys):
+    dest = tmp_path / "builtin"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("previous release")
+    assert main([str(tiny_ckpt), "--dest", str(dest), "--notes", str(tmp_path / "missing.md")]) == 2
+    err = capsys.readouterr().err
+    assert "--notes" in err and "missing.md: cannot read it" in err
+    assert (dest / "keep.txt").read_text() == "previous release"

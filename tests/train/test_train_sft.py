@@ -162,3 +162,11 @@ def test_sft_with_all_forms_learns_and_splits_forms(train_data, tokenizer_file, 
     log = _log(tmp_path / "sft_state")
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert make_items(1, config.forms) == [Item(0, s, f) for s in (False, True) for f in config.forms]
+
+
+def test_unknown_or_empty_forms_are_refused():
+    expected = r"forms=\['reason', 'describe'\]; valid forms: \['reason', 'fast', 'perceive'\]"
+    with pytest.raises(InvalidInputError, match=expected):
+        make_items(2, ("reason", "describe"))
+    with pytest.raises(InvalidInputError, match="valid forms"):
+        make_items(2, ())
