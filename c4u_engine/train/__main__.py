@@ -21,6 +21,7 @@ Stages one by one:
     python -m c4u_engine.train tokenizer --data OUT/data --out OUT/tokenizer.json
     python -m c4u_engine.train sft --data OUT/data --tokenizer OUT/tokenizer.json --out OUT/sft [--resume]
         [--forms reason,fast,perceive]
+    python -m c4u_engine.train vision --data OUT/data --init OUT/sft --out OUT/seen [--resume]   # see perception.py
     python -m c4u_engine.train grpo --data OUT/data --init OUT/sft --out OUT/grpo [--resume]
     python -m c4u_engine.train eval --model OUT/grpo --data OUT/data [--modes fast,reason,hybrid] [--json F]
 """
@@ -38,8 +39,11 @@ _SFT_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "warmup_steps", "weight
               "max_pairs", "device")
 _GRPO_FLAGS = ("steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr", "beta", "clip_eps",
                "micro_batch", "save_every", "max_pairs", "device")
+_VISION_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every", "max_pairs",
+                 "val_images", "device")
 _ALL_SFT_FLAGS = tuple(n for n in _SFT_FLAGS if n != "device")  # `all` takes one --device for both stages
 _ALL_GRPO_FLAGS = tuple(n for n in _GRPO_FLAGS if n != "device")
+_ALL_VISION_FLAGS = tuple(n for n in _VISION_FLAGS if n != "device")
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...], prefix: str = "") -> None:
@@ -92,6 +96,15 @@ def _cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_vision(args: argparse.Namespace) -> int:
+    from c4u_engine.train.perception import PerceptionConfig, run_perception
+
+    _threads(args)
+    config = PerceptionConfig(args.data, args.init, args.out, seed=args.seed, **_overrides(args, _VISION_FLAGS))
+    print(json.dumps(run_perception(config, resume=args.resume, progress=not args.quiet)))
+    return 0
+
+
 def _cmd_grpo(args: argparse.Namespace) -> int:
     from c4u_engine.train.grpo import GRPOConfig, run_grpo
 
@@ -121,6 +134,7 @@ def _cmd_all(args: argparse.Namespace) -> int:
     _threads(args)
     device = {"device": args.device} if args.device else {}
     config = RecipeConfig(args.out_dir, seed=args.seed, pairs=args.pairs, groups=args.groups, workers=args.workers,
+                          vision={**_overrides(args, _ALL_VISION_FLAGS, "vision_"), **device},
                           sft={**_overrides(args, _ALL_SFT_FLAGS, "sft_"), **device},
                           grpo={**_overrides(args, _ALL_GRPO_FLAGS, "grpo_"), **device},
                           eval_pairs=args.eval_pairs, eval_groups=args.eval_groups,
@@ -132,6 +146,7 @@ def _cmd_all(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m c4u_engine.train`."""
     from c4u_engine.train.grpo import GRPOConfig
+    from c4u_engine.train.perception import PerceptionConfig
     from c4u_engine.train.sft import SFTConfig
 
     parser = argparse.ArgumentParser(prog="python -m c4u_engine.train",
@@ -171,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(sft)
     sft.set_defaults(func=_cmd_sft)
 
+    vision = sub.add_parser("vision", help="perception training: the vision tower learns the creative attributes")
+    vision.add_argument("--data", required=True, help="a synthetic CreativePair directory (generator specs)")
+    vision.add_argument("--init", required=True, help="the checkpoint whose vision tower trains")
+    vision.add_argument("--out", required=True)
+    vision.add_argument("--seed", type=int, default=0)
+    vision.add_argument("--resume", action="store_true")
+    _add_fields(vision, PerceptionConfig, _VISION_FLAGS)
+    common(vision)
+    vision.set_defaults(func=_cmd_vision)
+
     grpo = sub.add_parser("grpo", help="GRPO from an SFT checkpoint")
     grpo.add_argument("--data", required=True)
     grpo.add_argument("--init", required=True, help="the SFT checkpoint (policy start and KL reference)")
@@ -193,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(ev)
     ev.set_defaults(func=_cmd_eval)
 
-    everything = sub.add_parser("all", help="data -> tokenizer -> sft -> grpo -> eval into one directory")
+    everything = sub.add_parser("all", help="data -> tokenizer -> vision -> sft -> grpo -> eval into one directory")
     everything.add_argument("out_dir")
     everything.add_argument("--seed", type=int, default=0)
     everything.add_argument("--pairs", type=int, default=20000)
@@ -204,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     everything.add_argument("--modes", default="fast,reason,hybrid")
     everything.add_argument("--device", default=None, help="cpu (default) or cuda, for SFT and GRPO")
     everything.add_argument("--resume", action="store_true")
+    _add_fields(everything, PerceptionConfig, _ALL_VISION_FLAGS, "vision-")
     _add_fields(everything, SFTConfig, _ALL_SFT_FLAGS, "sft-")
     _add_fields(everything, GRPOConfig, _ALL_GRPO_FLAGS, "grpo-")
     common(everything)

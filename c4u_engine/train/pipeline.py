@@ -1,12 +1,14 @@
-"""The whole recipe from a seed: synthetic data -> tokenizer -> CoT-SFT -> GRPO -> evaluation.
+"""The whole recipe from a seed: synthetic data -> tokenizer -> perception -> CoT-SFT -> GRPO -> evaluation.
 
     OUT/data/         CreativePair dataset (112 px images, train/val/test.jsonl, groups.jsonl)
     OUT/tokenizer.json
+    OUT/init/         the new checkpoint with the seed's random weights
+    OUT/seen/         after perception training of the vision tower (OUT/seen_state/; perception.py)
     OUT/sft/          checkpoint after SFT        (OUT/sft_state/: resumable states, log.jsonl)
     OUT/grpo/         checkpoint after GRPO: the built-in model (OUT/grpo_state/)
     OUT/eval_sft.json, OUT/eval_grpo.json
 
-Stages whose output exists are skipped (data, tokenizer) or resumed (sft, grpo with resume=True), so an interrupted
+Stages whose output exists are skipped (data, tokenizer, init) or resumed (sft, grpo with resume=True), so an interrupted
 `all` run is continued by running the same command with --resume.
 """
 
@@ -23,6 +25,7 @@ from c4u_engine.engine.chat_template import ChatTemplate, QWEN2_5_VL_CHAT_TEMPLA
 from c4u_engine.train.batching import FORMS
 from c4u_engine.train.grpo import GRPOConfig
 from c4u_engine.train.model_spec import BUILTIN_PROMPT
+from c4u_engine.train.perception import PerceptionConfig
 from c4u_engine.train.sft import SFTConfig
 from c4u_engine.train.tokenizer_training import DEFAULT_VOCAB_SIZE, corpus_texts, save_tokenizer, train_tokenizer
 
@@ -57,6 +60,7 @@ class RecipeConfig:
     groups: int = 200
     vocab_size: int = DEFAULT_VOCAB_SIZE
     workers: int = 1
+    vision: dict[str, Any] = field(default_factory=dict)  # PerceptionConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig overrides
     grpo: dict[str, Any] = field(default_factory=dict)  # GRPOConfig overrides
     eval_pairs: int = 300
@@ -68,7 +72,8 @@ def run_all(config: RecipeConfig, *, resume: bool = False, progress: bool = True
     """Run every stage into config.out_dir; returns the evaluation reports of the SFT and GRPO checkpoints."""
     from c4u_engine.train.evaluate import evaluate, format_report
     from c4u_engine.train.grpo import run_grpo
-    from c4u_engine.train.sft import run_sft
+    from c4u_engine.train.perception import run_perception
+    from c4u_engine.train.sft import prepare_checkpoint, run_sft
 
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,8 +82,13 @@ def run_all(config: RecipeConfig, *, resume: bool = False, progress: bool = True
     tokenizer = out / "tokenizer.json"
     if not tokenizer.is_file():
         build_tokenizer(data, tokenizer, config.vocab_size)
-    # The generator's data carries the specs the perceive form needs; it speeds up learning to see (MODEL_CARD.md).
-    sft = replace(SFTConfig(str(data), str(out / "sft"), str(tokenizer), seed=config.seed, forms=FORMS),
+    if not (out / "init" / "config.json").is_file():
+        prepare_checkpoint(SFTConfig(str(data), str(out / "init"), str(tokenizer), seed=config.seed))
+    # The generator's data carries the specs perception training and the perceive form need (MODEL_CARD.md).
+    vision = replace(PerceptionConfig(str(data), str(out / "init"), str(out / "seen"), seed=config.seed),
+                     **config.vision)
+    run_perception(vision, resume=resume, progress=progress)
+    sft = replace(SFTConfig(str(data), str(out / "sft"), init_dir=str(out / "seen"), seed=config.seed, forms=FORMS),
                   **config.sft)
     run_sft(sft, resume=resume, progress=progress)
     grpo = replace(GRPOConfig(str(data), str(out / "sft"), str(out / "grpo"), seed=config.seed), **config.grpo)

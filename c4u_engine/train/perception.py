@@ -1,0 +1,241 @@
+"""Perception training: the vision tower learns, from images alone, the creative attributes the appeal reads.
+
+Why: probing the chain of thought of the CoT-SFT + GRPO model on test pairs showed its answers limited by what it
+sees, not by how it reasons: the background (kind and colour harmony), the props count, the product size and the
+text clutter were described wrongly in 40-75% of comparisons, while every comparison whose section lines were all
+right was answered right (MODEL_CARD.md). Learning those attributes through the language model is slow on a CPU
+(a described image costs a ~120-token sequence through the decoder); here each image costs only the vision tower.
+
+What: per attribute (ATTRIBUTES), a learned query attends over the image's merged vision tokens (the very tokens the
+language model reads) and a linear layer classifies the pooled vector; the loss is the mean cross-entropy over the
+attributes. Only the vision tower (patch embedding, blocks, merger) and the heads train; the heads are dropped at
+the end, so the checkpoint keeps the Qwen2.5-VL architecture, and its decoder weights are untouched. Because the
+merged tokens move, CoT-SFT must follow this stage (the recipe runs it before SFT, or an SFT continuation after it).
+
+Data: every distinct image of the split whose record carries the generator's spec (meta.spec_a / meta.spec_b), so
+synthetic data only. Deterministic from the seed (head initialisation, per-epoch image order); resumable like SFT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c4u_engine.data.appeal import is_harmonious, size_class
+from c4u_engine.data.creative_pair import load_pairs
+from c4u_engine.data.creatives import BACKGROUNDS, LAYOUTS, CreativeSpec
+from c4u_engine.errors import InvalidInputError
+from c4u_engine.ops.preprocess import preprocess
+from c4u_engine.train.checkpoint_writer import copy_assets, save_weights
+from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.forward import encode_images
+from c4u_engine.train.model_spec import load_trainable
+from c4u_engine.train.sft import make_optimizer
+from c4u_engine.train.train_state import (
+    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, save_state, trim_log,
+)
+
+_SIZES = ("small", "medium", "large")
+# name -> (number of classes, the class of a spec); the attributes describe_section and the appeal read.
+ATTRIBUTES: dict[str, tuple[int, Callable[[CreativeSpec], int]]] = {
+    "price_badge": (2, lambda s: int(bool(s.price_tag))),
+    "selling_point": (2, lambda s: int(bool(s.selling_point))),
+    "call_to_action": (2, lambda s: int(s.call_to_action)),
+    "clutter": (3, lambda s: s.clutter),
+    "clean_look": (2, lambda s: int(s.clean_look)),
+    "model": (2, lambda s: int(s.model)),
+    "props": (4, lambda s: s.props),
+    "layout": (4, lambda s: LAYOUTS.index(s.layout)),
+    "cropped": (2, lambda s: int(s.crop != "none")),
+    "size": (3, lambda s: _SIZES.index(size_class(s.product_scale))),
+    "background": (5, lambda s: BACKGROUNDS.index(s.background)),
+    "harmony": (2, lambda s: int(is_harmonious(s))),
+}
+
+_RUN_KEYS = ("split", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "seed", "max_pairs")
+
+
+@dataclass(frozen=True)
+class PerceptionConfig:
+    data_dir: str  # a synthetic CreativePair directory (records with meta.spec_a / meta.spec_b)
+    init_dir: str  # the checkpoint whose vision tower trains (copied into out_dir first)
+    out_dir: str
+    state_dir: str | None = None  # default: out_dir + "_state"
+    split: str = "train"
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    save_every: int = 250
+    keep_states: int = 2
+    seed: int = 0
+    max_pairs: int | None = None
+    val_split: str | None = "val"  # held-out images whose attribute accuracy is reported at the end (None: none)
+    val_images: int = 1000
+    image_chunk: int = 16
+    device: str = "cpu"
+
+    @property
+    def states(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(str(self.out_dir).rstrip("/") + "_state")
+
+    def run_settings(self) -> dict:
+        data = asdict(self)
+        return {k: data[k] for k in _RUN_KEYS}
+
+
+class AttributeHeads(nn.Module):
+    """Per attribute: attention pooling with a learned query over an image's tokens, then a linear classifier."""
+
+    def __init__(self, hidden: int, classes: dict[str, int]) -> None:
+        super().__init__()
+        self.names = list(classes)
+        self.queries = nn.Parameter(torch.randn(len(self.names), hidden) * hidden ** -0.5)
+        self.norm = nn.LayerNorm(hidden)
+        self.classifiers = nn.ModuleList(nn.Linear(hidden, classes[n]) for n in self.names)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """tokens [N, T, H], mask [N, T] bool (True = a real token) -> {attribute: logits [N, classes]}."""
+        x = self.norm(tokens)
+        scores = torch.einsum("ah,nth->nat", self.queries, x) * x.shape[-1] ** -0.5
+        weights = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
+        pooled = torch.einsum("nat,nth->nah", weights, x)
+        return {name: head(pooled[:, i]) for i, (name, head) in enumerate(zip(self.names, self.classifiers))}
+
+
+def labelled_images(data_dir: str, split: str, max_pairs: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Every distinct image of the split with its attribute classes [n_images, len(ATTRIBUTES)] (int64)."""
+    records = load_pairs(data_dir, split)[:max_pairs]
+    seen: dict[str, list[int]] = {}
+    for record in records:
+        for key, image in (("spec_a", record.image_a), ("spec_b", record.image_b)):
+            if not record.meta or key not in record.meta:
+                raise InvalidInputError(f"{record.source}: perception training needs the generator's meta.{key} "
+                                        "(synthetic pairs only)")
+            spec = CreativeSpec.from_dict(record.meta[key])
+            seen.setdefault(str(image), [fn(spec) for _, fn in ATTRIBUTES.values()])
+    if not seen:
+        raise InvalidInputError(f"{data_dir}: no pairs in split {split!r}")
+    return list(seen), np.asarray(list(seen.values()), np.int64)
+
+
+def pad_tokens(per_image: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image token tensors [T_i, H] -> padded [N, T, H] and its mask [N, T]."""
+    width = max(t.shape[0] for t in per_image)
+    tokens = per_image[0].new_zeros(len(per_image), width, per_image[0].shape[1])
+    mask = torch.zeros(len(per_image), width, dtype=torch.bool, device=tokens.device)
+    for i, t in enumerate(per_image):
+        tokens[i, : t.shape[0]] = t
+        mask[i, : t.shape[0]] = True
+    return tokens, mask
+
+
+def attribute_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean cross-entropy over the attributes, and each attribute's accuracy on the batch."""
+    losses, accuracy = [], {}
+    for i, (name, out) in enumerate(logits.items()):
+        target = labels[:, i].to(out.device)
+        losses.append(F.cross_entropy(out, target))
+        accuracy[name] = float((out.argmax(-1) == target).float().mean())
+    return torch.stack(losses).mean(), accuracy
+
+
+class _Trainable(nn.Module):
+    """What this stage trains and saves in its states: the vision tower and the heads."""
+
+    def __init__(self, visual: nn.Module, heads: AttributeHeads) -> None:
+        super().__init__()
+        self.visual, self.heads = visual, heads
+
+
+def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) the vision tower on the attributes; the final weights go to config.out_dir."""
+    if config.batch_size < 1 or config.steps < 1:
+        raise InvalidInputError(f"batch_size={config.batch_size}, steps={config.steps}; expected >= 1")
+    paths, labels = labelled_images(config.data_dir, config.split, config.max_pairs)
+    if not resume:
+        check_fresh_start(config.states)
+    out = Path(config.out_dir)
+    if not (out / "config.json").is_file():
+        copy_assets(config.init_dir, out)
+        model = load_trainable(config.init_dir, config.device)
+    else:
+        model = load_trainable(out, config.device)
+    for param in model.language.parameters():
+        param.requires_grad_(False)
+    torch.manual_seed(config.seed)
+    heads = AttributeHeads(model.config.text.hidden_size, {n: c for n, (c, _) in ATTRIBUTES.items()})
+    trainable = _Trainable(model.visual, heads.to(config.device))
+    save_weights(model, out)
+    engine = training_engine(out, model)
+    optimizer = make_optimizer(trainable, config.lr, config.weight_decay)
+    settings = config.run_settings()
+    start = load_latest_state(config.states, trainable, optimizer, settings) if resume else 0
+    log_path = config.states / "log.jsonl"
+    config.states.mkdir(parents=True, exist_ok=True)
+    trim_log(log_path, start)
+    bar = Progress(config.steps, start, "perception", enabled=progress)
+    per_epoch = max(1, len(paths) // config.batch_size)
+    model.train()
+    loss_value, accuracy, started = float("nan"), {}, time.perf_counter()
+    try:
+        for step in range(start, config.steps):
+            t0 = time.perf_counter()
+            lr = cosine_lr(step, config.lr, config.steps, config.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            epoch, offset = divmod(step, per_epoch)
+            order = np.random.default_rng([config.seed, epoch]).permutation(len(paths))
+            pick = order[offset * config.batch_size:(offset + 1) * config.batch_size]
+            images = engine.load_images([paths[i] for i in pick])
+            pixel_values, grid = preprocess([im.pixels for im in images], engine.preprocess_params)
+            tokens = encode_images(model, torch.from_numpy(pixel_values).to(config.device), grid, config.image_chunk)
+            loss, accuracy = attribute_loss(heads(*pad_tokens(tokens)), torch.from_numpy(labels[pick]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable.parameters(), config.grad_clip))
+            optimizer.step()
+            loss_value = float(loss.detach())
+            append_log(log_path, {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                                  "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+                                  "seconds": round(time.perf_counter() - t0, 4)})
+            bar.update({"loss": loss_value, "lr": lr})
+            if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+                save_state(config.states, step + 1, trainable, optimizer, settings, config.keep_states)
+                save_weights(model, out)
+    finally:
+        bar.close()
+    seconds_per_step = (time.perf_counter() - started) / max(1, config.steps - start)
+    model.eval()
+    held_out = {}
+    if config.val_split:
+        val_paths, val_labels = labelled_images(config.data_dir, config.val_split)
+        n = config.val_images
+        held_out = probe_accuracy(model, heads, engine, val_paths[:n], val_labels[:n], config.batch_size)
+        append_log(log_path, {"step": config.steps, "val_split": config.val_split, "val_images": len(val_paths[:n]),
+                              "val_accuracy": {k: round(v, 4) for k, v in held_out.items()}})
+    return {"out_dir": str(out), "steps": config.steps, "images": len(paths), "last_loss": loss_value,
+            "last_accuracy": accuracy, "val_accuracy": held_out, "seconds_per_step": seconds_per_step}
+
+
+@torch.no_grad()
+def probe_accuracy(model: nn.Module, heads: AttributeHeads, engine, paths: list[str], labels: np.ndarray,
+                   batch_size: int = 64) -> dict[str, float]:
+    """Each attribute's accuracy of heads over the given images (evaluation mode)."""
+    hits = np.zeros(len(ATTRIBUTES))
+    for lo in range(0, len(paths), batch_size):
+        images = engine.load_images(paths[lo:lo + batch_size])
+        pixel_values, grid = preprocess([im.pixels for im in images], engine.preprocess_params)
+        logits = heads(*pad_tokens(encode_images(model, torch.from_numpy(pixel_values), grid)))
+        target = labels[lo:lo + batch_size]
+        hits += [(out.argmax(-1).numpy() == target[:, i]).sum() for i, out in enumerate(logits.values())]
+    return {name: float(h / len(paths)) for name, h in zip(ATTRIBUTES, hits)}
