@@ -36,7 +36,7 @@ from dataclasses import fields
 from c4u_engine.errors import C4UError
 
 _SFT_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every",
-              "max_pairs", "device")
+              "max_pairs", "vision_aux_weight", "device")
 _GRPO_FLAGS = ("steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr", "beta", "clip_eps",
                "micro_batch", "save_every", "max_pairs", "device")
 _VISION_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every", "max_pairs",

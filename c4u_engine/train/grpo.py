@@ -36,9 +36,8 @@ from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import batch_logits, token_logprobs
 from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages
-from c4u_engine.train.sft import make_optimizer
 from c4u_engine.train.train_state import (
-    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, save_state, trim_log,
+    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state, trim_log,
 )
 
 _RUN_KEYS = ("init_dir", "split", "steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr",

@@ -37,9 +37,8 @@ from c4u_engine.train.checkpoint_writer import copy_assets, save_weights
 from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import encode_images
 from c4u_engine.train.model_spec import load_trainable
-from c4u_engine.train.sft import make_optimizer
 from c4u_engine.train.train_state import (
-    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, save_state, trim_log,
+    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state, trim_log,
 )
 
 _SIZES = ("small", "medium", "large")
@@ -118,14 +117,33 @@ def labelled_images(data_dir: str, split: str, max_pairs: int | None = None) -> 
     seen: dict[str, list[int]] = {}
     for record in records:
         for key, image in (("spec_a", record.image_a), ("spec_b", record.image_b)):
-            if not record.meta or key not in record.meta:
-                raise InvalidInputError(f"{record.source}: perception training needs the generator's meta.{key} "
-                                        "(synthetic pairs only)")
-            spec = CreativeSpec.from_dict(record.meta[key])
-            seen.setdefault(str(image), [fn(spec) for _, fn in ATTRIBUTES.values()])
+            if str(image) not in seen:
+                seen[str(image)] = spec_classes(record.meta, key, str(record.source))
     if not seen:
         raise InvalidInputError(f"{data_dir}: no pairs in split {split!r}")
     return list(seen), np.asarray(list(seen.values()), np.int64)
+
+
+def spec_classes(meta: dict | None, key: str, source: str = "") -> list[int]:
+    """The attribute classes (ATTRIBUTES order) of the generator spec meta[key] ("spec_a" / "spec_b")."""
+    if not meta or key not in meta:
+        raise InvalidInputError(f"{source}: perception training needs the generator's meta.{key} (synthetic pairs "
+                                "only)")
+    spec = CreativeSpec.from_dict(meta[key])
+    return [fn(spec) for _, fn in ATTRIBUTES.values()]
+
+
+def item_image_classes(record, swapped: bool, form: str) -> list[list[int]]:
+    """The classes of the images an SFT item shows, in the order it shows them (batching.ExampleBuilder.example):
+    perceive shows image_a (image_b when swapped); reason and fast show A then B (B then A when swapped)."""
+    keys = ["spec_b" if swapped else "spec_a"] if form == "perceive" else (
+        ["spec_b", "spec_a"] if swapped else ["spec_a", "spec_b"])
+    return [spec_classes(record.meta, key, str(record.source)) for key in keys]
+
+
+def new_heads(hidden: int) -> AttributeHeads:
+    """Heads for every attribute of ATTRIBUTES."""
+    return AttributeHeads(hidden, {n: c for n, (c, _) in ATTRIBUTES.items()})
 
 
 def pad_tokens(per_image: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,12 +167,12 @@ def attribute_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> tup
     return torch.stack(losses).mean(), accuracy
 
 
-class _Trainable(nn.Module):
-    """What this stage trains and saves in its states: the vision tower and the heads."""
+class WithHeads(nn.Module):
+    """A trained module with the attribute heads beside it: what a run's optimizer and states cover."""
 
-    def __init__(self, visual: nn.Module, heads: AttributeHeads) -> None:
+    def __init__(self, body: nn.Module, heads: AttributeHeads) -> None:
         super().__init__()
-        self.visual, self.heads = visual, heads
+        self.body, self.heads = body, heads
 
 
 def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: bool = True) -> dict:
@@ -173,8 +191,8 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
     for param in model.language.parameters():
         param.requires_grad_(False)
     torch.manual_seed(config.seed)
-    heads = AttributeHeads(model.config.text.hidden_size, {n: c for n, (c, _) in ATTRIBUTES.items()})
-    trainable = _Trainable(model.visual, heads.to(config.device))
+    heads = new_heads(model.config.text.hidden_size)
+    trainable = WithHeads(model.visual, heads.to(config.device))
     save_weights(model, out)
     engine = training_engine(out, model)
     optimizer = make_optimizer(trainable, config.lr, config.weight_decay)

@@ -4,6 +4,9 @@ Each pair gives four sequences: (A, B) and (B, A) orders, each as a chain of tho
 answer after an empty think block ("fast" form); with forms=(..., "perceive") also one description per image (an
 auxiliary task for synthetic data); see batching.py. Loss: cross-entropy on the target tokens only, averaged per
 sequence, then over the batch (each form of a batch runs as its own forward so short sequences are not padded).
+With vision_aux_weight > 0 (synthetic data only), the attribute heads of perception.py also classify every image of
+the batch from the same vision-tower output, and their loss, times that weight, joins the SFT loss: the vision tower
+learns the attributes while the decoder keeps reading its tokens (perception training alone moves them away).
 AdamW (no decay on biases and norms), linear warm-up then cosine decay, gradient-norm clipping. Every `save_every`
 steps a resumable state goes to state_dir and the weights to out_dir, so out_dir is always a loadable checkpoint.
 Deterministic from the seed: initial weights, data order (a permutation per epoch drawn from (seed, epoch)) and hence
@@ -26,15 +29,16 @@ from c4u_engine.errors import InvalidInputError
 from c4u_engine.train.batching import FORMS, ExampleBuilder, Item, collate, make_items
 from c4u_engine.train.checkpoint_writer import copy_assets, save_weights, write_assets
 from c4u_engine.train.engine_bridge import training_engine
-from c4u_engine.train.forward import batch_logits, sequence_mean_nll
+from c4u_engine.train.forward import encode_images, language_logits, sequence_mean_nll
 from c4u_engine.train.model_spec import ModelSpec, build_model, load_trainable
+from c4u_engine.train.perception import WithHeads, attribute_loss, item_image_classes, new_heads, pad_tokens
 from c4u_engine.train.train_state import (
-    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, save_state, trim_log,
+    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state, trim_log,
 )
 
 # Settings that define the run: a resumed run must have the same ones.
 _RUN_KEYS = ("split", "epochs", "max_steps", "batch_size", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
-             "grad_clip", "seed", "forms", "max_pairs")
+             "grad_clip", "seed", "forms", "max_pairs", "vision_aux_weight")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class SFTConfig:
     seed: int = 0
     forms: tuple[str, ...] = ("reason", "fast")
     max_pairs: int | None = None  # use only the first N pairs (smoke runs)
+    vision_aux_weight: float = 0.0  # > 0: the attribute loss of perception.py on the batch's images (see above)
     image_chunk: int = 16  # images per vision-tower call
     device: str = "cpu"  # "cuda" trains on a GPU (float32)
 
@@ -100,13 +105,6 @@ def prepare_checkpoint(config: SFTConfig) -> torch.nn.Module:
     save_weights(model, out)
     return model.to(config.device)
 
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases and norm scales)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
 class ItemOrder:
@@ -152,9 +150,15 @@ def run_sft(config: SFTConfig, *, resume: bool = False, progress: bool = True) -
     builder = ExampleBuilder(engine, load_prompt_template(config.out_dir), records)
     items = make_items(len(records), config.forms)
     order = ItemOrder(items, config.batch_size, config.seed)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    heads = None
+    trained: torch.nn.Module = model
+    if config.vision_aux_weight > 0:
+        torch.manual_seed(config.seed)
+        heads = new_heads(model.config.text.hidden_size).to(config.device)
+        trained = WithHeads(model, heads)
+    optimizer = make_optimizer(trained, config.lr, config.weight_decay)
     settings = config.run_settings()
-    start = load_latest_state(config.states, model, optimizer, settings) if resume else 0
+    start = load_latest_state(config.states, trained, optimizer, settings) if resume else 0
     steps = total_steps(config, len(items))
     log_path = config.states / "log.jsonl"
     config.states.mkdir(parents=True, exist_ok=True)
@@ -170,25 +174,35 @@ def run_sft(config: SFTConfig, *, resume: bool = False, progress: bool = True) -
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            loss_value, n_tokens = 0.0, 0
+            loss_value, aux_value, n_tokens = 0.0, 0.0, 0
             items = order.batch(step)
             for form in FORMS:  # one forward per form: short sequences are not padded to a chain of thought
                 part = [item for item in items if item.form == form]
                 if not part:
                     continue
                 batch = collate([builder.example(item) for item in part], engine, pad_id)
-                loss = sequence_mean_nll(batch_logits(model, batch, config.image_chunk), batch.labels)
+                embeds = encode_images(model, batch.pixel_values.to(config.device), batch.grid_thw, config.image_chunk)
+                logits = language_logits(model, batch.input_ids, batch.attention_mask, batch.position_ids, embeds,
+                                         batch.logits_index)
+                loss = sequence_mean_nll(logits, batch.labels)
+                if heads is not None:
+                    classes = [c for item in part for c in item_image_classes(records[item.pair], item.swapped, form)]
+                    aux, _ = attribute_loss(heads(*pad_tokens(embeds)), torch.tensor(classes))
+                    aux_value += float(aux.detach()) * len(part) / len(items)
+                    loss = loss + config.vision_aux_weight * aux
                 (loss * (len(part) / len(items))).backward()
                 loss_value += float(loss.detach()) * len(part) / len(items)
                 n_tokens += batch.n_target_tokens
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip))
             optimizer.step()
             metrics = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
+            if heads is not None:
+                metrics["vision_aux_loss"] = aux_value
             append_log(log_path, {"step": step + 1, **metrics, "tokens": n_tokens,
                                   "seconds": round(time.perf_counter() - t0, 4)})
             bar.update({"loss": loss_value, "lr": lr})
             if (step + 1) % config.save_every == 0 or step + 1 == steps:
-                save_state(config.states, step + 1, model, optimizer, settings, config.keep_states)
+                save_state(config.states, step + 1, trained, optimizer, settings, config.keep_states)
                 save_weights(model, config.out_dir)
     finally:
         bar.close()

@@ -170,3 +170,30 @@ def test_unknown_or_empty_forms_are_refused():
         make_items(2, ("reason", "describe"))
     with pytest.raises(InvalidInputError, match="valid forms"):
         make_items(2, ())
+
+
+def test_item_image_classes_follow_the_order_the_item_shows_its_images(records):
+    from c4u_engine.train.perception import item_image_classes, spec_classes
+
+    r = records[0]
+    a, b = spec_classes(r.meta, "spec_a"), spec_classes(r.meta, "spec_b")
+    assert item_image_classes(r, False, "reason") == [a, b] and item_image_classes(r, True, "fast") == [b, a]
+    assert item_image_classes(r, False, "perceive") == [a] and item_image_classes(r, True, "perceive") == [b]
+
+
+def test_sft_with_vision_aux_loss_learns_both_and_resumes_exactly(train_data, tokenizer_file, tiny_spec, tmp_path):
+    config = SFTConfig(str(train_data), str(tmp_path / "sft"), str(tokenizer_file), spec=tiny_spec, max_pairs=2,
+                       batch_size=4, max_steps=16, lr=5e-3, warmup_steps=1, save_every=8,
+                       forms=("reason", "fast", "perceive"), vision_aux_weight=0.5)
+    run_sft(config, progress=False)
+    log = _log(tmp_path / "sft_state")
+    aux = [r["vision_aux_loss"] for r in log]
+    assert all(a > 0 for a in aux) and np.mean(aux[-4:]) < np.mean(aux[:4])
+    assert np.mean([r["loss"] for r in log[-4:]]) < np.mean([r["loss"] for r in log[:4]])
+    straight = load_file(tmp_path / "sft" / "model.safetensors")
+    (tmp_path / "sft_state" / "step_0000016.pt").unlink()
+    run_sft(config, resume=True, progress=False)  # the heads' weights and moments come back with the state
+    resumed = load_file(tmp_path / "sft" / "model.safetensors")
+    for name in straight:
+        assert np.array_equal(straight[name].numpy(), resumed[name].numpy()), name
+    assert [r["vision_aux_loss"] for r in _log(tmp_path / "sft_state")] == aux
