@@ -104,3 +104,15 @@ def test_vision_command_line(train_data, tiny_train_ckpt, tmp_path, capsys):
     assert main(argv) == 2  # states exist: refused without --resume, with the reason
     assert "already holds training states" in capsys.readouterr().err
 
+
+
+def test_init_command_writes_a_seeded_random_checkpoint(tokenizer_file, tmp_path, capsys):
+    from c4u_engine.train.__main__ import main
+
+    for name in ("a", "b"):
+        assert main(["init", "--tokenizer", str(tokenizer_file), "--out", str(tmp_path / name), "--seed", "3"]) == 0
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights
+    assert (tmp_path / "a" / "config.json").is_file() and (tmp_path / "a" / "tokenizer.json").is_file()
+    assert main(["init", "--tokenizer", str(tokenizer_file), "--out", str(tmp_path / "a")]) == 2
+    assert "is not empty" in capsys.readouterr().err
