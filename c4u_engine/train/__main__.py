@@ -41,7 +41,7 @@ from c4u_engine.errors import C4UError, InvalidInputError
 _SFT_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every",
               "max_pairs", "vision_aux_weight", "device")
 _GRPO_FLAGS = ("steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr", "beta", "clip_eps",
-               "micro_batch", "save_every", "max_pairs", "device")
+               "micro_batch", "save_every", "max_pairs", "both_orders", "device")
 _VISION_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every", "max_pairs",
                  "val_images", "device")
 _ALL_SFT_FLAGS = tuple(n for n in _SFT_FLAGS if n != "device")  # `all` takes one --device for both stages
@@ -54,6 +54,10 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, names: tuple[str, ..
     by_name = {f.name: f for f in fields(cls)}
     for name in names:
         f = by_name[name]
+        if str(f.type) == "bool":  # a switch: present = True, absent = the dataclass default
+            parser.add_argument(f"--{prefix}{name.replace('_', '-')}", dest=f"{prefix.replace('-', '_')}{name}",
+                                action="store_const", const=True, default=None, help=f"default: {f.default}")
+            continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0], str)
         parser.add_argument(f"--{prefix}{name.replace('_', '-')}", dest=f"{prefix.replace('-', '_')}{name}",
                             type=kind, default=None, help=f"default: {f.default}")

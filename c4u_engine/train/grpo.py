@@ -1,6 +1,6 @@
 """GRPO after SFT (DeepSeekMath's Group Relative Policy Optimization, one policy update per rollout).
 
-Each step: draw P training pairs (and a random order for each), build the engine's reason-mode prompt (prompt +
+Each step: draw P training pairs (and a random order for each; with both_orders, P/2 pairs each in both orders), build the engine's reason-mode prompt (prompt +
 "<think>"), sample G completions per prompt at `temperature` with the engine's batched KV-cached `decode` (one
 prefill per prompt, its KV repeated G times), score them (rewards.py: format + correctness), normalise rewards
 within each group into advantages, and minimise
@@ -42,7 +42,7 @@ from c4u_engine.train.train_state import (
 
 _RUN_KEYS = ("init_dir", "split", "steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr",
              "warmup_steps", "weight_decay", "beta", "clip_eps", "format_weight", "correct_weight", "grad_clip",
-             "seed", "max_pairs")
+             "seed", "max_pairs", "both_orders")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class GRPOConfig:
     keep_states: int = 2
     seed: int = 0
     max_pairs: int | None = None
+    both_orders: bool = False  # prompts come in pairs: one pair shown in both orders (prompts_per_step // 2 pairs)
     image_chunk: int = 16
     device: str = "cpu"
 
@@ -137,8 +138,12 @@ def rollout(engine: ModelEngine, builder: ExampleBuilder, config: GRPOConfig, st
     """Draw this step's prompts, sample and score their completions."""
     rng = np.random.default_rng([config.seed, step])
     n = len(builder.records)
-    picks = rng.choice(n, size=min(config.prompts_per_step, n), replace=False)
-    swaps = rng.random(len(picks)) < 0.5
+    if config.both_orders:  # each drawn pair in both orders: the group advantages then reward order-robust answers
+        drawn = rng.choice(n, size=min(max(1, config.prompts_per_step // 2), n), replace=False)
+        picks, swaps = np.repeat(drawn, 2), np.tile([False, True], len(drawn))
+    else:
+        picks = rng.choice(n, size=min(config.prompts_per_step, n), replace=False)
+        swaps = rng.random(len(picks)) < 0.5
     reason_prefix = builder.template.reason_prefix
     pairs = [orient(builder.records[int(i)], bool(s)) for i, s in zip(picks, swaps)]
     prompts = [builder.prompt(pair, reason_prefix) for pair in pairs]

@@ -124,6 +124,19 @@ def test_rollout_is_reproducible_and_scored(bench, tiny_train_ckpt, train_data, 
     assert rollout(engine, builder, config, step=8).completions != first.completions
 
 
+def test_rollout_in_both_orders_shows_each_pair_both_ways(bench, tiny_train_ckpt, train_data, tmp_path):
+    model, engine, builder = bench
+    config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path), prompts_per_step=4, group_size=2,
+                        max_new_tokens=4, seed=5, both_orders=True)
+    rolled = rollout(engine, builder, config, step=3)
+    assert len(rolled.prompts) == 4 and len(rolled.completions) == 8
+    for first, second in ((0, 1), (2, 3)):  # the same pair, swapped: same tokens, images and label exchanged
+        a, b = rolled.prompts[first], rolled.prompts[second]
+        assert [im.content_hash for im in a.images] == [im.content_hash for im in reversed(b.images)]
+        assert {rolled.labels[first], rolled.labels[second]} == {"A", "B"}
+    assert [im.content_hash for im in rolled.prompts[0].images] != [im.content_hash for im in rolled.prompts[2].images]
+
+
 def test_policy_step_gradients(bench, tiny_train_ckpt, train_data, tmp_path):
     model, engine, builder = bench
     config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path), prompts_per_step=2, group_size=2,
