@@ -235,7 +235,8 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
     seconds_per_step = (time.perf_counter() - started) / max(1, config.steps - start)
     model.eval()
     held_out = {}
-    if config.val_split:
+    # A small dataset may have no held-out pairs: then there is nothing to report, which is not an error.
+    if config.val_split and load_pairs(config.data_dir, config.val_split)[:1]:
         val_paths, val_labels = labelled_images(config.data_dir, config.val_split)
         n = config.val_images
         held_out = probe_accuracy(model, heads, engine, val_paths[:n], val_labels[:n], config.batch_size)

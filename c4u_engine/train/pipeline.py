@@ -24,7 +24,7 @@ from c4u_engine.data.creative_pair import load_pairs
 from c4u_engine.engine.chat_template import ChatTemplate, QWEN2_5_VL_CHAT_TEMPLATE
 from c4u_engine.train.batching import FORMS
 from c4u_engine.train.grpo import GRPOConfig
-from c4u_engine.train.model_spec import BUILTIN_PROMPT
+from c4u_engine.train.model_spec import BUILTIN_PROMPT, ModelSpec
 from c4u_engine.train.perception import PerceptionConfig
 from c4u_engine.train.sft import SFTConfig
 from c4u_engine.train.tokenizer_training import DEFAULT_VOCAB_SIZE, corpus_texts, save_tokenizer, train_tokenizer
@@ -59,6 +59,7 @@ class RecipeConfig:
     pairs: int = 20000
     groups: int = 200
     vocab_size: int = DEFAULT_VOCAB_SIZE
+    spec: ModelSpec = field(default_factory=ModelSpec)  # the new checkpoint's architecture
     workers: int = 1
     vision: dict[str, Any] = field(default_factory=dict)  # PerceptionConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig overrides
@@ -83,7 +84,7 @@ def run_all(config: RecipeConfig, *, resume: bool = False, progress: bool = True
     if not tokenizer.is_file():
         build_tokenizer(data, tokenizer, config.vocab_size)
     if not (out / "init" / "config.json").is_file():
-        prepare_checkpoint(SFTConfig(str(data), str(out / "init"), str(tokenizer), seed=config.seed))
+        prepare_checkpoint(SFTConfig(str(data), str(out / "init"), str(tokenizer), spec=config.spec, seed=config.seed))
     # The generator's data carries the specs perception training and the perceive form need (MODEL_CARD.md).
     vision = replace(PerceptionConfig(str(data), str(out / "init"), str(out / "seen"), seed=config.seed),
                      **config.vision)
