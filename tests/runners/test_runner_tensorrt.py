@@ -35,8 +35,8 @@ from c4u_engine.errors import (BackendUnavailableError, EngineArtifactError, Inv
                                LimitExceededError)
 from c4u_engine.models.config import ModelConfig  # noqa: E402
 from c4u_engine.runners import available_backends, create_runner, tensorrt_runner  # noqa: E402
-from c4u_engine.runners.tensorrt_plan import (check_sidecar, load_plan, plan_bytes_problems,  # noqa: E402
-                                              read_profiles, split_by_budget)
+from c4u_engine.runners.base import split_by_budget  # noqa: E402
+from c4u_engine.runners.tensorrt_plan import check_sidecar, load_plan, plan_bytes_problems, read_profiles  # noqa: E402
 from c4u_engine.runners.tensorrt_runner import (TensorRTRunner, decoder_chunks, sequence_pieces,  # noqa: E402
                                                 vision_calls)
 from c4u_engine.runners.torch_runner import TorchRunner  # noqa: E402
