@@ -1,7 +1,8 @@
 """Release step: put a trained checkpoint into the package as the built-in model.
 
     python -m export.ship_builtin CKPT_DIR --eval-sft SFT_EVAL.json --eval-grpo GRPO_EVAL.json \
-        [--dest c4u_engine/builtin_model] [--recipe "python -m c4u_engine.train ..."] [--notes NOTES.md]
+        [--eval "NAME=EVAL.json" ...] [--dest c4u_engine/builtin_model] [--recipe "python -m c4u_engine.train ..."]
+        [--notes NOTES.md]
 
 Copies the Hugging Face layout files (safetensors only), exports the ONNX graphs into DEST/onnx (the default CPU
 runtime, so `c4u_engine.select` needs no torch), and writes DEST/MODEL_CARD.md from the evaluation reports that
@@ -99,12 +100,31 @@ def _read_notes(path: str) -> str:
         raise InvalidInputError(f"--notes {path}: cannot read it as UTF-8 text ({exc})") from exc
 
 
+def _named(entry: str) -> tuple[str, str]:
+    name, sep, path = entry.partition("=")
+    if not sep or not name.strip() or not path:
+        raise InvalidInputError(f"--eval {entry!r}: expected NAME=PATH")
+    return name.strip(), path
+
+
+def _read_report(path: str) -> dict:
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"evaluation report {path}: cannot read it as JSON ({exc})") from exc
+    if not isinstance(report, dict):
+        raise InvalidInputError(f"evaluation report {path}: expected a JSON object from `train eval --json`")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("ckpt")
     p.add_argument("--dest", default=str(Path(__file__).resolve().parent.parent / "c4u_engine" / "builtin_model"))
     p.add_argument("--eval-sft", help="evaluation JSON of the SFT checkpoint")
     p.add_argument("--eval-grpo", help="evaluation JSON of the shipped (GRPO) checkpoint")
+    p.add_argument("--eval", action="append", default=[], metavar="NAME=JSON",
+                   help="more rows for the card (e.g. an earlier release), between SFT and the shipped checkpoint")
     p.add_argument("--recipe", default="python -m c4u_engine.train all OUT --seed 0")
     p.add_argument("--notes", help="a Markdown file appended to the card (status, history, findings)")
     args = p.parse_args(argv)
@@ -112,13 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         from export.onnx_export import export_engine
 
         src, dest = Path(args.ckpt), Path(args.dest)
-        notes = _read_notes(args.notes) if args.notes else ""  # before DEST is replaced: a bad path changes nothing
+        # Everything read before DEST is replaced: a bad path or file changes nothing.
+        notes = _read_notes(args.notes) if args.notes else ""
+        rows = [("SFT", args.eval_sft), *(_named(e) for e in args.eval), ("SFT + GRPO (shipped)", args.eval_grpo)]
+        reports = {name: _read_report(path) for name, path in rows if path}
         copy_checkpoint(src, dest)
         export_engine(dest)
-        reports = {}
-        for name, path in (("SFT", args.eval_sft), ("SFT + GRPO (shipped)", args.eval_grpo)):
-            if path:
-                reports[name] = json.loads(Path(path).read_text())
         card = model_card(dest, reports, args.recipe) + ("\n" + notes if notes else "")
         (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         print(f"shipped {src} -> {dest}")

@@ -26,6 +26,21 @@ def test_ship_copies_exports_and_writes_the_card(tiny_ckpt, tmp_path):
     assert "| SFT | reason | 25.0% |" in card
 
 
+def test_ship_adds_named_rows_in_order_and_checks_them_first(tiny_ckpt, tmp_path, capsys):
+    (tmp_path / "r.json").write_text(json.dumps(_REPORT))
+    dest = tmp_path / "builtin"
+    assert main([str(tiny_ckpt), "--dest", str(dest), "--eval-sft", str(tmp_path / "r.json"),
+                 "--eval", f"previous release={tmp_path / 'r.json'}", "--eval-grpo", str(tmp_path / "r.json")]) == 0
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert card.index("| SFT | fast") < card.index("| previous release | fast") < card.index("| SFT + GRPO (shipped)")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    for entry, message in (("no-equals-sign", "expected NAME=PATH"), (f"x={tmp_path / 'bad.json'}", "JSON object"),
+                           (f"x={tmp_path / 'missing.json'}", "cannot read it")):
+        (dest / "keep.txt").write_text("previous release")
+        assert main([str(tiny_ckpt), "--dest", str(dest), "--eval", entry]) == 2
+        assert message in capsys.readouterr().err and (dest / "keep.txt").is_file()
+
+
 def test_ship_refuses_pickle_files(tiny_ckpt, tmp_path, capsys):
     src = tmp_path / "ckpt"
     shutil.copytree(tiny_ckpt, src)
