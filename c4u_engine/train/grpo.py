@@ -15,8 +15,9 @@ distribution the completions were sampled from. Rollouts and sampling seeds deri
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -37,7 +38,8 @@ from c4u_engine.train.forward import batch_logits, token_logprobs
 from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages
 from c4u_engine.train.train_state import (
-    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state, trim_log,
+    Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state,
+    trim_log,
 )
 
 _RUN_KEYS = ("init_dir", "split", "steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr",
@@ -46,7 +48,9 @@ _RUN_KEYS = ("init_dir", "split", "steps", "prompts_per_step", "group_size", "te
 
 
 @dataclass(frozen=True)
-class GRPOConfig:
+class GRPOConfig(RunConfig):
+    RUN_KEYS: ClassVar[tuple[str, ...]] = _RUN_KEYS
+
     data_dir: str
     init_dir: str  # the SFT checkpoint: the starting policy and the frozen KL reference
     out_dir: str  # the resulting checkpoint (assets copied from init_dir)
@@ -74,13 +78,6 @@ class GRPOConfig:
     image_chunk: int = 16
     device: str = "cpu"
 
-    @property
-    def states(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else Path(str(self.out_dir).rstrip("/") + "_state")
-
-    def run_settings(self) -> dict:
-        data = asdict(self)
-        return {k: data[k] for k in _RUN_KEYS}
 
 
 @dataclass

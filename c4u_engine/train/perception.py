@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -38,7 +39,8 @@ from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import encode_images
 from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.train_state import (
-    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state, trim_log,
+    Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state,
+    trim_log,
 )
 
 _SIZES = ("small", "medium", "large")
@@ -62,7 +64,9 @@ _RUN_KEYS = ("split", "steps", "batch_size", "lr", "warmup_steps", "weight_decay
 
 
 @dataclass(frozen=True)
-class PerceptionConfig:
+class PerceptionConfig(RunConfig):
+    RUN_KEYS: ClassVar[tuple[str, ...]] = _RUN_KEYS
+
     data_dir: str  # a synthetic CreativePair directory (records with meta.spec_a / meta.spec_b)
     init_dir: str  # the checkpoint whose vision tower trains (copied into out_dir first)
     out_dir: str
@@ -83,13 +87,6 @@ class PerceptionConfig:
     image_chunk: int = 16
     device: str = "cpu"
 
-    @property
-    def states(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else Path(str(self.out_dir).rstrip("/") + "_state")
-
-    def run_settings(self) -> dict:
-        data = asdict(self)
-        return {k: data[k] for k in _RUN_KEYS}
 
 
 class AttributeHeads(nn.Module):

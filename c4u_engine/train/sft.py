@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ from c4u_engine.train.forward import encode_images, language_logits, sequence_me
 from c4u_engine.train.model_spec import ModelSpec, build_model, load_trainable
 from c4u_engine.train.perception import WithHeads, attribute_loss, item_image_classes, new_heads, pad_tokens
 from c4u_engine.train.train_state import (
-    Progress, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state, trim_log,
+    Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state,
+    trim_log,
 )
 
 # Settings that define the run: a resumed run must have the same ones.
@@ -42,7 +44,9 @@ _RUN_KEYS = ("split", "epochs", "max_steps", "batch_size", "lr", "min_lr_ratio",
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(RunConfig):
+    RUN_KEYS: ClassVar[tuple[str, ...]] = _RUN_KEYS
+
     data_dir: str  # a CreativePair directory (train.jsonl, ...)
     out_dir: str  # the checkpoint directory: created from tokenizer_file + spec, or fine-tuned when it exists
     tokenizer_file: str | None = None  # tokenizer.json for a new checkpoint
@@ -67,13 +71,6 @@ class SFTConfig:
     image_chunk: int = 16  # images per vision-tower call
     device: str = "cpu"  # "cuda" trains on a GPU (float32)
 
-    @property
-    def states(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else Path(str(self.out_dir).rstrip("/") + "_state")
-
-    def run_settings(self) -> dict:
-        data = asdict(self)
-        return {k: list(data[k]) if isinstance(data[k], tuple) else data[k] for k in _RUN_KEYS}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,22 @@ def cosine_lr(step: int, base_lr: float, total_steps: int, warmup_steps: int, mi
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+class RunConfig:
+    """What every training stage's frozen dataclass config shares: its state directory (state_dir, else out_dir +
+    "_state") and the settings a resumed run must repeat (the names in RUN_KEYS; tuples as lists, as JSON has them)."""
+
+    RUN_KEYS: tuple[str, ...] = ()
+
+    @property
+    def states(self) -> Path:
+        state_dir, out_dir = getattr(self, "state_dir"), getattr(self, "out_dir")
+        return Path(state_dir) if state_dir else Path(str(out_dir).rstrip("/") + "_state")
+
+    def run_settings(self) -> dict[str, Any]:
+        values = {k: getattr(self, k) for k in self.RUN_KEYS}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on biases and norm scales)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
