@@ -39,8 +39,8 @@ from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import encode_images
 from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.train_state import (
-    Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state,
-    trim_log,
+    ItemOrder, Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer,
+    save_state, trim_log,
 )
 
 _SIZES = ("small", "medium", "large")
@@ -88,7 +88,6 @@ class PerceptionConfig(RunConfig):
     device: str = "cpu"
 
 
-
 class AttributeHeads(nn.Module):
     """Per attribute: attention pooling with a learned query over an image's tokens, then a linear classifier."""
 
@@ -110,15 +109,20 @@ class AttributeHeads(nn.Module):
 
 def labelled_images(data_dir: str, split: str, max_pairs: int | None = None) -> tuple[list[str], np.ndarray]:
     """Every distinct image of the split with its attribute classes [n_images, len(ATTRIBUTES)] (int64)."""
-    records = load_pairs(data_dir, split)[:max_pairs]
+    paths, labels = image_labels(load_pairs(data_dir, split)[:max_pairs])
+    if not paths:
+        raise InvalidInputError(f"{data_dir}: no pairs in split {split!r}")
+    return paths, labels
+
+
+def image_labels(records) -> tuple[list[str], np.ndarray]:
+    """The distinct images of pair records with their attribute classes (none for no records)."""
     seen: dict[str, list[int]] = {}
     for record in records:
         for key, image in (("spec_a", record.image_a), ("spec_b", record.image_b)):
             if str(image) not in seen:
                 seen[str(image)] = spec_classes(record.meta, key, str(record.source))
-    if not seen:
-        raise InvalidInputError(f"{data_dir}: no pairs in split {split!r}")
-    return list(seen), np.asarray(list(seen.values()), np.int64)
+    return list(seen), np.asarray(list(seen.values()), np.int64).reshape(len(seen), len(ATTRIBUTES))
 
 
 def spec_classes(meta: dict | None, key: str, source: str = "") -> list[int]:
@@ -141,6 +145,13 @@ def item_image_classes(record, swapped: bool, form: str) -> list[list[int]]:
 def new_heads(hidden: int) -> AttributeHeads:
     """Heads for every attribute of ATTRIBUTES."""
     return AttributeHeads(hidden, {n: c for n, (c, _) in ATTRIBUTES.items()})
+
+
+def image_tokens(model: nn.Module, engine, paths: list[str], device: str, chunk: int = 16) -> list[torch.Tensor]:
+    """The merged vision tokens [T_i, H] of each image file, as the engine loads and preprocesses it."""
+    images = engine.load_images(paths)
+    pixel_values, grid = preprocess([im.pixels for im in images], engine.preprocess_params)
+    return encode_images(model, torch.from_numpy(pixel_values).to(device), grid, chunk)
 
 
 def pad_tokens(per_image: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +210,7 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
     config.states.mkdir(parents=True, exist_ok=True)
     trim_log(log_path, start)
     bar = Progress(config.steps, start, "perception", enabled=progress)
-    per_epoch = max(1, len(paths) // config.batch_size)
+    order = ItemOrder(range(len(paths)), config.batch_size, config.seed)
     model.train()
     loss_value, accuracy, started = float("nan"), {}, time.perf_counter()
     try:
@@ -208,12 +219,8 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
             lr = cosine_lr(step, config.lr, config.steps, config.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            epoch, offset = divmod(step, per_epoch)
-            order = np.random.default_rng([config.seed, epoch]).permutation(len(paths))
-            pick = order[offset * config.batch_size:(offset + 1) * config.batch_size]
-            images = engine.load_images([paths[i] for i in pick])
-            pixel_values, grid = preprocess([im.pixels for im in images], engine.preprocess_params)
-            tokens = encode_images(model, torch.from_numpy(pixel_values).to(config.device), grid, config.image_chunk)
+            pick = order.batch(step)
+            tokens = image_tokens(model, engine, [paths[i] for i in pick], config.device, config.image_chunk)
             loss, accuracy = attribute_loss(heads(*pad_tokens(tokens)), torch.from_numpy(labels[pick]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -233,10 +240,11 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
     model.eval()
     held_out = {}
     # A small dataset may have no held-out pairs: then there is nothing to report, which is not an error.
-    if config.val_split and load_pairs(config.data_dir, config.val_split)[:1]:
-        val_paths, val_labels = labelled_images(config.data_dir, config.val_split)
+    val_paths, val_labels = image_labels(load_pairs(config.data_dir, config.val_split) if config.val_split else [])
+    if val_paths:
         n = config.val_images
-        held_out = probe_accuracy(model, heads, engine, val_paths[:n], val_labels[:n], config.batch_size)
+        held_out = probe_accuracy(model, heads, engine, val_paths[:n], val_labels[:n], config.batch_size,
+                                  config.image_chunk)
         append_log(log_path, {"step": config.steps, "val_split": config.val_split, "val_images": len(val_paths[:n]),
                               "val_accuracy": {k: round(v, 4) for k, v in held_out.items()}})
     return {"out_dir": str(out), "steps": config.steps, "images": len(paths), "last_loss": loss_value,
@@ -245,13 +253,12 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
 
 @torch.no_grad()
 def probe_accuracy(model: nn.Module, heads: AttributeHeads, engine, paths: list[str], labels: np.ndarray,
-                   batch_size: int = 64) -> dict[str, float]:
-    """Each attribute's accuracy of heads over the given images (evaluation mode)."""
+                   batch_size: int = 64, chunk: int = 16) -> dict[str, float]:
+    """Each attribute's accuracy of heads over the given images (evaluation mode), on the model's device."""
+    device = str(next(model.parameters()).device)
     hits = np.zeros(len(ATTRIBUTES))
     for lo in range(0, len(paths), batch_size):
-        images = engine.load_images(paths[lo:lo + batch_size])
-        pixel_values, grid = preprocess([im.pixels for im in images], engine.preprocess_params)
-        logits = heads(*pad_tokens(encode_images(model, torch.from_numpy(pixel_values), grid)))
+        logits = heads(*pad_tokens(image_tokens(model, engine, paths[lo:lo + batch_size], device, chunk)))
         target = labels[lo:lo + batch_size]
-        hits += [(out.argmax(-1).numpy() == target[:, i]).sum() for i, out in enumerate(logits.values())]
+        hits += [(out.argmax(-1).cpu().numpy() == target[:, i]).sum() for i, out in enumerate(logits.values())]
     return {name: float(h / len(paths)) for name, h in zip(ATTRIBUTES, hits)}

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from c4u_engine.data.creative_pair import load_pairs
@@ -34,8 +33,8 @@ from c4u_engine.train.forward import encode_images, language_logits, sequence_me
 from c4u_engine.train.model_spec import ModelSpec, build_model, load_trainable
 from c4u_engine.train.perception import WithHeads, attribute_loss, item_image_classes, new_heads, pad_tokens
 from c4u_engine.train.train_state import (
-    Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state,
-    trim_log,
+    ItemOrder, Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer,
+    save_state, trim_log,
 )
 
 # Settings that define the run: a resumed run must have the same ones.
@@ -72,7 +71,6 @@ class SFTConfig(RunConfig):
     device: str = "cpu"  # "cuda" trains on a GPU (float32)
 
 
-
 @dataclass(frozen=True)
 class SFTResult:
     out_dir: Path
@@ -101,27 +99,6 @@ def prepare_checkpoint(config: SFTConfig) -> torch.nn.Module:
     model = build_model(model_config, config.seed, config.spec.init_std)
     save_weights(model, out)
     return model.to(config.device)
-
-
-
-class ItemOrder:
-    """The items of step s: positions s*B .. s*B+B-1 of the endless sequence of per-epoch permutations."""
-
-    def __init__(self, items: list[Item], batch_size: int, seed: int) -> None:
-        self.items, self.batch_size, self.seed = items, batch_size, seed
-        self._perms: dict[int, np.ndarray] = {}
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.items))}
-        return self._perms[epoch]
-
-    def batch(self, step: int) -> list[Item]:
-        n = len(self.items)
-        out = []
-        for position in range(step * self.batch_size, (step + 1) * self.batch_size):
-            out.append(self.items[int(self._perm(position // n)[position % n])])
-        return out
 
 
 def total_steps(config: SFTConfig, n_items: int) -> int:

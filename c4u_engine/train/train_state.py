@@ -13,12 +13,16 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import numpy as np
 import torch
 
 from c4u_engine.errors import InvalidInputError, ModelFormatError
+
+T = TypeVar("T")
 
 _STATE_FILE = re.compile(r"^step_(\d{7})\.pt$")
 
@@ -46,6 +50,27 @@ class RunConfig:
     def run_settings(self) -> dict[str, Any]:
         values = {k: getattr(self, k) for k in self.RUN_KEYS}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+class ItemOrder(Generic[T]):
+    """The items of step s: positions s*B .. s*B+B-1 of the endless sequence of per-epoch permutations (drawn
+    from (seed, epoch), so any step's batch is known without replaying the run: what makes resuming exact)."""
+
+    def __init__(self, items: Sequence[T], batch_size: int, seed: int) -> None:
+        self.items, self.batch_size, self.seed = items, batch_size, seed
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.items))}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[T]:
+        n = len(self.items)
+        out = []
+        for position in range(step * self.batch_size, (step + 1) * self.batch_size):
+            out.append(self.items[int(self._perm(position // n)[position % n])])
+        return out
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
