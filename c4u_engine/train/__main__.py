@@ -6,9 +6,9 @@ The whole recipe, from a seed into one directory (the built-in model ends up in 
 
 Defaults: 20,000 synthetic pairs at 112 px (+200 groups of 4), a BPE capped at 2,048 entries (the generator's
 vocabulary fills ~800), perception training of the new checkpoint's vision tower (1,500 steps of 64 images, ~1.1
-s/step on a free core: see train/perception.py), SFT 1 epoch over ~17,000 training pairs x 2 orders x 3 forms (chain of thought, direct
-answer, one-image description: see train/batching.py) = ~102,000 sequences at batch 16 (~6,400 steps, AdamW lr 5e-4,
-cosine), GRPO 100 steps of 4 prompts x 8 completions, then evaluation of both
+s/step on a free core: see train/perception.py), SFT 1 epoch over ~17,000 training pairs x 2 orders x 3 forms
+(chain of thought, direct answer, one-image description: see train/batching.py) = ~102,000 sequences at batch 16
+(~6,400 steps, AdamW lr 5e-4, cosine), GRPO 100 steps of 4 prompts x 8 completions, then evaluation of both
 checkpoints on 300 test pairs and 100 groups in fast, reason and hybrid modes.
 Expected runtime on CPU with --threads 1 (measured on a shared 2-core box, ~0.65 of a core free): data ~4 min;
 tokenizer seconds; SFT ~3.2 s/step here, ~2 s/step on a free core, i.e. ~2.5-4 h; GRPO ~10-20 s/step, i.e.
@@ -209,22 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     common(sft)
     sft.set_defaults(func=_cmd_sft)
 
-    vision = sub.add_parser("vision", help="perception training: the vision tower learns the creative attributes")
-    vision.add_argument("--data", required=True, help="a synthetic CreativePair directory (generator specs)")
-    vision.add_argument("--init", required=True, help="the checkpoint whose vision tower trains")
-    vision.add_argument("--out", required=True)
-    vision.add_argument("--seed", type=int, default=0)
-    vision.add_argument("--resume", action="store_true")
+    def stage(name: str, summary: str, init_help: str, data_help: str | None = None) -> argparse.ArgumentParser:
+        """A training stage from a checkpoint: --data, --init, --out, --seed, --resume."""
+        p = sub.add_parser(name, help=summary)
+        p.add_argument("--data", required=True, help=data_help)
+        p.add_argument("--init", required=True, help=init_help)
+        p.add_argument("--out", required=True)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--resume", action="store_true")
+        return p
+
+    vision = stage("vision", "perception training: the vision tower learns the creative attributes",
+                   "the checkpoint whose vision tower trains", "a synthetic CreativePair directory (generator specs)")
     _add_fields(vision, PerceptionConfig, _VISION_FLAGS)
     common(vision)
     vision.set_defaults(func=_cmd_vision)
 
-    grpo = sub.add_parser("grpo", help="GRPO from an SFT checkpoint")
-    grpo.add_argument("--data", required=True)
-    grpo.add_argument("--init", required=True, help="the SFT checkpoint (policy start and KL reference)")
-    grpo.add_argument("--out", required=True)
-    grpo.add_argument("--seed", type=int, default=0)
-    grpo.add_argument("--resume", action="store_true")
+    grpo = stage("grpo", "GRPO from an SFT checkpoint", "the SFT checkpoint (policy start and KL reference)")
     _add_fields(grpo, GRPOConfig, _GRPO_FLAGS)
     common(grpo)
     grpo.set_defaults(func=_cmd_grpo)

@@ -1,9 +1,9 @@
 """GRPO after SFT (DeepSeekMath's Group Relative Policy Optimization, one policy update per rollout).
 
-Each step: draw P training pairs (and a random order for each; with both_orders, P/2 pairs each in both orders), build the engine's reason-mode prompt (prompt +
-"<think>"), sample G completions per prompt at `temperature` with the engine's batched KV-cached `decode` (one
-prefill per prompt, its KV repeated G times), score them (rewards.py: format + correctness), normalise rewards
-within each group into advantages, and minimise
+Each step: draw P training pairs (and a random order for each; with both_orders, P/2 pairs each in both orders),
+build the engine's reason-mode prompt (prompt + "<think>"), sample G completions per prompt at `temperature` with
+the engine's batched KV-cached `decode` (one prefill per prompt, its KV repeated G times), score them (rewards.py:
+format + correctness), normalise rewards within each group into advantages, and minimise
 
     mean over completions of  mean over its tokens of  -( min(r_t A, clip(r_t, 1 +- eps) A) - beta * KL_t )
 
@@ -77,7 +77,6 @@ class GRPOConfig(RunConfig):
     both_orders: bool = False  # prompts come in pairs: one pair shown in both orders (prompts_per_step // 2 pairs)
     image_chunk: int = 16
     device: str = "cpu"
-
 
 
 @dataclass

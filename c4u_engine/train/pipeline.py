@@ -8,8 +8,8 @@
     OUT/grpo/         checkpoint after GRPO: the built-in model (OUT/grpo_state/)
     OUT/eval_sft.json, OUT/eval_grpo.json
 
-Stages whose output exists are skipped (data, tokenizer, init) or resumed (sft, grpo with resume=True), so an interrupted
-`all` run is continued by running the same command with --resume.
+Stages whose output exists are skipped (data, tokenizer, init) or resumed (vision, sft, grpo with resume=True), so an
+interrupted `all` run is continued by running the same command with --resume.
 """
 
 from __future__ import annotations

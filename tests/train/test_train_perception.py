@@ -105,7 +105,6 @@ def test_vision_command_line(train_data, tiny_train_ckpt, tmp_path, capsys):
     assert "already holds training states" in capsys.readouterr().err
 
 
-
 def test_init_command_writes_a_seeded_random_checkpoint(tokenizer_file, tmp_path, capsys):
     from c4u_engine.train.__main__ import main
 
