@@ -83,7 +83,7 @@ class PerceptionConfig(RunConfig):
     seed: int = 0
     max_pairs: int | None = None
     val_split: str | None = "val"  # held-out images whose attribute accuracy is reported at the end (None: none)
-    val_images: int = 1000
+    val_images: int = 1000  # 0: no held-out report
     image_chunk: int = 16
     device: str = "cpu"
 
@@ -185,8 +185,9 @@ class WithHeads(nn.Module):
 
 def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) the vision tower on the attributes; the final weights go to config.out_dir."""
-    if config.batch_size < 1 or config.steps < 1:
-        raise InvalidInputError(f"batch_size={config.batch_size}, steps={config.steps}; expected >= 1")
+    if config.batch_size < 1 or config.steps < 1 or config.val_images < 0:
+        raise InvalidInputError(f"batch_size={config.batch_size}, steps={config.steps}, "
+                                f"val_images={config.val_images}; expected batch_size and steps >= 1, val_images >= 0")
     paths, labels = labelled_images(config.data_dir, config.split, config.max_pairs)
     if not resume:
         check_fresh_start(config.states)
@@ -241,7 +242,7 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
     held_out = {}
     # A small dataset may have no held-out pairs: then there is nothing to report, which is not an error.
     val_paths, val_labels = image_labels(load_pairs(config.data_dir, config.val_split) if config.val_split else [])
-    if val_paths:
+    if val_paths and config.val_images:
         n = config.val_images
         held_out = probe_accuracy(model, heads, engine, val_paths[:n], val_labels[:n], config.batch_size,
                                   config.image_chunk)

@@ -111,6 +111,8 @@ def run_sft(config: SFTConfig, *, resume: bool = False, progress: bool = True) -
     """Train (or resume training) and leave the final weights in config.out_dir."""
     if config.batch_size < 1:
         raise InvalidInputError(f"batch_size={config.batch_size}; expected >= 1")
+    if not config.vision_aux_weight >= 0:  # also refuses NaN
+        raise InvalidInputError(f"vision_aux_weight={config.vision_aux_weight}; expected >= 0 (0: off)")
     records = load_pairs(config.data_dir, config.split)
     if config.max_pairs is not None:
         records = records[: config.max_pairs]

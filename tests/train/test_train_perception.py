@@ -115,3 +115,17 @@ def test_init_command_writes_a_seeded_random_checkpoint(tokenizer_file, tmp_path
     assert (tmp_path / "a" / "config.json").is_file() and (tmp_path / "a" / "tokenizer.json").is_file()
     assert main(["init", "--tokenizer", str(tokenizer_file), "--out", str(tmp_path / "a")]) == 2
     assert "is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"batch_size": 0}, {"val_images": -1}])
+def test_perception_refuses_bad_settings_by_name(train_data, tiny_train_ckpt, tmp_path, bad):
+    name = next(iter(bad))
+    with pytest.raises(InvalidInputError, match=f"{name}={bad[name]}"):
+        run_perception(_config(train_data, tiny_train_ckpt, tmp_path / "out", **bad), progress=False)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_perception_with_no_held_out_images_reports_none(train_data, tiny_train_ckpt, tmp_path):
+    result = run_perception(_config(train_data, tiny_train_ckpt, tmp_path / "out", steps=2, val_images=0),
+                            progress=False)
+    assert result["val_accuracy"] == {}

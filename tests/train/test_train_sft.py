@@ -197,3 +197,11 @@ def test_sft_with_vision_aux_loss_learns_both_and_resumes_exactly(train_data, to
     for name in straight:
         assert np.array_equal(straight[name].numpy(), resumed[name].numpy()), name
     assert [r["vision_aux_loss"] for r in _log(tmp_path / "sft_state")] == aux
+
+
+@pytest.mark.parametrize("weight", [-0.1, float("nan")])
+def test_sft_refuses_a_negative_or_nan_vision_aux_weight(train_data, tokenizer_file, tiny_spec, tmp_path, weight):
+    config = SFTConfig(str(train_data), str(tmp_path / "sft"), str(tokenizer_file), spec=tiny_spec, max_steps=1,
+                       vision_aux_weight=weight)
+    with pytest.raises(InvalidInputError, match=f"vision_aux_weight={weight}; expected >= 0"):
+        run_sft(config, progress=False)
