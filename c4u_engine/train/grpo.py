@@ -10,6 +10,11 @@ format + correctness), normalise rewards within each group into advantages, and 
 with r_t = pi(o_t) / pi_old(o_t) (1 here, but its gradient is the policy gradient) and KL_t the k3 estimator
 exp(ref - logp) - (ref - logp) - 1 against the frozen SFT model. Log-probabilities use logits / temperature, the
 distribution the completions were sampled from. Rollouts and sampling seeds derive from (seed, step): resumable.
+
+skip_uniform_groups (DAPO's dynamic sampling, simplified): a group whose completions all earned the same reward has
+advantage 0, so it adds only the KL term; once the policy is good, that is most groups. Dropping them from the
+update (the mean then runs over the informative completions) spends the backward passes where there is signal, so
+a step can afford more prompts.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from c4u_engine.train.train_state import (
 
 _RUN_KEYS = ("init_dir", "split", "steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr",
              "warmup_steps", "weight_decay", "beta", "clip_eps", "format_weight", "correct_weight", "grad_clip",
-             "seed", "max_pairs", "both_orders")
+             "seed", "max_pairs", "both_orders", "skip_uniform_groups")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class GRPOConfig(RunConfig):
     seed: int = 0
     max_pairs: int | None = None
     both_orders: bool = False  # prompts come in pairs: one pair shown in both orders (prompts_per_step // 2 pairs)
+    skip_uniform_groups: bool = False  # update only on groups whose rewards differ (see the module docstring)
     image_chunk: int = 16
     device: str = "cpu"
 
@@ -180,26 +186,39 @@ def _row_example(prompt: Prompt, completion: list[int]) -> Example:
                    np.concatenate([prompt.positions, tail], axis=1), len(prompt.ids), prompt.images)
 
 
+def update_rows(rolled: Rollout, group_size: int, skip_uniform_groups: bool) -> list[int]:
+    """The completions the policy update runs on: all, or only those of groups whose rewards differ."""
+    rows = range(len(rolled.completions))
+    if not skip_uniform_groups:
+        return list(rows)
+    groups = rolled.rewards.reshape(-1, group_size)
+    informative = groups.max(axis=1) > groups.min(axis=1)
+    return [r for r in rows if informative[r // group_size]]
+
+
 def policy_step(policy: torch.nn.Module, reference: torch.nn.Module, engine: ModelEngine, rolled: Rollout,
                 config: GRPOConfig) -> dict[str, float]:
-    """Accumulate the GRPO gradient of one rollout into policy's .grad (micro-batched); return loss and KL means."""
-    total = len(rolled.completions)
+    """Accumulate the GRPO gradient of one rollout into policy's .grad (micro-batched); return loss and KL means
+    over the completions updated on (the fraction of all completions is "updated"; 0 leaves .grad untouched)."""
+    kept = update_rows(rolled, config.group_size, config.skip_uniform_groups)
+    total = len(kept)
     loss_sum, kl_sum = 0.0, 0.0
     for lo in range(0, total, config.micro_batch):
-        rows = range(lo, min(lo + config.micro_batch, total))
+        rows = kept[lo: lo + config.micro_batch]
         examples = [_row_example(rolled.prompts[r // config.group_size], rolled.completions[r]) for r in rows]
         batch = collate(examples, engine, engine.tokenizer.im_end_id)
         logp = token_logprobs(batch_logits(policy, batch, config.image_chunk), batch.labels, config.temperature)
         with torch.no_grad():
             ref_logp = token_logprobs(batch_logits(reference, batch, config.image_chunk), batch.labels,
                                       config.temperature)
-        adv = torch.as_tensor(rolled.advantages[list(rows)], dtype=logp.dtype, device=logp.device)
+        adv = torch.as_tensor(rolled.advantages[rows], dtype=logp.dtype, device=logp.device)
         mask = (batch.labels != IGNORE).to(logp.device)
         loss, kl = grpo_token_loss(logp, logp.detach(), ref_logp, adv, mask, config.beta, config.clip_eps)
         (loss.sum() / total).backward()
         loss_sum += float(loss.detach().sum())
         kl_sum += float(kl.detach().sum())
-    return {"loss": loss_sum / total, "kl": kl_sum / total}
+    done = max(total, 1)
+    return {"loss": loss_sum / done, "kl": kl_sum / done, "updated": total / len(rolled.completions)}
 
 
 def prepare_policy(config: GRPOConfig) -> torch.nn.Module:
@@ -254,7 +273,7 @@ def run_grpo(config: GRPOConfig, *, resume: bool = False, progress: bool = True)
                        "accuracy": float(rolled.correct_rewards.mean()), **losses, "grad_norm": grad_norm,
                        "completion_tokens": float(np.mean([len(c) for c in rolled.completions])), "lr": lr}
             append_log(log_path, {"step": step + 1, **metrics, "seconds": round(time.perf_counter() - t0, 3)})
-            bar.update({k: metrics[k] for k in ("reward", "accuracy", "kl")})
+            bar.update({k: metrics[k] for k in ("reward", "accuracy", "kl", "updated")})
             if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
                 save_state(config.states, step + 1, policy, optimizer, settings, config.keep_states)
                 save_weights(policy, config.out_dir)

@@ -17,7 +17,9 @@ from c4u_engine.engine.sampling import SamplingParams
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.train.batching import ExampleBuilder, orient
 from c4u_engine.train.engine_bridge import training_engine
-from c4u_engine.train.grpo import GRPOConfig, grpo_token_loss, policy_step, rollout, run_grpo, sample_completions
+from c4u_engine.train.grpo import (
+    GRPOConfig, grpo_token_loss, policy_step, rollout, run_grpo, sample_completions, update_rows,
+)
 from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages, total_reward
 
@@ -151,6 +153,51 @@ def test_policy_step_gradients(bench, tiny_train_ckpt, train_data, tmp_path):
     assert any(float(g.abs().max()) > 0 for g in grads)
     assert metrics["kl"] == pytest.approx(0, abs=1e-6)  # policy == reference before any update
     model.zero_grad(set_to_none=True)
+
+
+def test_update_rows_keeps_only_groups_whose_rewards_differ(bench, tiny_train_ckpt, train_data, tmp_path):
+    model, engine, builder = bench
+    config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path), prompts_per_step=3, group_size=2,
+                        max_new_tokens=4)
+    rolled = rollout(engine, builder, config, step=0)
+    rolled.rewards = np.array([2.0, 2.0, 1.0, 2.0, 0.0, 0.0])  # groups: uniform, informative, uniform
+    assert update_rows(rolled, 2, skip_uniform_groups=False) == [0, 1, 2, 3, 4, 5]
+    assert update_rows(rolled, 2, skip_uniform_groups=True) == [2, 3]
+    rolled.rewards = np.ones(6)
+    assert update_rows(rolled, 2, skip_uniform_groups=True) == []
+
+
+def test_policy_step_skipping_uniform_groups_averages_over_the_informative_ones(bench, tiny_train_ckpt, train_data,
+                                                                               tmp_path):
+    model, engine, builder = bench
+    config = GRPOConfig(str(train_data), str(tiny_train_ckpt), str(tmp_path), prompts_per_step=2, group_size=2,
+                        max_new_tokens=6, skip_uniform_groups=True)
+    rolled = rollout(engine, builder, config, step=0)
+    rolled.rewards = np.array([1.0, 0.0, 2.0, 2.0])  # the second group has nothing to prefer
+    rolled.advantages = group_advantages(rolled.rewards, 2)
+    reference = load_trainable(tiny_train_ckpt).eval()
+
+    def grads_of(rolled_in, cfg):
+        model.zero_grad(set_to_none=True)
+        metrics = policy_step(model, reference, engine, rolled_in, cfg)
+        grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        return metrics, grads
+
+    metrics, skipped = grads_of(rolled, config)
+    assert metrics["updated"] == pytest.approx(0.5)
+    # The same update as a rollout holding only the informative group (mean over its 2 completions, not over 4).
+    only = replace(rolled, prompts=rolled.prompts[:1], labels=rolled.labels[:1], completions=rolled.completions[:2],
+                   rewards=rolled.rewards[:2], advantages=rolled.advantages[:2])
+    _, expected = grads_of(only, replace(config, skip_uniform_groups=False))
+    assert any(g is not None and float(g.abs().max()) > 0 for g in skipped)
+    for got, want in zip(skipped, expected):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    rolled.rewards = np.ones(4)  # nothing informative: no gradient at all
+    metrics, none = grads_of(rolled, config)
+    assert metrics["updated"] == 0 and all(g is None for g in none)
 
 
 def test_run_grpo_steps_and_writes_a_checkpoint(tiny_train_ckpt, train_data, tmp_path):
