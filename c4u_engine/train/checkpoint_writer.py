@@ -29,7 +29,7 @@ from c4u_engine.errors import InvalidInputError, ModelFormatError
 from c4u_engine.models.checkpoint_files import SINGLE_FILE, internal_name
 from c4u_engine.models.config import ModelConfig
 from c4u_engine.train.model_spec import (
-    BUILTIN_PROMPT, ModelSpec, config_dict, generation_dict, padded_vocab_size, preprocessor_dict,
+    BUILTIN_PROMPT, ModelSpec, config_dict, generation_dict, load_trainable, padded_vocab_size, preprocessor_dict,
 )
 from c4u_engine.train.tokenizer_training import save_tokenizer, tokenizer_config
 
@@ -114,6 +114,17 @@ def copy_assets(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     for path in src.iterdir():
         if path.is_file() and path.suffix == ".json" and not path.name.endswith(".index.json"):
             shutil.copyfile(path, out / path.name)
+
+
+def fork_checkpoint(init_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], device: str = "cpu"
+                    ) -> torch.nn.Module:
+    """Start a training stage from init_dir: out_dir gets its assets and weights; returns the trainable model."""
+    if not (Path(init_dir) / "config.json").is_file():
+        raise InvalidInputError(f"{init_dir}: no checkpoint to start from (config.json missing)")
+    copy_assets(init_dir, out_dir)
+    model = load_trainable(init_dir, device)
+    save_weights(model, out_dir)
+    return model
 
 
 def load_spec(model_dir: str | os.PathLike[str]) -> ModelSpec:

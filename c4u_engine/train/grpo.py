@@ -37,10 +37,9 @@ from c4u_engine.errors import InvalidInputError
 from c4u_engine.models.checkpoint import load_model
 from c4u_engine.models.rope import text_position_ids
 from c4u_engine.train.batching import IGNORE, Example, ExampleBuilder, collate, orient
-from c4u_engine.train.checkpoint_writer import copy_assets, save_weights
+from c4u_engine.train.checkpoint_writer import fork_checkpoint, save_weights
 from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import batch_logits, token_logprobs
-from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages
 from c4u_engine.train.train_state import (
     Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state,
@@ -225,10 +224,7 @@ def prepare_policy(config: GRPOConfig) -> torch.nn.Module:
     """out_dir as a checkpoint with init_dir's assets; the policy starts from init_dir's weights."""
     if not (Path(config.init_dir) / "config.json").is_file():
         raise InvalidInputError(f"{config.init_dir}: no checkpoint to start GRPO from (run sft first)")
-    copy_assets(config.init_dir, config.out_dir)
-    policy = load_trainable(config.init_dir, config.device)
-    save_weights(policy, config.out_dir)
-    return policy
+    return fork_checkpoint(config.init_dir, config.out_dir, config.device)
 
 
 def run_grpo(config: GRPOConfig, *, resume: bool = False, progress: bool = True) -> dict[str, float]:

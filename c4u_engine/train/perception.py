@@ -34,7 +34,7 @@ from c4u_engine.data.creative_pair import load_pairs
 from c4u_engine.data.creatives import BACKGROUNDS, LAYOUTS, CreativeSpec
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.ops.preprocess import preprocess
-from c4u_engine.train.checkpoint_writer import copy_assets, save_weights
+from c4u_engine.train.checkpoint_writer import fork_checkpoint, save_weights
 from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import encode_images
 from c4u_engine.train.model_spec import load_trainable
@@ -192,17 +192,15 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
     if not resume:
         check_fresh_start(config.states)
     out = Path(config.out_dir)
-    if not (out / "config.json").is_file():
-        copy_assets(config.init_dir, out)
-        model = load_trainable(config.init_dir, config.device)
-    else:
+    if (out / "config.json").is_file():
         model = load_trainable(out, config.device)
+    else:
+        model = fork_checkpoint(config.init_dir, out, config.device)
     for param in model.language.parameters():
         param.requires_grad_(False)
     torch.manual_seed(config.seed)
     heads = new_heads(model.config.text.hidden_size)
     trainable = WithHeads(model.visual, heads.to(config.device))
-    save_weights(model, out)
     engine = training_engine(out, model)
     optimizer = make_optimizer(trainable, config.lr, config.weight_decay)
     settings = config.run_settings()

@@ -26,8 +26,8 @@ import torch
 from c4u_engine.data.creative_pair import load_pairs
 from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.errors import InvalidInputError
-from c4u_engine.train.batching import FORMS, ExampleBuilder, Item, collate, make_items
-from c4u_engine.train.checkpoint_writer import copy_assets, save_weights, write_assets
+from c4u_engine.train.batching import FORMS, ExampleBuilder, collate, make_items
+from c4u_engine.train.checkpoint_writer import fork_checkpoint, save_weights, write_assets
 from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import encode_images, language_logits, sequence_mean_nll
 from c4u_engine.train.model_spec import ModelSpec, build_model, load_trainable
@@ -86,10 +86,7 @@ def prepare_checkpoint(config: SFTConfig) -> torch.nn.Module:
     if (out / "config.json").is_file():
         return load_trainable(out, config.device)
     if config.init_dir:
-        copy_assets(config.init_dir, out)
-        model = load_trainable(config.init_dir, config.device)
-        save_weights(model, out)
-        return model
+        return fork_checkpoint(config.init_dir, out, config.device)
     if not config.tokenizer_file:
         raise InvalidInputError(f"{out} holds no checkpoint; give tokenizer_file (--tokenizer) or init_dir (--init) "
                                 "to create one")

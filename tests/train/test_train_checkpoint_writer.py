@@ -15,7 +15,7 @@ from c4u_engine.data import load_pairs
 from c4u_engine.errors import InvalidInputError, ModelFormatError
 from c4u_engine.models.checkpoint_files import internal_name
 from c4u_engine.models.config import ModelConfig
-from c4u_engine.train.checkpoint_writer import hf_tensor_name, load_spec, write_checkpoint
+from c4u_engine.train.checkpoint_writer import fork_checkpoint, hf_tensor_name, load_spec, write_checkpoint
 from c4u_engine.train.model_spec import BUILTIN_PROMPT, ModelSpec, build_model, preprocessor_dict
 
 
@@ -102,3 +102,16 @@ def test_writer_refuses_a_model_of_another_config(tmp_path, tiny_train_ckpt, tin
     model = build_model(ModelConfig.from_json(tiny_train_ckpt), seed=0)
     with pytest.raises(InvalidInputError, match="config differs"):
         write_checkpoint(tmp_path, model, tok, other)
+
+
+def test_fork_copies_assets_and_weights(tmp_path, tiny_train_ckpt):
+    model = fork_checkpoint(tiny_train_ckpt, tmp_path / "fork")
+    assert sorted(p.name for p in (tmp_path / "fork").iterdir()) == sorted(
+        p.name for p in tiny_train_ckpt.iterdir() if p.suffix in (".json", ".safetensors"))
+    assert all(p.requires_grad for p in model.parameters())
+    with safe_open(str(tiny_train_ckpt / "model.safetensors"), "pt") as a, \
+            safe_open(str(tmp_path / "fork" / "model.safetensors"), "pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+    with pytest.raises(InvalidInputError, match="no checkpoint to start from"):
+        fork_checkpoint(tmp_path / "missing", tmp_path / "other")
