@@ -41,7 +41,8 @@ from c4u_engine.errors import C4UError, InvalidInputError
 _SFT_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every",
               "max_pairs", "vision_aux_weight", "device")
 _GRPO_FLAGS = ("steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr", "beta", "clip_eps",
-               "micro_batch", "save_every", "max_pairs", "both_orders", "skip_uniform_groups", "device")
+               "micro_batch", "save_every", "max_pairs", "both_orders", "skip_uniform_groups", "section_weight",
+               "device")
 _VISION_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip", "save_every", "max_pairs",
                  "val_images", "device")
 _ALL_SFT_FLAGS = tuple(n for n in _SFT_FLAGS if n != "device")  # `all` takes one --device for both stages

@@ -3,7 +3,8 @@
 Each step: draw P training pairs (and a random order for each; with both_orders, P/2 pairs each in both orders),
 build the engine's reason-mode prompt (prompt + "<think>"), sample G completions per prompt at `temperature` with
 the engine's batched KV-cached `decode` (one prefill per prompt, its KV repeated G times), score them (rewards.py:
-format + correctness), normalise rewards within each group into advantages, and minimise
+format + correctness, + section_weight x the protocol sections written as the reference writes them), normalise
+rewards within each group into advantages, and minimise
 
     mean over completions of  mean over its tokens of  -( min(r_t A, clip(r_t, 1 +- eps) A) - beta * KL_t )
 
@@ -19,6 +20,7 @@ a step can afford more prompts.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +42,15 @@ from c4u_engine.train.batching import IGNORE, Example, ExampleBuilder, collate, 
 from c4u_engine.train.checkpoint_writer import fork_checkpoint, save_weights
 from c4u_engine.train.engine_bridge import training_engine
 from c4u_engine.train.forward import batch_logits, token_logprobs
-from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages
+from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages, section_reward
 from c4u_engine.train.train_state import (
     Progress, RunConfig, append_log, check_fresh_start, cosine_lr, load_latest_state, make_optimizer, save_state,
     trim_log,
 )
 
 _RUN_KEYS = ("init_dir", "split", "steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr",
-             "warmup_steps", "weight_decay", "beta", "clip_eps", "format_weight", "correct_weight", "grad_clip",
-             "seed", "max_pairs", "both_orders", "skip_uniform_groups")
+             "warmup_steps", "weight_decay", "beta", "clip_eps", "format_weight", "correct_weight", "section_weight",
+             "grad_clip", "seed", "max_pairs", "both_orders", "skip_uniform_groups")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class GRPOConfig(RunConfig):
     clip_eps: float = 0.2
     format_weight: float = 1.0
     correct_weight: float = 1.0
+    section_weight: float = 0.0  # process reward: protocol sections matching the reference reasoning (rewards.py)
     grad_clip: float = 1.0
     micro_batch: int = 16  # completions per forward/backward (gradients accumulate over the step)
     save_every: int = 10
@@ -96,6 +99,7 @@ class Rollout:
     rewards: np.ndarray
     format_rewards: np.ndarray
     correct_rewards: np.ndarray
+    section_rewards: np.ndarray
     advantages: np.ndarray
 
 
@@ -158,8 +162,9 @@ def rollout(engine: ModelEngine, builder: ExampleBuilder, config: GRPOConfig, st
     row_labels = [labels[r // config.group_size] for r in range(len(texts))]
     fmt = np.array([format_reward(t) for t in texts])
     correct = np.array([correctness_reward(t, y) for t, y in zip(texts, row_labels)])
-    rewards = config.format_weight * fmt + config.correct_weight * correct
-    return Rollout(prompts, labels, completions, texts, finished, rewards, fmt, correct,
+    sections = np.array([section_reward(t, pairs[r // config.group_size].reasoning) for r, t in enumerate(texts)])
+    rewards = config.format_weight * fmt + config.correct_weight * correct + config.section_weight * sections
+    return Rollout(prompts, labels, completions, texts, finished, rewards, fmt, correct, sections,
                    group_advantages(rewards, config.group_size))
 
 
@@ -231,6 +236,10 @@ def run_grpo(config: GRPOConfig, *, resume: bool = False, progress: bool = True)
     """Run GRPO and leave the final weights in config.out_dir; returns the last step's metrics."""
     if config.group_size < 2:
         raise InvalidInputError(f"group_size={config.group_size}; GRPO needs >= 2 completions per prompt")
+    weights = {"format_weight": config.format_weight, "correct_weight": config.correct_weight,
+               "section_weight": config.section_weight}
+    if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
+        raise InvalidInputError(f"reward weights {weights}: each must be a finite number >= 0")
     records = load_pairs(config.data_dir, config.split)
     if config.max_pairs is not None:
         records = records[: config.max_pairs]
@@ -266,7 +275,8 @@ def run_grpo(config: GRPOConfig, *, resume: bool = False, progress: bool = True)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip))
             optimizer.step()
             metrics = {"reward": float(rolled.rewards.mean()), "format": float(rolled.format_rewards.mean()),
-                       "accuracy": float(rolled.correct_rewards.mean()), **losses, "grad_norm": grad_norm,
+                       "accuracy": float(rolled.correct_rewards.mean()),
+                       "sections": float(rolled.section_rewards.mean()), **losses, "grad_norm": grad_norm,
                        "completion_tokens": float(np.mean([len(c) for c in rolled.completions])), "lr": lr}
             append_log(log_path, {"step": step + 1, **metrics, "seconds": round(time.perf_counter() - t0, 3)})
             bar.update({k: metrics[k] for k in ("reward", "accuracy", "kl", "updated")})

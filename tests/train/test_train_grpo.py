@@ -21,7 +21,9 @@ from c4u_engine.train.grpo import (
     GRPOConfig, grpo_token_loss, policy_step, rollout, run_grpo, sample_completions, update_rows,
 )
 from c4u_engine.train.model_spec import load_trainable
-from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages, total_reward
+from c4u_engine.train.rewards import (
+    correctness_reward, format_reward, group_advantages, section_reward, total_reward,
+)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -48,6 +50,21 @@ def test_correctness_reward_reads_the_answer_like_the_engine():
     assert total_reward("<think>x</think><answer>A</answer>", "A", 0.5, 2.0) == 2.5
     with pytest.raises(InvalidInputError):
         correctness_reward("", "C")
+
+
+def test_section_reward_counts_the_protocol_sections_written_as_the_reference(train_data):
+    reference = next(r.reasoning for r in load_pairs(train_data, "train") if r.reasoning.count("\n") >= 8)
+    lines = reference.splitlines()
+    sections = [line for line in lines if line.split(":", 1)[0] in (
+        "Query match", "Title match", "Text in image", "Models and props", "Layout", "Product subject", "Background")]
+    assert len(sections) == 7
+    assert section_reward(f"<think>{reference}</think><answer>A</answer>", reference) == 1.0
+    assert section_reward(f"<think>{reference}", reference) == 1.0  # unfinished: still graded
+    one_wrong = reference.replace(sections[4], sections[4].split(":", 1)[0] + ": A: nothing. Similar.")
+    assert section_reward(f"<think>{one_wrong}</think><answer>A</answer>", reference) == pytest.approx(6 / 7)
+    # Sections after </think> are not reasoning; a free-form reference (real data) gives no section reward.
+    assert section_reward(f"<think>x</think><answer>A</answer>{reference}", reference) == 0.0
+    assert section_reward(f"<think>{reference}</think>", "The left one looks better.") == 0.0
 
 
 def test_group_advantages():
@@ -122,7 +139,10 @@ def test_rollout_is_reproducible_and_scored(bench, tiny_train_ckpt, train_data, 
     assert first.completions == again.completions and len(first.completions) == 6
     assert all(t.startswith("<think>") for t in first.texts)
     assert not any(t.startswith("<think></think>") for t in first.texts)  # reason mode's first-token ban
-    assert first.rewards.shape == first.advantages.shape == (6,)
+    assert first.rewards.shape == first.advantages.shape == first.section_rewards.shape == (6,)
+    assert np.all((first.section_rewards >= 0) & (first.section_rewards <= 1))
+    weighted = rollout(engine, builder, replace(config, section_weight=2.0), step=7)
+    np.testing.assert_allclose(weighted.rewards, first.rewards + 2.0 * first.section_rewards)
     assert rollout(engine, builder, config, step=8).completions != first.completions
 
 
@@ -211,3 +231,6 @@ def test_run_grpo_steps_and_writes_a_checkpoint(tiny_train_ckpt, train_data, tmp
     assert run_grpo(config, resume=True, progress=False) == {}  # already at the last step: nothing to do
     with pytest.raises(InvalidInputError, match="group_size"):
         run_grpo(replace(config, group_size=1), progress=False)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InvalidInputError, match="section_weight"):
+            run_grpo(replace(config, section_weight=bad), progress=False)
