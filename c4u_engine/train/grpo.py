@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -225,13 +224,6 @@ def policy_step(policy: torch.nn.Module, reference: torch.nn.Module, engine: Mod
     return {"loss": loss_sum / done, "kl": kl_sum / done, "updated": total / len(rolled.completions)}
 
 
-def prepare_policy(config: GRPOConfig) -> torch.nn.Module:
-    """out_dir as a checkpoint with init_dir's assets; the policy starts from init_dir's weights."""
-    if not (Path(config.init_dir) / "config.json").is_file():
-        raise InvalidInputError(f"{config.init_dir}: no checkpoint to start GRPO from (run sft first)")
-    return fork_checkpoint(config.init_dir, config.out_dir, config.device)
-
-
 def run_grpo(config: GRPOConfig, *, resume: bool = False, progress: bool = True) -> dict[str, float]:
     """Run GRPO and leave the final weights in config.out_dir; returns the last step's metrics."""
     if config.group_size < 2:
@@ -247,7 +239,7 @@ def run_grpo(config: GRPOConfig, *, resume: bool = False, progress: bool = True)
         raise InvalidInputError(f"{config.data_dir}: no pairs in split {config.split!r}")
     if not resume:
         check_fresh_start(config.states)
-    policy = prepare_policy(config)
+    policy = fork_checkpoint(config.init_dir, config.out_dir, config.device)  # init_dir: the SFT checkpoint
     reference = load_model(config.init_dir, device=config.device, dtype=torch.float32)
     engine = training_engine(config.out_dir, policy)
     builder = ExampleBuilder(engine, load_prompt_template(config.out_dir), records)

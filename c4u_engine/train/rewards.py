@@ -40,6 +40,9 @@ def correctness_reward(text: str, label: str) -> float:
     return 1.0 if answer == label else 0.0
 
 
+_SECTION_NAMES = frozenset(SECTION_TITLES.values())
+
+
 def _section_lines(reasoning: str) -> dict[str, str]:
     """Protocol section title -> its line ("Layout: A: centered. B: border. A is better.")."""
     lines = {}
@@ -51,16 +54,12 @@ def _section_lines(reasoning: str) -> dict[str, str]:
     return lines
 
 
-_SECTION_NAMES = frozenset(SECTION_TITLES.values())
-
-
 def section_reward(text: str, reference: str) -> float:
     """The fraction of reference's protocol section lines that the thinking in text writes identically."""
     wanted = _section_lines(reference)
     if not wanted:
         return 0.0
-    thinking = text.split("</think>", 1)[0].removeprefix("<think>") if "</think>" in text else text
-    written = _section_lines(thinking.replace("<think>", ""))
+    written = _section_lines(text.split("</think>", 1)[0].replace("<think>", ""))
     return sum(written.get(title) == line for title, line in wanted.items()) / len(wanted)
 
 

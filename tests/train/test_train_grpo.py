@@ -231,6 +231,8 @@ def test_run_grpo_steps_and_writes_a_checkpoint(tiny_train_ckpt, train_data, tmp
     assert run_grpo(config, resume=True, progress=False) == {}  # already at the last step: nothing to do
     with pytest.raises(InvalidInputError, match="group_size"):
         run_grpo(replace(config, group_size=1), progress=False)
+    with pytest.raises(InvalidInputError, match="no checkpoint to start from"):
+        run_grpo(replace(config, init_dir=str(tmp_path / "missing"), out_dir=str(tmp_path / "other")), progress=False)
     for bad in (-1.0, float("nan")):
         with pytest.raises(InvalidInputError, match="section_weight"):
             run_grpo(replace(config, section_weight=bad), progress=False)
