@@ -1,55 +1,65 @@
-"""The public face: `Engine` on any Qwen2.5-VL-family checkpoint, and `select()` on the built-in model."""
+"""The public face: `Engine` on any Qwen2.5-VL-family checkpoint, and `select()` on the built-in model.
+
+The caller's thread checks the arguments, loads and validates the images (rejects and duplicates are sorted out
+here), preprocesses the ones the encoder cache lacks and cuts the prompt into spans; the request then goes to the
+engine's scheduler, which batches its work with every other live request (engine/scheduler.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import math
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
+
+from c4u_engine.comparison import JUDGE_MODES, Comparison
+from c4u_engine.engine.config import EngineConfig
 from c4u_engine.errors import C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError
 from c4u_engine.profile import Profile
-from c4u_engine.selection.results import Comparison, Selection
-from c4u_engine.selection.tournament import Tournament
-
-STRATEGIES = ("knockout", "round_robin")
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+from c4u_engine.runners import BACKENDS
+from c4u_engine.selection.policy import PairPolicy, SelectionPolicy, check_mode, check_strategy
+from c4u_engine.selection.results import Selection
 
 
 class Engine:
-    """A loaded checkpoint, ready to compare and select creatives.
+    """A loaded checkpoint, ready to compare and select creatives; safe to call from many threads at once.
 
     model_dir: a Hugging Face Qwen2.5-VL directory (config.json, safetensors, tokenizer, chat template,
-    preprocessor_config.json; an optional c4u_prompt.json with the checkpoint's own prompt wording).
+    preprocessor_config.json; an optional c4u_prompt.json with the checkpoint's own prompt wording or preset).
     device: "cpu" or "cuda[:N]"; dtype: None (float32 on CPU, the checkpoint's dtype on CUDA), "float32",
-    "bfloat16" or "float16". prompt: a PromptTemplate overriding the checkpoint's. Cache sizes are in bytes;
-    0 disables a cache.
+    "bfloat16" or "float16". prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the
+    checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
+    Engine(path, prefix_cache_bytes=0, max_queued_requests=64).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None, *,
-                 backend: str = "auto", prompt=None, max_candidates: int = 64, max_image_pixels: int = 50_000_000,
-                 encoder_cache_bytes: int = 256 << 20, prefix_cache_bytes: int = 512 << 20,
-                 max_batch_rows: int = 64) -> None:
-        from c4u_engine.engine.comparisons import ComparisonRunner
-        from c4u_engine.engine.model_engine import EngineLimits, ModelEngine
-        from c4u_engine.engine.prefix_cache import PrefixCache
-        from c4u_engine.engine.prompt import load_prompt_template
+                 backend: str = "auto", prompt=None, config: EngineConfig | None = None, **settings: Any) -> None:
+        from c4u_engine.engine.answer import AnswerTokens
+        from c4u_engine.engine.kv_store import KVStore
+        from c4u_engine.engine.model_engine import ModelEngine
+        from c4u_engine.engine.prompt import prompt_template
+        from c4u_engine.engine.scheduler import Scheduler
         from c4u_engine.runners import create_runner
 
         if backend not in BACKENDS:
             raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-        if not isinstance(max_candidates, int) or max_candidates < 1:
-            raise InvalidInputError(f"max_candidates must be a positive int, got {max_candidates!r}")
+        self.config = (config or EngineConfig()).replace(**settings)
         self.model_dir = Path(model_dir)
+        self.prompt = prompt_template(prompt, self.model_dir)
         self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype)
-        limits = EngineLimits(max_image_pixels=max_image_pixels, encoder_cache_bytes=encoder_cache_bytes,
-                              prefix_cache_bytes=prefix_cache_bytes, max_candidates=max_candidates)
-        self._core = ModelEngine(self.model_dir, self.runner, limits=limits)
-        self.prompt = prompt if prompt is not None else load_prompt_template(self.model_dir)
-        self._prefix_cache = PrefixCache(prefix_cache_bytes, self.runner.kv_nbytes)
-        self._comparisons = ComparisonRunner(self._core, self.prompt, self._prefix_cache, max_batch_rows)
-        self.max_candidates = max_candidates
-        self._lock = self._core.lock
+        self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
+        self.answer = AnswerTokens.resolve(
+            self._core.tokenizer, lambda prefix: self._core.render([{"role": "user", "content": "x"}], prefix),
+            self.prompt)
+        self._store = KVStore(self.config.prefix_cache_bytes, self.runner.kv_nbytes)
+        self._scheduler = Scheduler(self._core, self._store, self.answer, self.prompt.reason_prefix, self.config)
+        self._check_spans()
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -61,15 +71,37 @@ class Engine:
         return self.runner.device
 
     @property
+    def max_candidates(self) -> int:
+        return self.config.max_candidates
+
+    @property
     def answer_token_ids(self) -> tuple[int, int]:
         """Token ids of "A" and "B" as the model emits them right after the fast-mode assistant prefix."""
-        with self._lock:
-            return self._comparisons.answer_token_ids()
+        return self.answer.ids
 
-    # -- generic model access --------------------------------------------------------------------------
+    def load_stats(self) -> dict[str, Any]:
+        """Queue depth, live requests, scheduler steps, rows per decoder call, cache sizes and hit counts."""
+        s, enc = self._scheduler, self._core.encoder_cache
+        return {"queue_depth": s.queue_depth, "active_requests": s.active_requests, "steps": s.steps,
+                "batch_rows": list(s.batch_rows[-256:]), "prefix_cache_entries": len(self._store),
+                "prefix_cache_bytes": self._store.nbytes, "prefix_cache_pinned_bytes": self._store.pinned_bytes,
+                "prefix_cache_hits": self._store.hits, "prefix_cache_misses": self._store.misses,
+                "encoder_cache_hits": enc.hits, "encoder_cache_misses": enc.misses}
+
+    def close(self) -> None:
+        """Stop the scheduler: requests still queued or running fail with RequestCancelledError."""
+        self._scheduler.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- generic model access (run on the scheduler's thread, between its steps) -------------------------
     def logits(self, messages: list[dict], assistant_prefix: str = ""):
         """float32 numpy [vocab]: next-token logits after the rendered prompt and `assistant_prefix`."""
-        return self._core.logits(messages, assistant_prefix)
+        return self._scheduler.call(lambda: self._core.logits(messages, assistant_prefix))
 
     def chat(self, messages: list[dict], max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, top_k: int = 0, seed: int | None = None, assistant_prefix: str = "",
@@ -78,101 +110,142 @@ class Engine:
         from c4u_engine.engine.sampling import SamplingParams
 
         params = SamplingParams(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-        return self._core.chat(messages, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                               assistant_prefix=assistant_prefix, sampling=params)
+        return self._scheduler.call(lambda: self._core.chat(
+            messages, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            assistant_prefix=assistant_prefix, sampling=params))
 
     # -- comparisons -----------------------------------------------------------------------------------
     def comparison_messages(self, image_a: Any, image_b: Any, profile: Any, mode: str = "fast") -> tuple[list[dict], str]:
         """(messages, assistant_prefix): exactly what the engine feeds the model for one comparison, so the
         decision can be replayed with transformers (apply_chat_template + assistant_prefix)."""
-        _check_mode(mode, allow_hybrid=False)
-        with self._lock:
-            return self._comparisons.messages(_profile(profile), image_a, image_b, mode)
+        check_mode(mode, JUDGE_MODES)
+        return self.prompt.messages(Profile.coerce(profile), image_a, image_b), \
+            self.answer.assistant_prefix(self.prompt, mode)
 
     def compare(self, image_a: Any, image_b: Any, profile: Any, mode: str = "fast", *, max_new_tokens: int = 256,
-                use_cache: bool = True) -> Comparison:
+                use_cache: bool = True, timeout: float | None = None) -> Comparison:
         """Judge one ordered pair (image_a shown as Creative A). `mode` "fast" or "reason"."""
-        from c4u_engine.engine.model_engine import StageTimer
-
-        _check_mode(mode, allow_hybrid=False)
+        check_mode(mode, JUDGE_MODES)
         _check_max_new_tokens(max_new_tokens)
-        profile = _profile(profile)
-        with self._lock:
-            self._check_profile_tokens(profile)
-            images = self._core.load_images([image_a, image_b])
-            embeds = self._core.encode(images, use_cache=use_cache)
-            (res,) = self._comparisons.run(profile, images, embeds, [(0, 1)], mode, max_new_tokens=max_new_tokens,
-                                           use_cache=use_cache, timer=StageTimer())
-        return _to_comparison(res, mode)
+        t_start = time.perf_counter()
+        profile = self._profile(profile)
+        images = self._core.load_images([image_a, image_b])
+        future = self._submit(images, profile, PairPolicy(mode), {mode}, lambda plan, stats: plan.comparison,
+                              max_new_tokens, use_cache, timeout, t_start, {})
+        return future.result()
+
+    def submit(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
+               both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False, use_cache: bool = True,
+               timeout: float | None = None) -> "Future[Selection]":
+        """Start a selection; returns a concurrent.futures.Future of its Selection (see `select`).
+
+        Argument errors, bad images under `strict` and a full queue (OverloadedError) raise here; a missed deadline
+        (DeadlineExceededError) and failures while running arrive through the future. `future.cancel()` drops the
+        request's work and releases its KV."""
+        check_mode(mode)
+        check_strategy(strategy)
+        _check_max_new_tokens(max_new_tokens)
+        t_start = time.perf_counter()
+        if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__len__"):
+            raise InvalidInputError("images must be a sequence of images (paths, bytes, PIL images or arrays)")
+        if len(images) > self.config.max_candidates:
+            raise LimitExceededError(f"{len(images)} candidates exceed max_candidates={self.config.max_candidates}")
+        profile = self._profile(profile)
+        timer: dict[str, float] = {}
+        loaded, rejected = self._load_candidates(images, strict, timer)
+        unique, duplicates = _deduplicate(loaded)
+        if not unique:
+            detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
+            raise InvalidInputError(f"no valid candidate images ({detail})")
+        policy = SelectionPolicy(len(unique), strategy, both_orders, mode)
+        engine_stats = {"backend": self.backend, "device": self.device}
+
+        def finish(plan: SelectionPolicy, stats: dict) -> Selection:
+            stats = {**stats, **engine_stats, "prefix_cache_entries": len(self._store),
+                     "prefix_cache_bytes": self._store.nbytes}
+            return plan.selection(unique, duplicates=duplicates, rejected=rejected, stats=stats)
+
+        modes = {"fast", "reason"} if mode == "hybrid" else {mode}
+        return self._submit([loaded[i] for i in unique], profile, policy, modes, finish, max_new_tokens,
+                            use_cache, timeout, t_start, timer)
 
     def select(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
                both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False,
-               use_cache: bool = True) -> Selection:
+               use_cache: bool = True, timeout: float | None = None) -> Selection:
         """Pick the creative this user is most likely to click. See Selection for what comes back.
 
         mode: "fast" (answer-token probabilities, one forward pass per comparison), "reason" (chain of thought for
         every comparison) or "hybrid" (fast tournament, then reasoning for the comparisons that decided the winner).
         strategy: "knockout" (2(N-1) comparisons with both orders) or "round_robin" (N(N-1)).
         strict: raise on the first invalid image instead of reporting it in Selection.rejected.
+        timeout: seconds this request may take (DeadlineExceededError beyond; default config.default_timeout_s).
+        Many threads may call select at once: the engine batches their comparisons together.
         """
-        from c4u_engine.engine.model_engine import StageTimer
+        return self.submit(images, profile, mode=mode, strategy=strategy, both_orders=both_orders,
+                           max_new_tokens=max_new_tokens, strict=strict, use_cache=use_cache,
+                           timeout=timeout).result()
 
-        _check_mode(mode, allow_hybrid=True)
-        if strategy not in STRATEGIES:
-            raise InvalidInputError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
-        _check_max_new_tokens(max_new_tokens)
-        if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__len__"):
-            raise InvalidInputError("images must be a sequence of images (paths, bytes, PIL images or arrays)")
-        if len(images) > self.max_candidates:
-            raise LimitExceededError(f"{len(images)} candidates exceed max_candidates={self.max_candidates}")
-        profile = _profile(profile)
-        timer = StageTimer()
-        t_start = time.perf_counter()
-        with self._lock:
-            self._check_profile_tokens(profile)
-            loaded, rejected = self._load_candidates(images, strict, timer)
-            unique, duplicates = _deduplicate(loaded)
-            if not unique:
-                detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
-                raise InvalidInputError(f"no valid candidate images ({detail})")
-            cand_images = [loaded[i] for i in unique]
-            embeds = self._core.encode(cand_images, timer, use_cache=use_cache)
-            tour_mode = "fast" if mode == "hybrid" else mode
-            tournament = Tournament(len(unique), strategy, both_orders)
-            while pairs := tournament.next_round():
-                results = self._comparisons.run(profile, cand_images, embeds, pairs, tour_mode,
-                                                max_new_tokens=max_new_tokens, use_cache=use_cache, timer=timer)
-                tournament.record([_to_comparison(r, tour_mode) for r in results])
-            selection_local = tournament.selection()
-            comparisons = list(selection_local.comparisons)
-            if mode == "hybrid" and selection_local.deciding_pairs:
-                pairs = list(selection_local.deciding_pairs)
-                results = self._comparisons.run(profile, cand_images, embeds, pairs, "reason",
-                                                max_new_tokens=max_new_tokens, use_cache=use_cache, timer=timer)
-                reasoned = {(r.first, r.second): _to_comparison(r, "reason") for r in results}
-                disagree = sum(1 for c in comparisons if (c.first, c.second) in reasoned
-                               and reasoned[(c.first, c.second)].answer not in (None, c.answer))
-                timer.count("hybrid_reasoned", len(reasoned))
-                timer.count("hybrid_disagreements", disagree)
-                comparisons += list(reasoned.values())
-        stats = dict(selection_local.stats)
-        stats.update(timer.counters)
-        stats["seconds"] = {**{k: round(v, 6) for k, v in timer.seconds.items()},
-                            "total": round(time.perf_counter() - t_start, 6)}
-        stats.update({"mode": mode, "backend": self.backend, "device": self.device,
-                      "prefix_cache_entries": len(self._prefix_cache), "prefix_cache_bytes": self._prefix_cache.nbytes})
-        return _to_input_indices(selection_local, comparisons, unique, duplicates, rejected, stats)
+    async def select_async(self, images: Sequence[Any], profile: Any, **options: Any) -> Selection:
+        """`select` for asyncio: image loading runs in the default executor, the wait does not block the loop;
+        cancelling the awaiting task cancels the request (its KV is released)."""
+        loop = asyncio.get_running_loop()
+        future = await loop.run_in_executor(None, functools.partial(self.submit, images, profile, **options))
+        return await asyncio.wrap_future(future)
 
     # -- helpers ---------------------------------------------------------------------------------------
-    def _check_profile_tokens(self, profile: Profile) -> None:
-        """Profile text must not smuggle in the model's special tokens (they would break the prompt's structure)."""
+    def _submit(self, images: list, profile: Profile, plan, modes: set[str], finish: Callable, max_new_tokens: int,
+                use_cache: bool, timeout: float | None, t_start: float, seconds: dict[str, float]) -> Future:
+        from c4u_engine.engine.request import Request
+        from c4u_engine.engine.sampling import Sampler, SamplingParams
+        from c4u_engine.engine.spans import ComparisonSpans
+        from c4u_engine.ops.preprocess import preprocess
+
+        timeout = self.config.default_timeout_s if timeout is None else _check_timeout(timeout)
+        future: Future = Future()
+        first = plan.next_round()
+        if first is None:  # one candidate: nothing to judge
+            future.set_result(finish(plan, {"seconds": {"total": round(time.perf_counter() - t_start, 6)}}))
+            return future
+        core = self._core
+        rid = self._scheduler.new_id()
+        spans = ComparisonSpans(core, self.prompt, self.answer, profile, scope="" if use_cache else f"request-{rid}")
+        grids = [core.grid_of(im) for im in images]
+        distinct = sorted(set(grids))
+        for mode in sorted(modes):
+            longest = max(len(spans.layout(a, b, mode).ids) for a in distinct for b in distinct)
+            core.check_context(longest, max_new_tokens if mode == "reason" else 0)
+        t0 = time.perf_counter()
+        pixels: list[np.ndarray | None] = [None] * len(images)
+        key = (core.preprocess_params.key(), core.fingerprint)
+        todo = [i for i, im in enumerate(images) if not (use_cache and (im.content_hash, *key) in core.encoder_cache)]
+        if todo:  # one native call for this request's images, in the caller's thread (it releases the GIL)
+            values, grid = preprocess([images[i].pixels for i in todo], core.preprocess_params)
+            bounds = np.cumsum([0, *(int(np.prod(g)) for g in grid)])
+            for k, i in enumerate(todo):
+                pixels[i] = values[bounds[k] : bounds[k + 1]]
+        seconds["preprocess"] = time.perf_counter() - t0
+        firsts = len({a for a, _ in first[0]})
+        request = Request(
+            id=rid, spans=spans, images=list(images), grids=grids, pixels=pixels, plan=plan, finish=finish,
+            max_new_tokens=max_new_tokens, sampler=Sampler(SamplingParams()), use_cache=use_cache,
+            deadline=None if timeout is None else time.monotonic() + timeout, future=future,
+            kv_slots_estimate=len(spans.prefix_ids) + firsts * max(len(spans.prefix_a(g)[0]) for g in distinct),
+            submitted=t_start)
+        request.timer.seconds.update(seconds)
+        self._scheduler.submit(request)
+        return future
+
+    def _profile(self, profile: Any) -> Profile:
+        """Coerce, and refuse text that smuggles in the model's special tokens (they would break the prompt)."""
+        profile = Profile.coerce(profile)
         specials = self._core.tokenizer.special_tokens
         for name, text in (("title", profile.title), ("extra", profile.extra), ("queries", " ".join(profile.queries))):
             for s in specials:
                 if s in text:
                     raise ProfileError(f"profile.{name} contains the model's special token {s!r}")
+        return profile
 
-    def _load_candidates(self, images: Sequence[Any], strict: bool, timer) -> tuple[dict, dict[int, str]]:
+    def _load_candidates(self, images: Sequence[Any], strict: bool, seconds: dict) -> tuple[dict, dict[int, str]]:
         t0 = time.perf_counter()
         loaded, rejected = {}, {}
         for i, obj in enumerate(images):
@@ -190,23 +263,38 @@ class Engine:
                 rejected[i] = str(exc)
                 continue
             loaded[i] = im
-        timer.add_time("load_images", t0)
+        seconds["load_images"] = time.perf_counter() - t0
         return loaded, rejected
 
+    def _check_spans(self) -> None:
+        """The prompt cut into spans must tokenize exactly as the whole rendered prompt does (once, at load)."""
+        from c4u_engine.engine.spans import ComparisonSpans
+        from c4u_engine.errors import ModelFormatError
+        from c4u_engine.imaging import load_image
 
-def _profile(profile: Any) -> Profile:
-    return Profile.coerce(profile)
-
-
-def _check_mode(mode: str, allow_hybrid: bool) -> None:
-    valid = ("fast", "reason", "hybrid") if allow_hybrid else ("fast", "reason")
-    if mode not in valid:
-        raise InvalidInputError(f"unknown mode {mode!r}; valid modes: {', '.join(valid)}")
+        side = self._core.preprocess_params.patch_size * self._core.preprocess_params.merge_size * 2
+        a = load_image(np.zeros((side, side, 3), np.uint8))
+        b = load_image(np.full((side, 2 * side, 3), 255, np.uint8))
+        profile = Profile(title="Check title", queries=("query one", "query two"), extra="extra")
+        spans = ComparisonSpans(self._core, self.prompt, self.answer, profile)
+        for mode in JUDGE_MODES:
+            messages, prefix = self.comparison_messages(a, b, profile, mode)
+            whole = self._core.tokenize(messages, prefix, images=[a, b]).ids
+            got = spans.layout(self._core.grid_of(a), self._core.grid_of(b), mode).ids
+            if not np.array_equal(whole, got):
+                raise ModelFormatError("the comparison prompt does not tokenize the same in pieces as a whole "
+                                       "(the chat template or tokenizer merges text across the image tokens)")
 
 
 def _check_max_new_tokens(n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError(f"max_new_tokens must be a positive int, got {n!r}")
+
+
+def _check_timeout(t: Any) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise InvalidInputError(f"timeout must be a positive number of seconds, got {t!r}")
+    return float(t)
 
 
 def _deduplicate(loaded: dict) -> tuple[list[int], dict[int, int]]:
@@ -220,36 +308,6 @@ def _deduplicate(loaded: dict) -> tuple[list[int], dict[int, int]]:
             first_of[im.content_hash] = i
             unique.append(i)
     return unique, duplicates
-
-
-def _to_comparison(res, mode: str) -> Comparison:
-    return Comparison(first=res.first, second=res.second, answer=res.answer, prob_a=res.prob_a,
-                      reasoning=res.reasoning, mode=mode, error=res.error, raw_text=res.raw_text)
-
-
-def _to_input_indices(local: Selection, comparisons: list[Comparison], unique: list[int], duplicates: dict[int, int],
-                      rejected: dict[int, str], stats: dict) -> Selection:
-    """Map a selection over unique candidates 0..k-1 back to input indices; duplicates rank beside their original."""
-    ranking: list[int] = []
-    dups_of: dict[int, list[int]] = {}
-    for d, orig in duplicates.items():
-        dups_of.setdefault(orig, []).append(d)
-    scores = {}
-    for local_idx in local.ranking:
-        orig = unique[local_idx]
-        for idx in [orig, *sorted(dups_of.get(orig, []))]:
-            ranking.append(idx)
-            scores[idx] = local.scores[local_idx]
-    return Selection(
-        winner=unique[local.winner],
-        ranking=ranking,
-        scores=scores,
-        comparisons=[c.remap(unique) for c in comparisons],
-        rejected=dict(sorted(rejected.items())),
-        duplicates=duplicates,
-        stats=stats,
-        deciding_pairs=[(unique[a], unique[b]) for a, b in local.deciding_pairs],
-    )
 
 
 # -- the built-in model --------------------------------------------------------------------------------

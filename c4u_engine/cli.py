@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from c4u_engine.errors import C4UError
+from c4u_engine.runners import BACKENDS
+from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -112,14 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--title", required=True, help="product title")
     p_sel.add_argument("--query", action="append", help="a high-frequency search query of the user (repeatable)")
     p_sel.add_argument("--extra", help="extra user context")
-    p_sel.add_argument("--mode", default="fast", choices=["fast", "reason", "hybrid"])
-    p_sel.add_argument("--strategy", default="knockout", choices=["knockout", "round_robin"])
+    p_sel.add_argument("--mode", default="fast", choices=MODES)
+    p_sel.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
     p_sel.add_argument("--one-order", action="store_true", help="judge each pair in one order only")
     p_sel.add_argument("--max-new-tokens", type=int, default=256)
     p_sel.add_argument("--strict", action="store_true", help="fail on an invalid image instead of rejecting it")
     p_sel.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: the built-in model)")
     p_sel.add_argument("--device", default="cpu")
-    p_sel.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p_sel.add_argument("--backend", default="auto", choices=BACKENDS)
     p_sel.add_argument("--json", action="store_true", help="print the selection as JSON")
     p_sel.add_argument("--report", help="write a self-contained HTML report here")
     p_sel.set_defaults(func=_cmd_select)
@@ -128,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--n", type=int, default=6, help="number of creatives")
     p_demo.add_argument("--seed", type=int, default=7)
     p_demo.add_argument("--size", type=int, default=112)
-    p_demo.add_argument("--mode", default="hybrid", choices=["fast", "reason", "hybrid"])
-    p_demo.add_argument("--strategy", default="knockout", choices=["knockout", "round_robin"])
+    p_demo.add_argument("--mode", default="hybrid", choices=MODES)
+    p_demo.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
     p_demo.set_defaults(func=_cmd_demo)
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--max-groups", type=int)
     p_eval.add_argument("--max-new-tokens", type=int, default=384)
     p_eval.add_argument("--device", default="cpu")
-    p_eval.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p_eval.add_argument("--backend", default="auto", choices=BACKENDS)
     p_eval.add_argument("--json", action="store_true")
     p_eval.set_defaults(func=_cmd_eval)
     return parser

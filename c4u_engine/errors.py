@@ -49,3 +49,19 @@ class KernelArgumentError(InvalidInputError):
 
 class AnswerParseError(C4UError):
     """A generated answer did not contain a parsable <answer>A|B</answer>."""
+
+
+class OverloadedError(C4UError, RuntimeError):
+    """The engine's request queue is full (max_queued_requests): retry later or add capacity."""
+
+
+class DeadlineExceededError(C4UError, TimeoutError):
+    """A request did not finish within its timeout; its work was dropped and its KV released."""
+
+
+class RequestCancelledError(C4UError):
+    """A request was cancelled, or the engine was closed, before it finished."""
+
+
+class InferenceError(C4UError, RuntimeError):
+    """A model call failed unexpectedly while running this request (the cause is attached); other requests go on."""

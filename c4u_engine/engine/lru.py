@@ -31,6 +31,11 @@ class ByteLRU:
             self.hits += 1
             return item[0]
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Presence, without touching the LRU order or the hit counters."""
+        with self._lock:
+            return key in self._items
+
     def put(self, key: Hashable, value: Any) -> None:
         size = int(self._sizeof(value))
         with self._lock:

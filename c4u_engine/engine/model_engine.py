@@ -1,12 +1,12 @@
 """ModelEngine: a checkpoint's tokenizer, chat template, image pipeline, runner and caches behind one object.
 
 It turns chat messages into token ids, M-RoPE positions and image embeddings, and runs prefill and decoding on
-whichever runner it was given. Comparison scheduling (prefix reuse across pairs) lives in comparisons.py.
+whichever runner it was given. Comparisons across requests are batched by the scheduler (scheduler.py); the
+whole-prompt passes here (logits, chat) are the generic path, run on the scheduler's thread by the Engine.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from c4u_engine.engine.chat_template import ChatTemplate
+from c4u_engine.engine.config import EngineConfig
 from c4u_engine.engine.generation import decode
 from c4u_engine.engine.lru import ByteLRU
 from c4u_engine.engine.messages import collect_images, expand_image_pads, validate_messages
@@ -26,14 +27,6 @@ from c4u_engine.models.config import ModelConfig
 from c4u_engine.models.rope import mrope_position_ids
 from c4u_engine.ops.preprocess import PreprocessParams, grid_thw_for, preprocess
 from c4u_engine.runners.base import Runner
-
-
-@dataclass(frozen=True)
-class EngineLimits:
-    max_image_pixels: int = 50_000_000  # decoded-pixel budget per input image (decompression-bomb guard)
-    encoder_cache_bytes: int = 256 << 20
-    prefix_cache_bytes: int = 512 << 20
-    max_candidates: int = 64
 
 
 @dataclass
@@ -73,11 +66,11 @@ class StageTimer:
 
 
 class ModelEngine:
-    def __init__(self, model_dir: str | Path, runner: Runner, *, limits: EngineLimits | None = None) -> None:
+    def __init__(self, model_dir: str | Path, runner: Runner, *, config: EngineConfig | None = None) -> None:
         model_dir = Path(model_dir)
         self.model_dir = model_dir
         self.runner = runner
-        self.limits = limits or EngineLimits()
+        self.engine_config = config or EngineConfig()
         self.config = ModelConfig.from_json(model_dir / "config.json")
         self.tokenizer = Tokenizer.from_dir(model_dir)
         self.chat_template = ChatTemplate.from_dir(model_dir)
@@ -85,13 +78,12 @@ class ModelEngine:
         from c4u_engine.models.checkpoint_files import checkpoint_fingerprint
 
         self.fingerprint = checkpoint_fingerprint(model_dir)
-        self.encoder_cache = ByteLRU(self.limits.encoder_cache_bytes, runner.embeds_nbytes)
+        self.encoder_cache = ByteLRU(self.engine_config.encoder_cache_bytes, runner.embeds_nbytes)
         self.max_context = int(self.config.text.max_position_embeddings)
-        self.lock = threading.RLock()  # one request at a time on the runner; caches are shared across requests
 
     # -- prompts ---------------------------------------------------------------------------------------
     def load_images(self, objs: Sequence[Any]) -> list[LoadedImage]:
-        return [o if isinstance(o, LoadedImage) else load_image(o, max_pixels=self.limits.max_image_pixels)
+        return [o if isinstance(o, LoadedImage) else load_image(o, max_pixels=self.engine_config.max_image_pixels)
                 for o in objs]
 
     def grid_of(self, image: LoadedImage) -> tuple[int, int, int]:
@@ -171,29 +163,27 @@ class ModelEngine:
 
     def logits(self, messages: list[dict], assistant_prefix: str = "") -> np.ndarray:
         """float32 [vocab] next-token logits after the rendered prompt (+ assistant_prefix)."""
-        with self.lock:
-            prompt = self.tokenize(messages, assistant_prefix)
-            self.check_context(len(prompt.ids))
-            logits, _ = self.prefill(prompt)
-            return logits[0]
+        prompt = self.tokenize(messages, assistant_prefix)
+        self.check_context(len(prompt.ids))
+        logits, _ = self.prefill(prompt)
+        return logits[0]
 
     def chat(self, messages: list[dict], *, max_new_tokens: int = 128, min_new_tokens: int = 0,
              assistant_prefix: str = "", sampling: SamplingParams | None = None) -> ChatResult:
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        with self.lock:
-            prompt = self.tokenize(messages, assistant_prefix)
-            self.check_context(len(prompt.ids), max_new_tokens)
-            logits, kv = self.prefill(prompt, reserve=max_new_tokens)
-            result = decode(
-                self.runner, kv, np.ones((1, len(prompt.ids)), dtype=bool), logits,
-                np.array([prompt.next_position]), max_new_tokens=max_new_tokens,
-                sampler=Sampler(sampling or SamplingParams()), eos_ids=self.tokenizer.eos_token_ids,
-                min_new_tokens=min_new_tokens,
-            )
-            tokens = result.tokens[0]
-            return ChatResult(tokens, self.tokenizer.decode(tokens, skip_special_tokens=True),
-                              result.finished_by[0], len(prompt.ids))
+        prompt = self.tokenize(messages, assistant_prefix)
+        self.check_context(len(prompt.ids), max_new_tokens)
+        logits, kv = self.prefill(prompt, reserve=max_new_tokens)
+        result = decode(
+            self.runner, kv, np.ones((1, len(prompt.ids)), dtype=bool), logits,
+            np.array([prompt.next_position]), max_new_tokens=max_new_tokens,
+            sampler=Sampler(sampling or SamplingParams()), eos_ids=self.tokenizer.eos_token_ids,
+            min_new_tokens=min_new_tokens,
+        )
+        tokens = result.tokens[0]
+        return ChatResult(tokens, self.tokenizer.decode(tokens, skip_special_tokens=True),
+                          result.finished_by[0], len(prompt.ids))
 
 
 def _load_preprocess_params(model_dir: Path) -> PreprocessParams:

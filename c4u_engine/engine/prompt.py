@@ -4,6 +4,12 @@ Layout matters for speed. Everything that does not depend on the creatives (syst
 protocol, product title, queries) comes first, so it is prefilled once per request; image A comes next, so
 [prefix + A] is prefilled once per distinct A; only image B and a short question follow, which is all a comparison
 computes on its own. The messages are ordinary transformers chat messages, so any decision can be replayed there.
+
+Presets (PROMPT_PRESETS): "c4u" (the layout above, the default) and "creative4u_paper", the Creative4U paper's own
+layout (no system turn; queries and title, then both creatives, then the evaluation protocol and output format after
+the images). A checkpoint trained on the paper's layout must be prompted that way (c4u_prompt.json:
+{"preset": "creative4u_paper"}); it still shares [prefix] and [prefix + A], but every comparison then computes the
+protocol after image B itself.
 """
 
 from __future__ import annotations
@@ -12,10 +18,9 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from c4u_engine.comparison import JUDGE_MODES
 from c4u_engine.errors import InvalidInputError, ModelFormatError
 from c4u_engine.profile import Profile
-
-MODES = ("fast", "reason", "hybrid")
 
 DEFAULT_SYSTEM = (
     "You are an expert judge of advertising creatives. Given a product title, a user's high-frequency search "
@@ -33,10 +38,19 @@ DEFAULT_SYSTEM = (
 DEFAULT_PROFILE = "Product title: {title}\nUser's high-frequency search queries: {queries}{extra}\n"
 DEFAULT_QUESTION = "\nWhich creative is this user more likely to click?"
 
+PAPER_PROTOCOL = (
+    "Evaluation protocol: first decide whether the two creatives are identical or too similar to judge. Otherwise "
+    "compare them on query match, title match, text (selling points, price, call to action), models and props, "
+    "layout, product subject and background, then decide which creative the user is more likely to click.\n"
+    "Output format: <think>your reasoning</think><answer>A</answer> or <think>your reasoning</think>"
+    "<answer>B</answer>."
+)
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """Wording of the comparison prompt. `profile` is formatted with {title}, {queries}, {extra}.
+    """Wording of the comparison prompt. `profile` is formatted with {title}, {queries}, {extra}; an empty `system`
+    means no system turn (the chat template then adds its own default, as in training with transformers).
 
     fast_prefix: assistant text after which the next token is the answer letter (closes thinking, opens <answer>).
     reason_prefix: assistant text after which the model writes its chain of thought and answer.
@@ -63,13 +77,16 @@ class PromptTemplate:
         if not isinstance(data, dict):
             raise ModelFormatError(f"{path}: prompt template must be a JSON object")
         fields = set(cls.__dataclass_fields__)
+        preset = data.pop("preset", "c4u")
+        if not isinstance(preset, str) or preset not in PROMPT_PRESETS:
+            raise ModelFormatError(f"{path}: unknown prompt preset {preset!r}; valid: {sorted(PROMPT_PRESETS)}")
         unknown = set(data) - fields
         if unknown:
             raise ModelFormatError(f"{path}: unknown prompt template keys {sorted(unknown)}; valid: {sorted(fields)}")
         bad = [k for k, v in data.items() if not isinstance(v, str)]
         if bad:
             raise ModelFormatError(f"{path}: prompt template values must be strings: {bad}")
-        return replace(cls(), **data)
+        return replace(PROMPT_PRESETS[preset], **data)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, ensure_ascii=False)
@@ -80,7 +97,9 @@ class PromptTemplate:
         return self.profile.format(title=profile.title, queries=queries, extra=extra)
 
     def assistant_prefix(self, mode: str) -> str:
-        check_mode(mode)
+        """The assistant prefix as written in the template (the engine cuts fast mode's: see AnswerTokens)."""
+        if mode not in JUDGE_MODES:
+            raise InvalidInputError(f"unknown judge mode {mode!r}; valid: {', '.join(JUDGE_MODES)}")
         return self.fast_prefix if mode == "fast" else self.reason_prefix
 
     def messages(self, profile: Profile, image_a: object, image_b: object) -> list[dict]:
@@ -92,15 +111,34 @@ class PromptTemplate:
             {"type": "image", "image": image_b},
             {"type": "text", "text": self.question},
         ]
-        return [
-            {"role": "system", "content": [{"type": "text", "text": self.system}]},
-            {"role": "user", "content": content},
-        ]
+        user = {"role": "user", "content": content}
+        if not self.system:
+            return [user]
+        return [{"role": "system", "content": [{"type": "text", "text": self.system}]}, user]
 
 
-def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+PROMPT_PRESETS: dict[str, PromptTemplate] = {
+    "c4u": PromptTemplate(),
+    "creative4u_paper": PromptTemplate(
+        system="",
+        profile="High-frequency queries: {queries}; Product title: {title}{extra}; ",
+        label_a="Creative A: ",
+        label_b=", Creative B: ",
+        question=";\n" + PAPER_PROTOCOL,
+    ),
+}
+
+
+def prompt_template(prompt: "PromptTemplate | str | None", model_dir: str | Path) -> PromptTemplate:
+    """A PromptTemplate as given, a preset by name, or (None) the checkpoint's own."""
+    if prompt is None:
+        return load_prompt_template(model_dir)
+    if isinstance(prompt, PromptTemplate):
+        return prompt
+    if isinstance(prompt, str) and prompt in PROMPT_PRESETS:
+        return PROMPT_PRESETS[prompt]
+    raise InvalidInputError(f"prompt must be a PromptTemplate or a preset name ({', '.join(PROMPT_PRESETS)}), "
+                            f"got {prompt!r}")
 
 
 def load_prompt_template(model_dir: str | Path) -> PromptTemplate:

@@ -73,8 +73,9 @@ class Runner(ABC):
 
     @abstractmethod
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
-        """Stack batch-1 KVs into one batch (a copy), each right-padded (with zeros) to `length` slots; `reserve`
-        as in forward."""
+        """Concatenate KVs (any batch sizes) along the batch axis, rows in order, into one new KV (a copy), each
+        right-padded (with zeros) to `length` slots; `reserve` as in forward. The engine merges reasoning rows that
+        join a running decode batch with it (continuous batching)."""
 
     @abstractmethod
     def kv_length(self, kv: KV) -> int:

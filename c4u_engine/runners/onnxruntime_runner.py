@@ -202,15 +202,17 @@ class OnnxRuntimeRunner(Runner):
         return OrtKV([pick(k) for k in kv.keys], [pick(v) for v in kv.values])
 
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
-        n, first = len(kvs), kvs[0].keys[0]
+        rows, first = sum(kv.keys[0].shape[0] for kv in kvs), kvs[0].keys[0]
         lengths = [kv.keys[0].shape[2] for kv in kvs]
         if max(lengths) > length:
             raise InvalidInputError(f"kv_stack: a KV of {max(lengths)} slots does not fit length {length}")
 
         def stack(tensors: list[np.ndarray]) -> np.ndarray:
-            out = np.zeros((n, first.shape[1], length, first.shape[3]), dtype=first.dtype)
-            for i, t in enumerate(tensors):
-                out[i, :, : t.shape[2]] = t[0]
+            out = np.zeros((rows, first.shape[1], length, first.shape[3]), dtype=first.dtype)
+            row = 0
+            for t in tensors:
+                out[row : row + t.shape[0], :, : t.shape[2]] = t
+                row += t.shape[0]
             return out
 
         keys = [stack([kv.keys[layer] for kv in kvs]) for layer in range(self.num_layers)]

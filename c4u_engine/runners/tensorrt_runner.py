@@ -305,10 +305,13 @@ class TensorRTRunner(Runner):
         first = kvs[0].keys[0]
         with self.placement.active():
             def stack(tensors: list[Any]) -> Any:
-                out = self._torch.zeros((len(tensors), first.shape[1], length, first.shape[3]), dtype=first.dtype,
+                rows = sum(t.shape[0] for t in tensors)
+                out = self._torch.zeros((rows, first.shape[1], length, first.shape[3]), dtype=first.dtype,
                                         device=self.placement.device)
-                for i, t in enumerate(tensors):
-                    out[i, :, : t.shape[2]] = t[0]
+                row = 0
+                for t in tensors:
+                    out[row : row + t.shape[0], :, : t.shape[2]] = t
+                    row += t.shape[0]
                 return out
 
             keys = [stack([kv.keys[layer] for kv in kvs]) for layer in range(self.num_layers)]

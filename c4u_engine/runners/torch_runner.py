@@ -134,11 +134,15 @@ class TorchRunner(Runner):
 
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
         with torch.inference_mode():
-            out = self._alloc(len(kvs), length + reserve)
-            for i, kv in enumerate(kvs):
-                n = kv.length
+            if max(kv.length for kv in kvs) > length:
+                raise InvalidInputError(f"kv_stack: a KV of {max(kv.length for kv in kvs)} slots does not fit {length}")
+            out = self._alloc(sum(kv.keys[0].shape[0] for kv in kvs), length + reserve)
+            row = 0
+            for kv in kvs:
+                n, b = kv.length, kv.keys[0].shape[0]
                 for dst, src in zip(out.keys + out.values, kv.keys + kv.values):
-                    dst[i, :, :n] = src[0, :, :n]
+                    dst[row : row + b, :, :n] = src[:, :, :n]
+                row += b
             out.length = length
             return out
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from c4u_engine.engine.model_engine import EngineLimits, ModelEngine
+from c4u_engine.engine.config import EngineConfig
+from c4u_engine.engine.model_engine import ModelEngine
 from c4u_engine.runners.torch_runner import TorchRunner
 
 
@@ -39,5 +40,5 @@ def training_engine(model_dir: str | Path, model: torch.nn.Module) -> ModelEngin
     """A ModelEngine reading model_dir's tokenizer, chat template and image settings, running `model`, no caches.
 
     model_dir must be a complete checkpoint directory (its weights file is read only for the fingerprint)."""
-    limits = EngineLimits(encoder_cache_bytes=0, prefix_cache_bytes=0)
-    return ModelEngine(model_dir, InMemoryRunner(model), limits=limits)
+    config = EngineConfig(encoder_cache_bytes=0, prefix_cache_bytes=0)
+    return ModelEngine(model_dir, InMemoryRunner(model), config=config)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from c4u_engine.data.creative_pair import GROUPS_FILE, PairRecord, load_groups, load_pairs
-from c4u_engine.engine.prompt import MODES
+from c4u_engine.selection.policy import MODES
 from c4u_engine.errors import InvalidInputError
 
 PAIR_METRICS = ("accuracy", "accuracy_original_order", "accuracy_swapped_order", "order_consistency",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from c4u_engine.data.creative_pair import load_pairs
-from c4u_engine.engine.comparisons import empty_thinking_ids
+from c4u_engine.engine.answer import empty_thinking_ids
 from c4u_engine.engine.generation import decode
 from c4u_engine.engine.model_engine import ModelEngine, Prompt
 from c4u_engine.engine.prompt import load_prompt_template

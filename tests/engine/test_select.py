@@ -10,7 +10,7 @@ import pytest
 from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine
-from c4u_engine.engine.prefix_cache import PrefixCache, PrefixEntry, make_key
+from c4u_engine.engine.kv_store import KVStore, make_key
 from c4u_engine.errors import C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError
 
 PROFILE = {"title": "Trail running shoes", "queries": ["waterproof shoes", "running sale"]}
@@ -32,14 +32,15 @@ def images():
     return [make_test_image(56, 56, seed=s) for s in range(4)] + [make_test_image(90, 45, 11), make_test_image(40, 70, 12)]
 
 
-def test_compare_equals_logits_of_comparison_messages(engine, images):
-    for mode in ("fast",):
-        c = engine.compare(images[0], images[4], PROFILE, mode=mode)
-        messages, prefix = engine.comparison_messages(images[0], images[4], PROFILE, mode=mode)
-        expected = _softmax2(engine.logits(messages, prefix), engine.answer_token_ids)
-        assert abs(c.prob_a - expected) < 1e-5
-        assert c.answer == ("A" if expected >= 0.5 else "B")
-        assert (c.first, c.second) == (0, 1)
+@pytest.mark.parametrize("pair", [(0, 4), (5, 1), (2, 3)])
+def test_compare_equals_logits_of_comparison_messages(engine, images, pair):
+    a, b = (images[i] for i in pair)
+    c = engine.compare(a, b, PROFILE, mode="fast")
+    messages, prefix = engine.comparison_messages(a, b, PROFILE, mode="fast")
+    expected = _softmax2(engine.logits(messages, prefix), engine.answer_token_ids)
+    assert abs(c.prob_a - expected) < 1e-5
+    assert c.answer == ("A" if expected >= 0.5 else "B") and c.mode == "fast"
+    assert (c.first, c.second) == (0, 1)
 
 
 @pytest.mark.parametrize("strategy", ["knockout", "round_robin"])
@@ -75,14 +76,15 @@ def test_different_images_with_identical_text_never_share_cache(tiny_ckpt, image
 
 
 def test_prefix_cache_key_includes_image_hashes():
-    cache = PrefixCache(1 << 20, lambda kv: 8)
+    store = KVStore(1 << 20, lambda kv: 8)
     ids = [1, 2, 3, 9, 9, 9, 4]
     k1 = make_key(ids, [("hash-one", (1, 2, 2))])
     k2 = make_key(ids, [("hash-two", (1, 2, 2))])
     k3 = make_key(ids, [("hash-one", (1, 4, 1))])  # same pad count, other grid: other positions
-    cache.put(PrefixEntry(k1, object(), 6))
-    assert cache.get(k1) is not None
-    assert cache.get(k2) is None and cache.get(k3) is None
+    k4 = make_key(ids, [("hash-one", (1, 2, 2))], scope="request-7")  # a private entry of another request
+    store.release(store.insert(k1, object(), np.ones(7, bool), 6))
+    assert store.acquire(k1) is not None
+    assert store.acquire(k2) is None and store.acquire(k3) is None and store.acquire(k4) is None
 
 
 def test_threads_get_sequential_results(engine, images):
@@ -123,6 +125,16 @@ def test_hybrid_explains_the_winner(engine, images):
     reasoned = [c for c in sel.comparisons if c.mode == "reason"]
     assert reasoned and all(sel.winner in (c.first, c.second) for c in reasoned)
     assert sel.stats["hybrid_reasoned"] == len(reasoned)
+    # the reasoning re-judges exactly the deciding pairs: the winner's knockout matches, both orders
+    assert sorted((c.first, c.second) for c in reasoned) == sorted(sel.deciding_pairs)
+    assert len(sel.comparisons) == 6 + len(reasoned)
+    # the explanation quotes the reasoning of the deciding comparisons, each under its pair's heading
+    expected = [f"[{c.first} as A vs {c.second} as B: " for c in sel.deciding_comparisons if c.reasoning
+                and c.reasoning.strip()]
+    if expected:
+        assert all(h in sel.explanation for h in expected)
+    else:
+        assert sel.explanation is None
 
 
 def test_stats_count_work(engine, images):

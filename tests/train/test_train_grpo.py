@@ -11,7 +11,7 @@ import torch
 
 from c4u_engine.api import Engine
 from c4u_engine.data import load_pairs
-from c4u_engine.engine.comparisons import empty_thinking_ids
+from c4u_engine.engine.answer import empty_thinking_ids
 from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.engine.sampling import SamplingParams
 from c4u_engine.errors import InvalidInputError

@@ -1,0 +1,61 @@
+"""EngineConfig: every limit and budget of an Engine in one validated value (defaults written once, here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from c4u_engine.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Limits and budgets. Sizes in bytes; a cache of 0 bytes keeps nothing beyond the requests that use it.
+
+    max_candidates: images per request (more is LimitExceededError).
+    max_image_pixels: decoded pixels per input image (decompression-bomb guard).
+    encoder_cache_bytes: image embeddings kept across requests, keyed by image content.
+    prefix_cache_bytes: the KV store's budget: [prefix] and [prefix + A] KV kept across requests. Entries a live
+        request uses are pinned and never evicted; while pinned entries alone exceed the budget the scheduler
+        admits no new request (it degrades to fewer requests at a time instead of failing).
+    max_batch_rows: rows (comparisons, prefixes, images A) per prefill call and rows in the decode batch.
+    max_batch_tokens: new tokens per prefill call (a row over it runs alone).
+    max_queued_requests: requests waiting for admission; one more is refused with OverloadedError.
+    max_active_requests: requests the scheduler works on at once (the rest wait in the queue, FIFO).
+    default_timeout_s: a request's deadline when the call gives none (None: no deadline).
+    """
+
+    max_candidates: int = 64
+    max_image_pixels: int = 50_000_000
+    encoder_cache_bytes: int = 256 << 20
+    prefix_cache_bytes: int = 512 << 20
+    max_batch_rows: int = 64
+    max_batch_tokens: int = 16384
+    max_queued_requests: int = 1024
+    max_active_requests: int = 64
+    default_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("max_candidates", "max_image_pixels", "max_batch_rows", "max_batch_tokens", "max_active_requests")
+        for name in positive:
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("encoder_cache_bytes", "prefix_cache_bytes", "max_queued_requests"):
+            _check_int(name, getattr(self, name), minimum=0)
+        t = self.default_timeout_s
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):
+            raise InvalidInputError(f"EngineConfig.default_timeout_s must be a positive number or None, got {t!r}")
+
+    def replace(self, **changes: Any) -> "EngineConfig":
+        """A copy with `changes`; an unknown name is an InvalidInputError listing the valid ones."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise InvalidInputError(f"unknown engine settings {unknown}; valid: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"EngineConfig.{name} must be an int >= {minimum}, got {value!r}")

@@ -1,0 +1,154 @@
+"""Continuous batching of reasoning rows: rows join and leave the decode batch between steps.
+
+A row joins with the KV, mask and logits its comparison prefill produced; each `step` chooses one token for every
+row (from the logits it holds), lets finished rows leave (end of sequence, "</answer>", or max_new_tokens), merges
+the rows that joined since the last step into the batch KV (runner.kv_stack, right-padded; the mask hides the
+padding) and runs one decoder pass for the survivors. So a request's few reasoning rows start decoding at the next
+step instead of waiting for another request's long decode to finish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from c4u_engine.engine.answer import AnswerTokens, prob_a_from_logits
+from c4u_engine.engine.sampling import Sampler
+
+STOP_TEXT = "</answer>"
+
+
+@dataclass(eq=False)
+class DecodeRow:
+    owner: Any  # whoever waits for the row (the scheduler's request and pair index)
+    sampler: Sampler
+    max_new_tokens: int
+    tokens: list[int] = field(default_factory=list)
+    answer_prob: float | None = None  # P(A) read right after the answer cue, when the row writes it
+    finished_by: str | None = None  # "eos" | "stop" | "length" once done
+
+
+@dataclass
+class _Cohort:
+    rows: list[DecodeRow]
+    kv: Any
+    mask: np.ndarray  # bool [rows, slots]
+    logits: np.ndarray  # float32 [rows, vocab]: for each row's next token
+    positions: np.ndarray  # int64 [rows]: M-RoPE position of each row's next token
+    next_tokens: np.ndarray | None = None  # int64 [rows]: the tokens chosen this step, fed to the next pass
+
+
+class DecodeBatch:
+    def __init__(self, runner, tokenizer, answer: AnswerTokens) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.answer = answer
+        self._eos = set(int(e) for e in tokenizer.eos_token_ids)
+        self._cohorts: list[_Cohort] = []  # [0] is the running batch once merged; others joined since
+
+    @property
+    def rows(self) -> list[DecodeRow]:
+        return [r for c in self._cohorts for r in c.rows]
+
+    def __len__(self) -> int:
+        return sum(len(c.rows) for c in self._cohorts)
+
+    def join(self, rows: list[DecodeRow], kv, mask: np.ndarray, logits: np.ndarray, next_positions: np.ndarray) -> None:
+        """Add rows (a batch KV of len(rows) rows, its mask, the logits after their last prompt token)."""
+        self._cohorts.append(_Cohort(list(rows), kv, np.asarray(mask, bool), np.asarray(logits),
+                                     np.asarray(next_positions, np.int64).copy()))
+
+    def drop(self, owners_to_drop) -> list[DecodeRow]:
+        """Remove the rows whose owner satisfies `owners_to_drop(owner)` (cancelled requests); returns them."""
+        dropped = []
+        for c in self._cohorts:
+            keep = [i for i, r in enumerate(c.rows) if not owners_to_drop(r.owner)]
+            if len(keep) < len(c.rows):
+                dropped += [r for i, r in enumerate(c.rows) if i not in set(keep)]
+                self._select(c, keep)
+        self._cohorts = [c for c in self._cohorts if c.rows]
+        return dropped
+
+    def step(self) -> tuple[list[DecodeRow], int]:
+        """One token for every row. Returns (rows that finished, rows that ran a decoder pass)."""
+        finished: list[DecodeRow] = []
+        for c in self._cohorts:
+            chosen = self._choose(c)
+            keep = []
+            for i, row in enumerate(c.rows):
+                tok = int(chosen[i])
+                row.tokens.append(tok)
+                if tok in self._eos:
+                    row.finished_by = "eos"
+                elif STOP_TEXT in self.tokenizer.decode(row.tokens[-6:]):
+                    row.finished_by = "stop"
+                elif len(row.tokens) >= row.max_new_tokens:
+                    row.finished_by = "length"
+                else:
+                    keep.append(i)
+            finished += [row for row in c.rows if row.finished_by is not None]
+            c.next_tokens = chosen[keep]
+            self._select(c, keep)
+        self._cohorts = [c for c in self._cohorts if c.rows]
+        if not self._cohorts:
+            return finished, 0
+        batch = self._merge()
+        b = len(batch.rows)
+        embeds = self.runner.embed(batch.next_tokens.reshape(b, 1), [])
+        batch.mask = np.concatenate([batch.mask, np.ones((b, 1), dtype=bool)], axis=1)
+        pos = np.broadcast_to(batch.positions.reshape(1, b, 1), (3, b, 1))
+        out, batch.kv = self.runner.forward(embeds, pos, batch.kv, batch.mask, np.zeros((b, 1), dtype=np.int64),
+                                            reserve=self._reserve(batch.rows))
+        batch.logits = out[:, 0]
+        batch.positions = batch.positions + 1
+        return finished, b
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _choose(self, c: _Cohort) -> np.ndarray:
+        logits = c.logits
+        for i, row in enumerate(c.rows):
+            if row.answer_prob is None and row.tokens:
+                # the logits right after "<answer>" are the answer logits: read P(A) there, as fast mode does
+                if self.tokenizer.decode(row.tokens[-4:]).rstrip().endswith(self.answer.answer_cue):
+                    row.answer_prob = prob_a_from_logits(logits[i], *self.answer.ids)
+        first = [i for i, row in enumerate(c.rows) if not row.tokens]
+        if first and self.answer.empty_thinking:  # as transformers' begin_suppress_tokens
+            logits = logits.copy()
+            logits[np.ix_(first, list(self.answer.empty_thinking))] = -np.inf
+        chosen = np.empty(len(c.rows), dtype=np.int64)
+        by_sampler: dict[int, list[int]] = {}
+        for i, row in enumerate(c.rows):
+            by_sampler.setdefault(id(row.sampler), []).append(i)
+        for idx in by_sampler.values():
+            chosen[idx] = c.rows[idx[0]].sampler(logits[idx])
+        return chosen
+
+    def _select(self, c: _Cohort, keep: list[int]) -> None:
+        if len(keep) == len(c.rows):
+            return
+        c.rows = [c.rows[i] for i in keep]
+        if keep:
+            c.kv = self.runner.kv_select(c.kv, keep, reserve=self._reserve(c.rows))
+            c.mask, c.logits, c.positions = c.mask[keep], c.logits[keep], c.positions[keep]
+
+    def _merge(self) -> _Cohort:
+        if len(self._cohorts) > 1:
+            slots = max(c.mask.shape[1] for c in self._cohorts)
+            rows = [r for c in self._cohorts for r in c.rows]
+            kv = self.runner.kv_stack([c.kv for c in self._cohorts], slots, reserve=self._reserve(rows))
+            mask = np.zeros((len(rows), slots), dtype=bool)
+            at = 0
+            for c in self._cohorts:
+                mask[at : at + len(c.rows), : c.mask.shape[1]] = c.mask
+                at += len(c.rows)
+            merged = _Cohort(rows, kv, mask, np.concatenate([c.logits for c in self._cohorts]),
+                             np.concatenate([c.positions for c in self._cohorts]))
+            merged.next_tokens = np.concatenate([c.next_tokens for c in self._cohorts])
+            self._cohorts = [merged]
+        return self._cohorts[0]
+
+    @staticmethod
+    def _reserve(rows: list[DecodeRow]) -> int:
+        return max((r.max_new_tokens - len(r.tokens) for r in rows), default=0)

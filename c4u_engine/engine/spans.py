@@ -1,0 +1,94 @@
+"""The comparison prompt of one profile, cut into its spans once, from the rendered template.
+
+A comparison prompt is [prefix][image A span][middle text][image B span][tail: question, assistant prefix]. The chat
+template is rendered once per profile with two image placeholders and split at them; each text piece is tokenized
+once (the image tokens are added special tokens, which the tokenizer splits on before anything else, so tokenizing
+the pieces equals tokenizing the whole: checked when an engine loads). A comparison's token ids are then a
+concatenation, and its spans are known by construction rather than found again by searching token ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from c4u_engine.comparison import JUDGE_MODES
+from c4u_engine.engine.kv_store import PrefixKey, make_key
+from c4u_engine.errors import ModelFormatError
+from c4u_engine.models.rope import mrope_position_ids
+
+Grid = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ComparisonLayout:
+    """One comparison's tokens: [0, prefix_end) prefix, [prefix_end, a_end) image A span, [a_end, S) the rest."""
+
+    ids: np.ndarray  # int64 [S], image pads expanded
+    positions: np.ndarray  # int64 [3, S] M-RoPE
+    prefix_end: int
+    a_end: int
+
+    @property
+    def next_position(self) -> int:
+        return int(self.positions[:, -1].max()) + 1
+
+
+class ComparisonSpans:
+    """Token spans of one profile's comparison prompts (any images, both judge modes), computed once.
+
+    engine: the ModelEngine (tokenizer, chat template, image token counts, config); answer: its AnswerTokens.
+    scope: "" to share KV with other requests, or a private scope (a request that runs without caches).
+    """
+
+    def __init__(self, engine, template, answer, profile, scope: str = "") -> None:
+        self._engine = engine
+        tok = engine.tokenizer
+        self._marker = "".join(tok.id_to_token(t) for t in (tok.vision_start_id, tok.image_pad_id, tok.vision_end_id))
+        text = engine.render(template.messages(profile, "<image A>", "<image B>"))
+        parts = text.split(self._marker)
+        if len(parts) != 3:
+            raise ModelFormatError(f"the comparison prompt must render exactly two images as {self._marker!r} "
+                                   f"(found {len(parts) - 1}; check the prompt and chat templates)")
+        self.scope = scope
+        self.prefix_ids = np.asarray(tok.encode(parts[0]), dtype=np.int64)
+        self._middle = np.asarray(tok.encode(parts[1]), dtype=np.int64)
+        self._tails = {m: np.asarray(tok.encode(parts[2] + answer.assistant_prefix(template, m)), dtype=np.int64)
+                       for m in JUDGE_MODES}
+        self._image_ids = (tok.vision_start_id, tok.image_pad_id, tok.vision_end_id)
+        self._layouts: dict[tuple[Grid, Grid, str], ComparisonLayout] = {}
+        self._prefix_a: dict[Grid, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def prefix_key(self) -> PrefixKey:
+        return make_key(self.prefix_ids, [], self.scope)
+
+    def prefix_a_key(self, image_hash: str, grid: Grid) -> PrefixKey:
+        ids, _ = self.prefix_a(grid)
+        return make_key(ids, [(image_hash, grid)], self.scope)
+
+    def _image_span(self, grid: Grid) -> np.ndarray:
+        start, pad, end = self._image_ids
+        n = self._engine.image_token_count(grid)
+        return np.concatenate([[start], np.full(n, pad), [end]]).astype(np.int64)
+
+    def prefix_a(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [n], positions [3, n]) of [prefix + image A span] for an image A of this grid."""
+        hit = self._prefix_a.get(grid)
+        if hit is None:
+            ids = np.concatenate([self.prefix_ids, self._image_span(grid)])
+            positions, _ = mrope_position_ids(ids, np.array([grid]), self._engine.config)
+            hit = self._prefix_a[grid] = (ids, positions[:, 0, :])
+        return hit
+
+    def layout(self, grid_a: Grid, grid_b: Grid, mode: str) -> ComparisonLayout:
+        """The whole comparison prompt for images of these grids in judge mode `mode`."""
+        key = (grid_a, grid_b, mode)
+        hit = self._layouts.get(key)
+        if hit is None:
+            head, _ = self.prefix_a(grid_a)
+            ids = np.concatenate([head, self._middle, self._image_span(grid_b), self._tails[mode]])
+            positions, _ = mrope_position_ids(ids, np.array([grid_a, grid_b]), self._engine.config)
+            hit = self._layouts[key] = ComparisonLayout(ids, positions[:, 0, :], len(self.prefix_ids), len(head))
+        return hit
