@@ -88,6 +88,11 @@ class Engine:
                 "prefix_cache_hits": self._store.hits, "prefix_cache_misses": self._store.misses,
                 "encoder_cache_hits": enc.hits, "encoder_cache_misses": enc.misses}
 
+    def clear_caches(self) -> None:
+        """Forget cached image embeddings and every unpinned KV entry (live requests keep theirs)."""
+        self._core.encoder_cache.clear()
+        self._scheduler.call(self._store.clear)
+
     def close(self) -> None:
         """Stop the scheduler: requests still queued or running fail with RequestCancelledError."""
         self._scheduler.close()

@@ -18,6 +18,8 @@
 namespace c4u {
 namespace {
 
+constexpr int64_t kParallelPixels = int64_t{1} << 20;  // output pixels from which preprocessing uses threads
+
 // Pillow's bicubic_filter (Resample.c), a = -0.5.
 double bicubic_filter(double x) {
   constexpr double a = -0.5;
@@ -173,7 +175,12 @@ void preprocess_cpu(int64_t n, const uint8_t* const* src, const int64_t* src_hw,
     }
   }
 
-#pragma omp parallel
+  // Threads pay off only on big jobs: a few ad-sized images take well under a millisecond on one core, while an
+  // OpenMP team's spinning threads slow down whatever else this process runs (the engine's model calls).
+  int64_t out_pixels = 0;
+  for (int64_t i = 0; i < n; ++i) out_pixels += plan.images[i].dst_w * plan.images[i].dst_h;
+  const bool threaded = out_pixels >= kParallelPixels;
+#pragma omp parallel if (threaded)
   {
     std::vector<int32_t> acc;
     std::vector<uint8_t> row;

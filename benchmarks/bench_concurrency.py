@@ -1,0 +1,151 @@
+"""Many requests at once: one Engine, the same selections run one at a time and by C concurrent client threads.
+
+    python benchmarks/bench_concurrency.py --requests 48 --clients 1 4 8 16 --modes fast reason
+
+Workload: `--requests` selections of `--candidates` creatives each, every one for its own product and user (its own
+profile and its own creatives, drawn from the synthetic generator at 112x112: nothing is shared across requests, so
+any gain is batching, not caching); knockout with both orders. Baseline: the same requests, one `select` after the
+other, on the same engine, in the same run. Caches are cleared before every phase, so every phase starts cold.
+Reports throughput (selections/s, and the ratio to one-at-a-time) and p50/p99 request latency per client count;
+checks that every concurrent result equals the one-at-a-time result (rankings, P(A) within 1e-5).
+Default model: the built-in one (onnxruntime on CPU); `--model DIR` for any checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def workload(n_requests: int, n_candidates: int, size: int, seed: int) -> list[tuple[list[np.ndarray], dict]]:
+    from c4u_engine.data.creatives import render
+    from c4u_engine.data.pairs import sample_group
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_requests):
+        group = sample_group(rng, n_candidates)
+        images = [np.asarray(render(spec, size)) for spec in group.specs]
+        out.append((images, {"title": group.product.title, "queries": list(group.profile.queries)}))
+    return out
+
+
+def run_phase(engine, requests, clients: int, options: dict) -> tuple[float, list[float], list]:
+    """All requests through `clients` threads pulling from one list; returns (seconds, latencies, selections)."""
+    engine.clear_caches()
+    results: list = [None] * len(requests)
+    latencies: list[float] = [0.0] * len(requests)
+    next_index = iter(range(len(requests)))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                k = next(next_index, None)
+            if k is None:
+                return
+            images, profile = requests[k]
+            t0 = time.perf_counter()
+            try:
+                results[k] = engine.select(images, profile, **options)
+            except BaseException as exc:  # noqa: BLE001 - reported after the phase
+                errors.append(exc)
+                return
+            latencies[k] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if clients == 0:  # one at a time, in this thread: the baseline
+        client()
+    else:
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return seconds, latencies, results
+
+
+def same(a, b) -> bool:
+    return a.ranking == b.ranking and all(
+        abs(x.prob_a - y.prob_a) <= 1e-5 and (x.first, x.second) == (y.first, y.second)
+        for x, y in zip(a.comparisons, b.comparisons)) and len(a.comparisons) == len(b.comparisons)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="checkpoint directory (default: the built-in model)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--requests", type=int, default=48)
+    p.add_argument("--reason-requests", type=int, default=16, help="requests in reason mode (decoding is long)")
+    p.add_argument("--candidates", type=int, default=4)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
+    p.add_argument("--modes", nargs="+", default=["fast", "reason"])
+    p.add_argument("--strategy", default="knockout")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the rows as JSON here")
+    args = p.parse_args()
+
+    from c4u_engine.api import Engine
+    from c4u_engine.builtin import builtin_model_dir
+
+    engine = Engine(args.model or builtin_model_dir(), backend=args.backend)
+    rows = []
+    for mode in args.modes:
+        n = args.requests if mode == "fast" else args.reason_requests
+        requests = workload(n, args.candidates, args.size, args.seed)
+        options = dict(mode=mode, strategy=args.strategy, max_new_tokens=args.max_new_tokens)
+        run_phase(engine, requests, max(args.clients), options)  # warm-up: every batch shape the phases will see
+        run_phase(engine, requests[:4], 0, options)
+        base_s, base_lat, base_sel = run_phase(engine, requests, 0, options)
+        rows.append(dict(mode=mode, clients="one at a time", requests=n, seconds=base_s, throughput=n / base_s,
+                         ratio=1.0, p50=float(np.percentile(base_lat, 50)), p99=float(np.percentile(base_lat, 99)),
+                         same_results=f"{n}/{n}"))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for c in args.clients:
+            secs, lat, sels = run_phase(engine, requests, c, options)
+            agree = sum(same(a, b) for a, b in zip(sels, base_sel))
+            rows.append(dict(mode=mode, clients=c, requests=n, seconds=secs, throughput=n / secs,
+                             ratio=base_s / secs, p50=float(np.percentile(lat, 50)),
+                             p99=float(np.percentile(lat, 99)), same_results=f"{agree}/{n}"))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    desc = (f"{args.model or 'built-in model'} on {engine.backend}/{engine.device}; {args.candidates} candidates, "
+            f"{args.strategy}, both orders, {args.size}x{args.size}; reason max_new_tokens={args.max_new_tokens}")
+    print(f"\nmachine: {machine()}\nworkload: {desc}\n")
+    print("| mode | clients | requests | seconds | selections/s | vs one at a time | p50 latency s | p99 latency s "
+          "| same results |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['seconds']:.2f} | {r['throughput']:.2f} "
+              f"| {r['ratio']:.2f}x | {r['p50']:.3f} | {r['p99']:.3f} | {r['same_results']} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": machine(), "workload": desc, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
