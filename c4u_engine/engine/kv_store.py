@@ -119,6 +119,7 @@ class KVStore:
         if entry.slots:
             self.bytes_per_slot = max(self.bytes_per_slot, -(-entry.nbytes // entry.slots))
         self._pin(digest, entry)
+        self._evict()  # room for the new entry comes from unpinned ones, least recently used first
         return entry
 
     def release(self, entry: KVEntry) -> None:

@@ -8,8 +8,8 @@ few batched calls over the rows of ALL live requests:
     encode:       every image not yet encoded, deduplicated by content across requests, in one vision call
     prefixes:     [prefix] KV of requests that have none (shared when two requests have the same profile)
     images A:     [prefix + A] KV for the first images of each request's current round
-    comparisons:  the current rounds' rows (oldest request first, within the row and token budgets); fast rows
-                  answer at once, reasoning rows join the decode batch
+    comparisons:  one call per judge mode of the current rounds' rows (oldest request first, within the row and
+                  token budgets); fast rows answer at once, reasoning rows join the decode batch
     decode:       one token for every reasoning row of every request (continuous batching)
     advance:      a request whose round is complete records it and asks its plan for the next; finished ones resolve
 
@@ -453,7 +453,10 @@ class Scheduler:
         reserve = 0
         if mode == "reason":
             reserve = max(r.max_new_tokens for r, _ in items)
-        for chunk in self._chunks(items, lambda it: len(self._layout(*it, mode).ids) - self._layout(*it, mode).a_end):
+        # One call per mode and step, oldest rows first: the decode batch steps between calls, so a request's
+        # reasoning rows are not held up behind a flood of other requests' comparisons.
+        chunks = self._chunks(items, lambda it: len(self._layout(*it, mode).ids) - self._layout(*it, mode).a_end)
+        for chunk in chunks[:1]:
             t0 = time.perf_counter()
             layouts = [self._layout(r, i, mode) for r, i in chunk]
             rows = [NewTokens(lay.ids[lay.a_end:], lay.positions[:, lay.a_end:]) for lay in layouts]
