@@ -120,7 +120,8 @@ class Engine:
             assistant_prefix=assistant_prefix, sampling=params))
 
     # -- comparisons -----------------------------------------------------------------------------------
-    def comparison_messages(self, image_a: Any, image_b: Any, profile: Any, mode: str = "fast") -> tuple[list[dict], str]:
+    def comparison_messages(self, image_a: Any, image_b: Any, profile: Any,
+                            mode: str = "fast") -> tuple[list[dict], str]:
         """(messages, assistant_prefix): exactly what the engine feeds the model for one comparison, so the
         decision can be replayed with transformers (apply_chat_template + assistant_prefix)."""
         check_mode(mode, JUDGE_MODES)

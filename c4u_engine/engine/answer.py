@@ -78,7 +78,8 @@ class AnswerTokens:
                 f"answers {template.answer_a!r}/{template.answer_b!r} are not single tokens after the prefix "
                 f"{template.fast_prefix!r} with this tokenizer; fast mode needs single-token answers")
         merged = tokenizer.decode([ta[-1]])  # e.g. "A", or ">A" when the prefix's ">" merged into it
-        if not merged.endswith(template.answer_a) or not template.fast_prefix.endswith(merged[: -len(template.answer_a)]):
+        letter = template.answer_a
+        if not merged.endswith(letter) or not template.fast_prefix.endswith(merged[: -len(letter)]):
             raise ModelFormatError(f"cannot align answer token {merged!r} with the prefix {template.fast_prefix!r}")
         cut = len(merged) - len(template.answer_a)
         fast_prefix = template.fast_prefix[: len(template.fast_prefix) - cut]

@@ -48,7 +48,8 @@ class PrefixKey:
         return h.hexdigest()
 
 
-def make_key(token_ids: Sequence[int], images: Sequence[tuple[str, tuple[int, int, int]]], scope: str = "") -> PrefixKey:
+def make_key(token_ids: Sequence[int], images: Sequence[tuple[str, tuple[int, int, int]]],
+             scope: str = "") -> PrefixKey:
     return PrefixKey(
         token_ids=tuple(int(t) for t in token_ids),
         image_hashes=tuple(h for h, _ in images),

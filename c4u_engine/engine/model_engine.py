@@ -146,7 +146,7 @@ class ModelEngine:
                     self.encoder_cache.put(k, out)
         return [found[k] for k in keys]
 
-    # -- whole-prompt passes (the reference path; selection uses comparisons.py) -----------------------
+    # -- whole-prompt passes (the reference path; selections run through the scheduler) ----------------
     def prefill(self, prompt: Prompt, timer: StageTimer | None = None, reserve: int = 0):
         timer = timer or StageTimer()
         embeds_img = self.encode(prompt.images, timer)

@@ -1,6 +1,7 @@
 """Batched prefill passes of the comparison pipeline, each one decoder call over rows of many requests.
 
-    prefixes:    [prefix]                  from nothing              -> one KV entry per row
+    heads:       [head] (system turn)      from nothing              -> one KV entry per row
+    prefixes:    [head] + [profile]        from the head entries      -> one KV entry per row
     images A:    [prefix] + [image A span] from the prefix entries    -> one KV entry per row
     comparisons: [prefix + A] + the rest   from the [prefix + A] entries -> logits (and the KV, for reasoning)
 
@@ -39,24 +40,25 @@ def _pad(rows: Sequence[NewTokens], pad_id: int) -> tuple[np.ndarray, np.ndarray
 
 
 def prefill_prefixes(runner, rows: Sequence[NewTokens], pad_id: int) -> list[tuple[Any, np.ndarray]]:
-    """Text-only prefixes from scratch: (KV batch 1, mask) per row, exactly each row's length."""
+    """Text-only prompts from scratch: (KV batch 1, mask) per row, exactly each row's length."""
     ids, pos, mask, lens = _pad(rows, pad_id)
     _, kv = runner.forward(runner.embed(ids, []), pos, None, mask, np.zeros((len(rows), 1), np.int64))
     return [(runner.kv_select(kv, [r], length=n), np.ones(n, bool)) for r, n in enumerate(lens)]
 
 
 def prefill_continuations(runner, store: KVStore, pasts: Sequence[KVEntry], rows: Sequence[NewTokens],
-                          image_embeds: Sequence[Any], pad_id: int, logits_at_end: bool = False,
+                          image_embeds: Sequence[Any] | None, pad_id: int, logits_at_end: bool = False,
                           reserve: int = 0) -> tuple[np.ndarray | None, Any, np.ndarray, list[int]]:
     """Row r continues pasts[r] with rows[r] (whose image pads take image_embeds[r]).
 
-    Returns (logits float32 [R, vocab] after each row's last token when logits_at_end else None, the batch KV,
-    its mask bool [R, slots], the new-token count of each row). The KV holds fork-width + padded new slots."""
+    image_embeds None: text-only rows. Returns (logits float32 [R, vocab] after each row's last token when
+    logits_at_end else None, the batch KV, its mask bool [R, slots], the new-token count of each row). The KV holds
+    fork-width + padded new slots."""
     ids, pos, new_mask, lens = _pad(rows, pad_id)
     past, past_mask = store.fork(runner, pasts, reserve=ids.shape[1] + reserve)
     mask = np.concatenate([past_mask, new_mask], axis=1)
     index = np.array([[n - 1] for n in lens], np.int64) if logits_at_end else np.zeros((len(rows), 1), np.int64)
-    logits, kv = runner.forward(runner.embed(ids, list(image_embeds)), pos, past, mask, index,
+    logits, kv = runner.forward(runner.embed(ids, list(image_embeds or [])), pos, past, mask, index,
                                 reserve=reserve)
     return (logits[:, 0] if logits_at_end else None), kv, mask, lens
 

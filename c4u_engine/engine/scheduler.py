@@ -319,19 +319,77 @@ class Scheduler:
         if not missing:
             return
 
+        def assign(r, entry):
+            r.prefix = entry
+
+        def text_rows(ids: np.ndarray, start: int) -> NewTokens:
+            return NewTokens(ids[start:], np.tile(np.arange(start, len(ids)), (3, 1)))
+
         def run(batch: list) -> None:
-            for chunk in self._chunks(batch, lambda it: len(it[1][0].spans.prefix_ids)):
-                t0 = time.perf_counter()
-                rows = [NewTokens(rs[0].spans.prefix_ids, np.tile(np.arange(len(rs[0].spans.prefix_ids)), (3, 1)))
-                        for _, rs in chunk]
-                outs = prefill_prefixes(self.runner, rows, self.core.tokenizer.im_end_id)
-                self._note_rows(len(rows))
-                for (key, reqs), (kv, mask) in zip(chunk, outs):
-                    self._store_for(key, kv, mask, len(mask) - 1, reqs, lambda r, e: setattr(r, "prefix", e))
-                    reqs[0].timer.count("tokens_prefilled", len(mask))
-                self._time(t0, "prefill_prefix", [r for _, rs in chunk for r in rs])
+            heads = self._heads([reqs[0] for _, reqs in batch if len(reqs[0].spans.head_ids)])
+            try:
+                plain = [it for it in batch if not len(it[1][0].spans.head_ids)]
+                for chunk in self._chunks(plain, lambda it: len(it[1][0].spans.prefix_ids)):
+                    t0 = time.perf_counter()
+                    outs = prefill_prefixes(self.runner, [text_rows(rs[0].spans.prefix_ids, 0) for _, rs in chunk],
+                                            self.core.tokenizer.im_end_id)
+                    self._note_rows(len(chunk))
+                    for (key, reqs), (kv, mask) in zip(chunk, outs):
+                        self._store_for(key, kv, mask, len(mask) - 1, reqs, assign)
+                        reqs[0].timer.count("tokens_prefilled", len(mask))
+                    self._time(t0, "prefill_prefix", [r for _, rs in chunk for r in rs])
+                chained = [it for it in batch if len(it[1][0].spans.head_ids)]
+                width = lambda it: len(it[1][0].spans.prefix_ids) - len(it[1][0].spans.head_ids)  # noqa: E731
+                for chunk in self._chunks(chained, width):
+                    t0 = time.perf_counter()
+                    spans = [rs[0].spans for _, rs in chunk]
+                    rows = [text_rows(sp.prefix_ids, len(sp.head_ids)) for sp in spans]
+                    pasts = [heads[sp.head_key] for sp in spans]
+                    _, kv, mask, lens = prefill_continuations(self.runner, self.store, pasts, rows, None,
+                                                              self.core.tokenizer.im_end_id)
+                    self._note_rows(len(chunk))
+                    entries = split_entries(self.runner, kv, mask, lens)
+                    for (key, reqs), (kv_r, mask_r), sp in zip(chunk, entries, spans):
+                        self._store_for(key, kv_r, mask_r, len(sp.prefix_ids) - 1, reqs, assign)
+                        reqs[0].timer.count("tokens_prefilled", len(sp.prefix_ids) - len(sp.head_ids))
+                    self._time(t0, "prefill_prefix", [r for _, rs in chunk for r in rs])
+            finally:
+                for entry in heads.values():
+                    self.store.release(entry)
 
         self._isolated(list(missing.items()), lambda it: it[1][0], run)
+
+    def _heads(self, reqs: list[Request]) -> dict:
+        """The prefix heads (system turns) these requests continue from, pinned for the caller: found in the store,
+        or computed together. Release each when done."""
+        heads: dict = {}
+        todo: dict = {}
+        for r in reqs:
+            key = r.spans.head_key
+            if key in heads or key in todo:
+                continue
+            entry = self.store.acquire(key)
+            if entry is not None:
+                heads[key] = entry
+                r.timer.count("prefix_cache_hits")
+            else:
+                todo[key] = r
+        try:
+            for chunk in self._chunks(list(todo.items()), lambda it: len(it[1].spans.head_ids)):
+                t0 = time.perf_counter()
+                rows = [NewTokens(r.spans.head_ids, np.tile(np.arange(len(r.spans.head_ids)), (3, 1)))
+                        for _, r in chunk]
+                outs = prefill_prefixes(self.runner, rows, self.core.tokenizer.im_end_id)
+                self._note_rows(len(chunk))
+                for (key, r), (kv, mask) in zip(chunk, outs):
+                    heads[key] = self.store.insert(key, kv, mask, len(mask) - 1, retain=key.scope == "")
+                    r.timer.count("tokens_prefilled", len(mask))
+                self._time(t0, "prefill_prefix", [r for _, r in chunk])
+        except BaseException:
+            for entry in heads.values():
+                self.store.release(entry)
+            raise
+        return heads
 
     def _store_for(self, key, kv, mask, last_position: int, reqs: list, assign) -> None:
         """Insert a computed entry for its first requester; the others of this batch share it (pinned each)."""

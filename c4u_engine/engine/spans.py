@@ -1,6 +1,7 @@
 """The comparison prompt of one profile, cut into its spans once, from the rendered template.
 
-A comparison prompt is [prefix][image A span][middle text][image B span][tail: question, assistant prefix]. The chat
+A comparison prompt is [prefix][image A span][middle text][image B span][tail: question, assistant prefix], and the
+prefix is [head: the system turn, the same for every profile][the profile]. The chat
 template is rendered once per profile with two image placeholders and split at them; each text piece is tokenized
 once (the image tokens are added special tokens, which the tokenizer splits on before anything else, so tokenizing
 the pieces equals tokenizing the whole: checked when an engine loads). A comparison's token ids are then a
@@ -53,12 +54,32 @@ class ComparisonSpans:
                                    f"(found {len(parts) - 1}; check the prompt and chat templates)")
         self.scope = scope
         self.prefix_ids = np.asarray(tok.encode(parts[0]), dtype=np.int64)
+        self.head_ids = self._head(tok, parts[0], template.profile_text(profile) + template.label_a)
         self._middle = np.asarray(tok.encode(parts[1]), dtype=np.int64)
         self._tails = {m: np.asarray(tok.encode(parts[2] + answer.assistant_prefix(template, m)), dtype=np.int64)
                        for m in JUDGE_MODES}
         self._image_ids = (tok.vision_start_id, tok.image_pad_id, tok.vision_end_id)
         self._layouts: dict[tuple[Grid, Grid, str], ComparisonLayout] = {}
         self._prefix_a: dict[Grid, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _head(self, tok, prefix_text: str, user_text: str) -> np.ndarray:
+        """The part of the prefix before the profile, cut after its last special token (so that it tokenizes the
+        same alone): the system turn with the evaluation protocol, the same for every request. Empty when there
+        is no such cut."""
+        at = prefix_text.rfind(user_text)
+        if at < 0:
+            return np.zeros(0, np.int64)
+        before = prefix_text[:at]
+        cut = max((before.rfind(t) + len(t) for t in tok.special_tokens if before.rfind(t) >= 0), default=0)
+        head = tok.encode(prefix_text[:cut]) if cut else []
+        if not head or head + tok.encode(prefix_text[cut:]) != self.prefix_ids.tolist():
+            return np.zeros(0, np.int64)
+        return np.asarray(head, np.int64)
+
+    @property
+    def head_key(self) -> PrefixKey:
+        """Key of the profile-independent head of the prefix (shared by every request in the same scope)."""
+        return make_key(self.head_ids, [], self.scope)
 
     @property
     def prefix_key(self) -> PrefixKey:

@@ -9,7 +9,7 @@ the engine's business: it passes an attention mask with every forward call, so p
 
 A runner may keep spare capacity behind a KV (`reserve`) and append to it in place. The rule that keeps this safe:
 a KV passed as `past` to forward is handed over; the caller uses only the returned KV afterwards. Shared KVs (the
-prefix cache's entries) are therefore only ever read through kv_select / kv_stack, which copy.
+KV store's entries, engine/kv_store.py) are therefore only ever read through kv_select / kv_stack, which copy.
 """
 
 from __future__ import annotations

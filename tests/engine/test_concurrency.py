@@ -20,7 +20,8 @@ MAX_NEW = 6
 @pytest.fixture(scope="module")
 def pool():
     # mostly one size (rectangular batches), two odd sizes so some batches pad
-    return [make_test_image(56, 56, seed=s) for s in range(6)] + [make_test_image(84, 56, 21), make_test_image(56, 28, 22)]
+    odd = [make_test_image(84, 56, 21), make_test_image(56, 28, 22)]
+    return [make_test_image(56, 56, seed=s) for s in range(6)] + odd
 
 
 def requests(pool, n: int = 16):

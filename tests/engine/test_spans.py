@@ -89,3 +89,32 @@ def test_a_template_that_merges_text_across_images_is_refused(tiny_ckpt):
 
     with pytest.raises(ModelFormatError, match="exactly two images"):
         Engine(tiny_ckpt, backend="torch", prompt=ThreeImages())
+
+
+@pytest.mark.parametrize("preset", sorted(PROMPT_PRESETS))
+def test_the_head_is_the_profile_independent_start_of_the_prefix(tiny_ckpt, preset):
+    eng = Engine(tiny_ckpt, backend="torch", prompt=preset)
+    a, b = (ComparisonSpans(eng._core, eng.prompt, eng.answer, p) for p in PROFILES[:2])
+    head = a.head_ids
+    assert len(head) > 0 and np.array_equal(head, b.head_ids) and a.head_key == b.head_key
+    assert np.array_equal(a.prefix_ids[: len(head)], head) and len(a.prefix_ids) > len(head)
+    assert head[-1] == eng._core.tokenizer.im_start_id  # cut right after a special token: exact tokenization
+    eng.close()
+
+
+def test_requests_for_other_profiles_reuse_the_head(tiny_ckpt, images):
+    eng = Engine(tiny_ckpt, backend="torch")
+    first = eng.select(images, PROFILES[0])
+    second = eng.select(images, PROFILES[2])  # another profile: its own prefix, the same head
+    head = len(ComparisonSpans(eng._core, eng.prompt, eng.answer, PROFILES[0]).head_ids)
+    p0, p2 = (len(ComparisonSpans(eng._core, eng.prompt, eng.answer, p).prefix_ids)
+              for p in (PROFILES[0], PROFILES[2]))
+    # everything after the prefix costs the same; the second request computes its prefix without the head
+    assert head > 0 and first.stats["tokens_prefilled"] - p0 == second.stats["tokens_prefilled"] - (p2 - head)
+    assert second.stats["prefix_cache_hits"] == 1  # the head
+    cold = Engine(tiny_ckpt, backend="torch", prefix_cache_bytes=0, encoder_cache_bytes=0)
+    ref = cold.select(images, PROFILES[2], use_cache=False)
+    assert ref.ranking == second.ranking
+    assert all(abs(x.prob_a - y.prob_a) < 1e-5 for x, y in zip(ref.comparisons, second.comparisons))
+    eng.close()
+    cold.close()
