@@ -8,7 +8,8 @@ any gain is batching, not caching); knockout with both orders. Baseline: the sam
 other, on the same engine, in the same run. Caches are cleared before every phase, so every phase starts cold.
 Reports throughput (selections/s, and the ratio to one-at-a-time) and p50/p99 request latency per client count;
 checks that every concurrent result equals the one-at-a-time result (rankings, P(A) within 1e-5).
-Default model: the built-in one (onnxruntime on CPU); `--model DIR` for any checkpoint.
+Models: `builtin` (default; onnxruntime on CPU), `workload` (bench_select's ~40M checkpoint with random weights),
+`tiny` (the test suite's tiny random checkpoint: per-call overhead dominates), or any checkpoint directory.
 """
 
 from __future__ import annotations
@@ -35,6 +36,29 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores"
+
+
+def model_dir(name: str) -> Path:
+    import tempfile
+
+    if name == "builtin":
+        from c4u_engine.builtin import builtin_model_dir
+
+        return Path(builtin_model_dir())
+    if name in ("workload", "tiny"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import workload as bench_workload  # also puts tests/ on the path
+
+        root = Path(tempfile.gettempdir()) / "c4u-bench-concurrency"
+        if name == "workload":
+            return bench_workload.checkpoint(root)
+        from tiny_checkpoint import make_tiny_checkpoint
+
+        path = root / "tiny"
+        if not (path / "config.json").is_file():
+            make_tiny_checkpoint(path)
+        return path
+    return Path(name)
 
 
 def workload(n_requests: int, n_candidates: int, size: int, seed: int) -> list[tuple[list[np.ndarray], dict]]:
@@ -97,7 +121,7 @@ def same(a, b) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="checkpoint directory (default: the built-in model)")
+    p.add_argument("--model", default="builtin", help="builtin | workload | tiny | a checkpoint directory")
     p.add_argument("--backend", default="auto")
     p.add_argument("--requests", type=int, default=48)
     p.add_argument("--reason-requests", type=int, default=16, help="requests in reason mode (decoding is long)")
@@ -112,9 +136,7 @@ def main() -> None:
     args = p.parse_args()
 
     from c4u_engine.api import Engine
-    from c4u_engine.builtin import builtin_model_dir
-
-    engine = Engine(args.model or builtin_model_dir(), backend=args.backend)
+    engine = Engine(model_dir(args.model), backend=args.backend)
     rows = []
     for mode in args.modes:
         n = args.requests if mode == "fast" else args.reason_requests
@@ -134,7 +156,7 @@ def main() -> None:
                              ratio=base_s / secs, p50=float(np.percentile(lat, 50)),
                              p99=float(np.percentile(lat, 99)), same_results=f"{agree}/{n}"))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    desc = (f"{args.model or 'built-in model'} on {engine.backend}/{engine.device}; {args.candidates} candidates, "
+    desc = (f"{args.model} model on {engine.backend}/{engine.device}; {args.candidates} candidates, "
             f"{args.strategy}, both orders, {args.size}x{args.size}; reason max_new_tokens={args.max_new_tokens}")
     print(f"\nmachine: {machine()}\nworkload: {desc}\n")
     print("| mode | clients | requests | seconds | selections/s | vs one at a time | p50 latency s | p99 latency s "

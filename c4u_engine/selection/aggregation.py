@@ -16,8 +16,11 @@ from typing import Iterable, Sequence
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.selection.results import Comparison
 
-# Probabilities this close to 0.5 are ties: float noise (0.7 + (1 - 0.7)) must not pick a winner.
-TIE_EPS = 1e-9
+# Probabilities this close to 0.5 are ties: float noise must not pick a winner. Not only (0.7 + (1 - 0.7)) / 2: a
+# float32 model's P(A) moves by ~1e-7 with the batch it was computed in (matmul blocking), so a judge that cannot
+# tell two creatives apart (both orders at the same P) would otherwise have its winner decided by which requests
+# happened to share its batch.
+TIE_EPS = 1e-6
 
 
 def _side(p: float) -> int:

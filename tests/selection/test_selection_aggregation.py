@@ -67,3 +67,15 @@ def test_bad_candidates_raise():
         PairwiseMatrix([0, 0], [])
     with pytest.raises(InvalidInputError, match="not in pair"):
         PairwiseMatrix([0, 1, 2], [Comparison(0, 1, "A", 0.6)]).pair(0, 1).p(2)
+
+
+def test_float32_noise_around_one_half_is_a_tie_won_by_the_lower_index():
+    # a judge that cannot tell 2 and 3 apart gives both orders the same P(A); computed in different batches, the two
+    # values differ by float32 noise (~1e-7), which must not decide the winner
+    for noise in (3e-7, -3e-7):
+        p = 0.585313
+        matrix = PairwiseMatrix(range(4), [Comparison(2, 3, "A", p), Comparison(3, 2, "A", p + noise)])
+        outcome = matrix.pair(2, 3)
+        assert outcome.tie and outcome.winner == 2
+    clear = PairwiseMatrix(range(4), [Comparison(2, 3, "A", 0.6), Comparison(3, 2, "A", 0.59)])
+    assert not clear.pair(2, 3).tie and clear.pair(2, 3).winner == 2
