@@ -231,12 +231,14 @@ class Engine:
                 pixels[i] = values[bounds[k] : bounds[k + 1]]
         seconds["preprocess"] = time.perf_counter() - t0
         firsts = len({a for a, _ in first[0]})
+        a_tokens = max(len(spans.prefix_a(g)[0]) for g in distinct) - len(spans.prefix_ids)
+        rest = max(len(lay.ids) - lay.a_end for lay in (spans.layout(a, b, first[1]) for a in distinct for b in distinct))
         request = Request(
             id=rid, spans=spans, images=list(images), grids=grids, pixels=pixels, plan=plan, finish=finish,
             max_new_tokens=max_new_tokens, sampler=Sampler(SamplingParams()), use_cache=use_cache,
             deadline=None if timeout is None else time.monotonic() + timeout, future=future,
             kv_slots_estimate=len(spans.prefix_ids) + firsts * max(len(spans.prefix_a(g)[0]) for g in distinct),
-            submitted=t_start)
+            first_step_tokens=len(spans.prefix_ids) + firsts * a_tokens + len(first[0]) * rest, submitted=t_start)
         request.timer.seconds.update(seconds)
         self._scheduler.submit(request)
         return future

@@ -22,6 +22,9 @@ class EngineConfig:
         admits no new request (it degrades to fewer requests at a time instead of failing).
     max_batch_rows: rows (comparisons, prefixes, images A) per prefill call and rows in the decode batch.
     max_batch_tokens: new tokens per prefill call (a row over it runs alone).
+    max_step_tokens: new tokens (image tokens included) per scheduler step, over all calls; requests are taken
+        oldest first until it is spent. Smaller: older requests finish sooner (on a CPU, batching more does not
+        speed up prefill); larger: more rows per call (a GPU wants them).
     max_queued_requests: requests waiting for admission; one more is refused with OverloadedError.
     max_active_requests: requests the scheduler works on at once (the rest wait in the queue, FIFO).
     default_timeout_s: a request's deadline when the call gives none (None: no deadline).
@@ -33,12 +36,14 @@ class EngineConfig:
     prefix_cache_bytes: int = 512 << 20
     max_batch_rows: int = 64
     max_batch_tokens: int = 16384
+    max_step_tokens: int = 4096
     max_queued_requests: int = 1024
     max_active_requests: int = 64
     default_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        positive = ("max_candidates", "max_image_pixels", "max_batch_rows", "max_batch_tokens", "max_active_requests")
+        positive = ("max_candidates", "max_image_pixels", "max_batch_rows", "max_batch_tokens", "max_step_tokens",
+                    "max_active_requests")
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("encoder_cache_bytes", "prefix_cache_bytes", "max_queued_requests"):

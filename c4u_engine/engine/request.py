@@ -48,6 +48,7 @@ class Request:
     deadline: float | None  # time.monotonic() limit
     future: Future
     kv_slots_estimate: int  # KV slots its first round holds (admission control)
+    first_step_tokens: int  # new tokens of its prefix and first round (step budget)
     timer: StageTimer = field(default_factory=StageTimer)
     submitted: float = field(default_factory=time.perf_counter)  # when the call began (stats' total)
     enqueued: float = field(default_factory=time.perf_counter)  # when it reached the scheduler

@@ -5,6 +5,9 @@ few batched calls over the rows of ALL live requests:
 
     admit:        FIFO from a bounded queue, while the KV store has room (a request is always admitted when idle)
     reap:         cancelled requests and those past their deadline leave; their KV is released
+    schedule:     the requests whose prefill work fits this step's token budget, oldest first (the oldest always
+                  runs, none overtakes an older one): bounded steps keep decoding moving and finish old requests
+                  first instead of advancing every request in lockstep
     encode:       every image not yet encoded, deduplicated by content across requests, in one vision call
     prefixes:     [prefix] KV of requests that have none (shared when two requests have the same profile)
     images A:     [prefix + A] KV for the first images of each request's current round
@@ -160,13 +163,46 @@ class Scheduler:
         now = time.monotonic()
         self._admit(now)
         self._reap(now)
-        self._encode()
-        self._prefill_prefixes()
+        chosen = self._schedule()
+        self._encode(chosen)
+        self._prefill_prefixes(chosen)
         self._advance()
-        self._prefill_images_a()
-        self._prefill_comparisons()
+        chosen = [r for r in chosen if r in self._active]
+        self._prefill_images_a(chosen)
+        self._prefill_comparisons(chosen)
         self._decode_step()
         self._advance()
+
+    def _schedule(self) -> list[Request]:
+        """The requests whose prefill work runs this step: oldest first, within max_step_tokens (after one token
+        for every decoding row). The oldest always runs; a younger one never overtakes an older one that waits."""
+        budget = self.config.max_step_tokens - len(self._decode)
+        chosen: list[Request] = []
+        for r in self._active:
+            cost = self._step_cost(r)
+            if not cost:
+                continue  # only decoding, or waiting for its round to be recorded
+            if chosen and cost > budget:
+                break
+            chosen.append(r)
+            budget -= cost
+        return chosen
+
+    def _step_cost(self, r: Request) -> int:
+        """New tokens (image tokens included) the request would compute in this step, roughly."""
+        if r.embeds is None:
+            return sum(self.core.image_token_count(g) for g in r.grids) + r.first_step_tokens
+        if r.prefix is None:
+            return r.first_step_tokens
+        if r.round_pairs is None or not r.waiting_rows:
+            return 0
+        n = len(r.spans.prefix_ids)
+        cost = sum(len(r.spans.prefix_a(r.grids[c])[0]) - n
+                   for c in {r.round_pairs[i][0] for i in r.waiting_rows} - set(r.a_entries))
+        for i in r.waiting_rows:
+            layout = self._layout(r, i, r.round_mode)
+            cost += len(layout.ids) - layout.a_end
+        return cost
 
     # -- admission, deadlines, cancellation --------------------------------------------------------------------
     def _admit(self, now: float) -> None:
@@ -253,8 +289,8 @@ class Scheduler:
             del self.batch_rows[:2048]
 
     # -- encode ---------------------------------------------------------------------------------------------
-    def _encode(self) -> None:
-        waiting = [r for r in self._active if r.embeds is None]
+    def _encode(self, chosen: list[Request]) -> None:
+        waiting = [r for r in chosen if r.embeds is None]
         if not waiting:
             return
         cache, params, fp = self.core.encoder_cache, self.core.preprocess_params, self.core.fingerprint
@@ -302,9 +338,9 @@ class Scheduler:
             self._isolated(items, lambda it: it[0], run)
 
     # -- prefixes ---------------------------------------------------------------------------------------------
-    def _prefill_prefixes(self) -> None:
+    def _prefill_prefixes(self, chosen: list[Request]) -> None:
         missing: dict[Any, list[Request]] = {}
-        for r in self._active:
+        for r in chosen:
             if r.embeds is not None and r.prefix is None:
                 key = r.spans.prefix_key
                 if key in missing:
@@ -441,9 +477,9 @@ class Scheduler:
             r.future.set_result(result)
 
     # -- [prefix + A] ------------------------------------------------------------------------------------------
-    def _prefill_images_a(self) -> None:
+    def _prefill_images_a(self, chosen: list[Request]) -> None:
         missing: dict[Any, list[tuple[Request, int]]] = {}
-        for r in self._active:
+        for r in chosen:
             if r.round_pairs is None or r.prefix is None:
                 continue
             for c in dict.fromkeys(r.round_pairs[i][0] for i in r.waiting_rows):
@@ -488,10 +524,10 @@ class Scheduler:
         self._isolated(list(missing.items()), lambda it: it[1][0][0], run)
 
     # -- comparisons --------------------------------------------------------------------------------------------
-    def _prefill_comparisons(self) -> None:
+    def _prefill_comparisons(self, chosen: list[Request]) -> None:
         room = self.config.max_batch_rows - len(self._decode)  # reasoning rows the decode batch can still take
         by_mode: dict[str, list[tuple[Request, int]]] = {"fast": [], "reason": []}
-        for r in self._active:  # oldest first: a stream of new requests cannot starve an old one
+        for r in chosen:  # oldest first: a stream of new requests cannot starve an old one
             if r.round_pairs is None:
                 continue
             ready = [i for i in r.waiting_rows if r.round_pairs[i][0] in r.a_entries]
