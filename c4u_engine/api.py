@@ -83,7 +83,8 @@ class Engine:
         """Queue depth, live requests, scheduler steps, rows per decoder call, cache sizes and hit counts."""
         s, enc = self._scheduler, self._core.encoder_cache
         return {"queue_depth": s.queue_depth, "active_requests": s.active_requests, "steps": s.steps,
-                "batch_rows": list(s.batch_rows[-256:]), "prefix_cache_entries": len(self._store),
+                "batch_rows": list(s.batch_rows[-256:]), "model_calls": s.calls, "model_call_rows": s.rows_total,
+                "model_call_rows_histogram": list(s.rows_histogram), "prefix_cache_entries": len(self._store),
                 "prefix_cache_bytes": self._store.nbytes, "prefix_cache_pinned_bytes": self._store.pinned_bytes,
                 "prefix_cache_hits": self._store.hits, "prefix_cache_misses": self._store.misses,
                 "encoder_cache_hits": enc.hits, "encoder_cache_misses": enc.misses}
@@ -261,8 +262,8 @@ class Engine:
                 im = self._core.load_images([obj])[0]
                 self._core.grid_of(im)  # aspect ratios Qwen cannot handle are rejected here
             except InvalidImageError as exc:
-                if strict:
-                    raise InvalidImageError(f"candidate #{i}: {exc}") from exc
+                if strict:  # the same class (e.g. ImageTooLargeError), naming the candidate
+                    raise type(exc)(f"candidate #{i}: {exc}") from exc
                 rejected[i] = str(exc)
                 continue
             except C4UError as exc:  # e.g. an unsupported object type: same policy

@@ -29,7 +29,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
     selection = engine.select(args.images, profile, mode=args.mode, strategy=args.strategy,
                               both_orders=not args.one_order, max_new_tokens=args.max_new_tokens, strict=args.strict)
     if args.json:
-        print(json.dumps({"images": args.images, **selection.to_dict()}, indent=2))
+        from c4u_engine.serving.schema import selection_json
+
+        print(json.dumps(selection_json(selection, args.images), indent=2))
     else:
         print(selection.summary())
         for rank, idx in enumerate(selection.ranking, 1):
@@ -97,6 +99,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP API on uvicorn (one Engine), or on Ray Serve with --ray (one Engine per replica)."""
+    from c4u_engine.errors import BackendUnavailableError
+
+    given = (("max_queued_requests", args.max_queued), ("max_active_requests", args.max_active),
+             ("max_candidates", args.max_candidates))
+    settings = {k: v for k, v in given if v is not None}
+    try:
+        from c4u_engine.serving.server import read_api_key
+    except ImportError as exc:
+        raise BackendUnavailableError(f"c4u serve needs the serve extra: pip install 'c4u_engine[serve]' ({exc})")
+    api_key = read_api_key(args.api_key_file)
+    if args.ray:
+        try:
+            from c4u_engine.serving.ray_serve import run
+        except ImportError as exc:
+            raise BackendUnavailableError(f"--ray needs the ray extra: pip install 'c4u_engine[ray]' ({exc})")
+        return run(args.model, host=args.host, port=args.port, replicas=args.replicas, address=args.address,
+                   api_key=api_key, engine_settings=settings, backend=args.backend, device=args.device)
+    from c4u_engine.api import Engine
+    from c4u_engine.builtin import builtin_model_dir
+    from c4u_engine.serving.app import ServerLimits
+    from c4u_engine.serving.server import serve
+
+    engine = Engine(args.model or builtin_model_dir(), device=args.device, backend=args.backend, **settings)
+    limits = ServerLimits(max_body_bytes=args.max_body_mib << 20, max_image_bytes=args.max_image_mib << 20)
+    return serve(engine, host=args.host, port=args.port, api_key=api_key, grace_s=args.grace_s, limits=limits)
+
+
 def _profile_text(profile) -> str:
     queries = "; ".join(profile.queries) or "(none)"
     return f"{profile.title} | queries: {queries}" + (f" | {profile.extra}" if profile.extra else "")
@@ -135,6 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
     p_demo.set_defaults(func=_cmd_demo)
+
+    p_srv = sub.add_parser("serve", help="the HTTP API (FastAPI + uvicorn; --ray for Ray Serve replicas)")
+    p_srv.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
+    p_srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p_srv.add_argument("--port", type=int, default=8000)
+    p_srv.add_argument("--api-key-file", help="require 'Authorization: Bearer <key>' with the key in this file")
+    p_srv.add_argument("--grace-s", type=float, default=30.0, help="on SIGTERM, time to finish admitted requests")
+    p_srv.add_argument("--max-queued", type=int, help="requests waiting beyond the running ones (503 beyond)")
+    p_srv.add_argument("--max-active", type=int, help="requests the engine works on at once (the rest queue)")
+    p_srv.add_argument("--max-candidates", type=int, help="images per request (413 beyond)")
+    p_srv.add_argument("--max-body-mib", type=int, default=64)
+    p_srv.add_argument("--max-image-mib", type=int, default=16)
+    p_srv.add_argument("--device", default="cpu")
+    p_srv.add_argument("--backend", default="auto", choices=BACKENDS)
+    p_srv.add_argument("--ray", action="store_true", help="serve with Ray Serve (one Engine per replica)")
+    p_srv.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
+    p_srv.add_argument("--address", help="a running Ray cluster to join (with --ray), e.g. HEAD:6379")
+    p_srv.set_defaults(func=_cmd_serve)
 
     p_eval = sub.add_parser("eval", help="accuracy on a CreativePair-format directory (JSONL + images)")
     p_eval.add_argument("data_dir")

@@ -1,4 +1,4 @@
-"""Shared fixtures (tiny checkpoints built once per session) and the skip rules for `cuda` / `tensorrt` tests.
+"""Shared fixtures (tiny checkpoints built once per session) and the skip rules for `cuda` / `tensorrt` / `ray` tests.
 
 Collection never touches a GPU: torch is imported only inside the collection hook, and only when some collected
 test is marked `cuda`.
@@ -46,8 +46,18 @@ def _tensorrt_skip_reason() -> str | None:
     return None
 
 
+def _ray_skip_reason() -> str | None:
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any broken install is a reason to skip
+        return f"ray[serve] is not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for marker, reason_of in (("cuda", _cuda_skip_reason), ("tensorrt", _tensorrt_skip_reason)):
+    for marker, reason_of in (("cuda", _cuda_skip_reason), ("tensorrt", _tensorrt_skip_reason),
+                              ("ray", _ray_skip_reason)):
         marked = [item for item in items if item.get_closest_marker(marker) is not None]
         if not marked:
             continue  # no probe at all (no torch import) when nothing needs it

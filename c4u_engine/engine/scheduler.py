@@ -24,6 +24,7 @@ calls (Engine.chat, Engine.logits) run on the same thread between steps.
 from __future__ import annotations
 
 import atexit
+import bisect
 import itertools
 import threading
 import weakref
@@ -45,6 +46,7 @@ from c4u_engine.engine.request import Request
 from c4u_engine.errors import C4UError, DeadlineExceededError, InferenceError, OverloadedError, RequestCancelledError
 from c4u_engine.ops.preprocess import preprocess
 
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 IDLE_EXIT_S = 2.0  # the thread exits after this long without work (and starts again on the next request)
 _LIVE: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
 
@@ -75,6 +77,9 @@ class Scheduler:
         self._ids = itertools.count(1)
         self.steps = 0
         self.batch_rows: list[int] = []  # rows per decoder call of the last steps (bounded; for metrics)
+        self.calls = 0  # decoder calls made, rows they held, and how many calls had <= ROW_BUCKETS[i] rows
+        self.rows_total = 0
+        self.rows_histogram = [0] * (len(ROW_BUCKETS) + 1)
         _LIVE.add(self)
 
     # -- the caller's side ----------------------------------------------------------------------------------
@@ -287,6 +292,9 @@ class Scheduler:
         self.batch_rows.append(n)
         if len(self.batch_rows) > 4096:
             del self.batch_rows[:2048]
+        self.calls += 1
+        self.rows_total += n
+        self.rows_histogram[bisect.bisect_left(ROW_BUCKETS, n)] += 1
 
     # -- encode ---------------------------------------------------------------------------------------------
     def _encode(self, chosen: list[Request]) -> None:

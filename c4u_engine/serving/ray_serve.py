@@ -1,0 +1,68 @@
+"""Scale-out on Ray Serve: each replica is one Engine behind the same HTTP API (FastAPI ingress).
+
+    c4u serve --ray --replicas 2 [--model DIR]                   # a local Ray instance, or --address of a cluster
+    serve run c4u_engine.serving.ray_serve:app_builder model=DIR num_replicas=2
+
+Ray Serve's proxy spreads requests over the replicas; each replica's scheduler batches what reaches it. On a cluster,
+start Ray on every machine (`ray start --head` on one, `ray start --address HEAD:6379` on the others) and point
+`c4u serve --ray --address HEAD:6379` (or `serve run --address ...`) at it; replicas land wherever Ray has room.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build_app(model: str | None = None, *, num_replicas: int | None = 1, autoscaling_config: dict | None = None,
+              api_key: str | None = None, engine_settings: dict[str, Any] | None = None,
+              backend: str = "auto", device: str = "cpu", num_cpus: float = 1.0):
+    """A Ray Serve application: `num_replicas` replicas (or an autoscaling config), each one Engine."""
+    from ray import serve
+
+    settings = dict(engine_settings or {})
+
+    def asgi_app():  # evaluated on each replica
+        from c4u_engine.api import Engine
+        from c4u_engine.builtin import builtin_model_dir
+        from c4u_engine.serving.app import create_app
+
+        engine = Engine(model or builtin_model_dir(), device=device, backend=backend, **settings)
+        return create_app(engine, api_key=api_key, close_engine=True)
+
+    options: dict[str, Any] = {"name": "c4u", "ray_actor_options": {"num_cpus": num_cpus}}
+    if autoscaling_config is not None:
+        options["autoscaling_config"] = autoscaling_config
+    else:
+        options["num_replicas"] = num_replicas
+    deployment = serve.deployment(**options)(serve.ingress(asgi_app)())
+    return deployment.bind()
+
+
+def app_builder(args: dict[str, str]):
+    """For `serve run c4u_engine.serving.ray_serve:app_builder model=DIR num_replicas=N`."""
+    return build_app(args.get("model"), num_replicas=int(args.get("num_replicas", 1)),
+                     backend=args.get("backend", "auto"), device=args.get("device", "cpu"))
+
+
+def run(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
+        address: str | None = None, api_key: str | None = None, engine_settings: dict[str, Any] | None = None,
+        backend: str = "auto", device: str = "cpu") -> int:
+    """Start (or join) Ray, deploy, and block until SIGTERM/SIGINT; then shut Serve down. Returns 0."""
+    import signal
+    import threading
+
+    import ray
+    from ray import serve
+
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(model, num_replicas=replicas, api_key=api_key, engine_settings=engine_settings,
+                        backend=backend, device=device), name="c4u", route_prefix="/")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"c4u serving on http://{host}:{port} with {replicas} Ray Serve replica(s)", flush=True)
+    stop.wait()
+    serve.shutdown()
+    ray.shutdown()
+    return 0

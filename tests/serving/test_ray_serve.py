@@ -1,0 +1,44 @@
+"""Ray Serve with 2 replicas on a local Ray instance serves the same results as the engine in-process."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from conftest import b64, free_port, png_bytes
+from tiny_checkpoint import make_test_image
+
+from c4u_engine.api import Engine
+
+PROFILE = {"title": "Trail running shoes", "queries": ["running sale"]}
+
+
+@pytest.mark.ray
+def test_two_replicas_serve_the_in_process_results(tiny_ckpt):
+    import ray
+    from ray import serve
+
+    from c4u_engine.serving.ray_serve import build_app
+
+    images = [make_test_image(56, 56, seed=s) for s in range(4)]
+    eng = Engine(tiny_ckpt, backend="torch")
+    want = eng.select([eng._core.load_images([png_bytes(im)])[0] for im in images], PROFILE)
+    eng.close()
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(str(tiny_ckpt), num_replicas=2, backend="torch", num_cpus=0.5), name="c4u",
+                  route_prefix="/")
+        assert serve.status().applications["c4u"].deployments["c4u"].replica_states.get("RUNNING") == 2
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+            for _ in range(4):  # spread over both replicas
+                r = c.post("/v1/select", json={"images": [b64(im) for im in images], "profile": PROFILE})
+                assert r.status_code == 200, r.text
+                got = r.json()
+                assert got["ranking"] == want.ranking
+                assert all(abs(x["prob_a"] - y.prob_a) < 1e-6 for x, y in zip(got["comparisons"], want.comparisons))
+            assert c.get("/readyz").status_code == 200
+    finally:
+        serve.shutdown()
+        ray.shutdown()
