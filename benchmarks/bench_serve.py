@@ -7,7 +7,7 @@
 Closed loop: C clients, each sending its next request when the last one returns, until --requests are done.
 Open loop: requests sent at a fixed rate (Poisson arrivals) for --duration seconds, whatever the answers.
 Workload: selections of --candidates synthetic creatives (112x112, knockout, fast), each for its own product and
-user, as base64 JSON. The same requests run in-process (Engine.select_async at the same concurrency) for
+user, as base64 JSON; every run gets requests of its own (nothing cached by an earlier run). The same requests run in-process (Engine.select_async at the same concurrency) for
 comparison. Reports throughput, p50/p95/p99 latency and errors by status; --out writes JSON.
 """
 
@@ -148,9 +148,15 @@ def in_process_sender(engine):
 async def run(args) -> list[dict]:
     import httpx
 
-    requests = workload(args.requests, args.candidates, args.size, args.seed)
-    bodies = [{"images": [png_b64(im) for im in images], "profile": profile, "mode": "fast", "strategy": "knockout"}
-              for images, profile in requests]
+    def bodies(seed: int, n: int) -> list[dict]:
+        return [{"images": [png_b64(im) for im in images], "profile": profile, "mode": "fast", "strategy": "knockout"}
+                for images, profile in workload(n, args.candidates, args.size, seed)]
+
+    # Fresh requests for every run (seeded per run): a run must not find the previous run's images and prefixes in
+    # the caches. The in-process comparison replays the same runs in the same order on its own engine.
+    warm = bodies(args.seed + 999, max(args.concurrency))
+    closed_sets = {c: bodies(args.seed + k, args.requests) for k, c in enumerate(args.concurrency)}
+    open_sets = {r: bodies(args.seed + 100 + k, max(1, int(r * args.duration * 1.5))) for k, r in enumerate(args.rate)}
     rows = []
     port = args.port
     proc = start_server(args, port)
@@ -158,14 +164,14 @@ async def run(args) -> list[dict]:
         limits = httpx.Limits(max_connections=max([*args.concurrency, 64]))
         async with httpx.AsyncClient(timeout=args.request_timeout, limits=limits) as client:
             send = http_sender(client, f"http://{HOST}:{port}/v1/select")
-            await closed_loop(send, bodies[: max(args.concurrency)], max(args.concurrency), 60)  # warm-up
+            await closed_loop(send, warm, max(args.concurrency), 60)  # warm-up
             for c in args.concurrency:
                 rows.append({"target": "http", "loop": "closed", "concurrency": c,
-                             **await closed_loop(send, bodies, c, args.time_limit)})
+                             **await closed_loop(send, closed_sets[c], c, args.time_limit)})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             for rate in args.rate:
                 rows.append({"target": "http", "loop": "open", "rate": rate,
-                             **await open_loop(send, bodies, rate, args.duration)})
+                             **await open_loop(send, open_sets[rate], rate, args.duration)})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
         stop_server(proc)
@@ -174,10 +180,10 @@ async def run(args) -> list[dict]:
 
         engine = Engine(model_dir(args.model), backend=args.backend)
         send = in_process_sender(engine)
-        await closed_loop(send, bodies[: max(args.concurrency)], max(args.concurrency), 60)
+        await closed_loop(send, warm, max(args.concurrency), 60)
         for c in args.concurrency:
             rows.append({"target": "in-process", "loop": "closed", "concurrency": c,
-                         **await closed_loop(send, bodies, c, args.time_limit)})
+                         **await closed_loop(send, closed_sets[c], c, args.time_limit)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         engine.close()
     return rows

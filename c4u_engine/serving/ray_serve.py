@@ -15,7 +15,7 @@ from typing import Any
 
 def build_app(model: str | None = None, *, num_replicas: int | None = 1, autoscaling_config: dict | None = None,
               api_key: str | None = None, engine_settings: dict[str, Any] | None = None,
-              backend: str = "auto", device: str = "cpu", num_cpus: float = 1.0):
+              backend: str = "auto", device: str = "cpu", num_cpus: float = 1.0, max_ongoing_requests: int = 64):
     """A Ray Serve application: `num_replicas` replicas (or an autoscaling config), each one Engine."""
     from ray import serve
 
@@ -29,7 +29,14 @@ def build_app(model: str | None = None, *, num_replicas: int | None = 1, autosca
         engine = Engine(model or builtin_model_dir(), device=device, backend=backend, **settings)
         return create_app(engine, api_key=api_key, close_engine=True)
 
-    options: dict[str, Any] = {"name": "c4u", "ray_actor_options": {"num_cpus": num_cpus}}
+    # Each replica's runtime uses as many threads as the CPUs Ray gives it (replicas on one machine must not
+    # oversubscribe it), and takes many requests at once: its engine batches them (Ray's default is 5).
+    threads = str(max(1, int(num_cpus)))
+    options: dict[str, Any] = {
+        "name": "c4u", "max_ongoing_requests": max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": num_cpus,
+                              "runtime_env": {"env_vars": {"C4U_ORT_THREADS": threads, "OMP_NUM_THREADS": threads}}},
+    }
     if autoscaling_config is not None:
         options["autoscaling_config"] = autoscaling_config
     else:
@@ -48,6 +55,7 @@ def run(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, replica
         address: str | None = None, api_key: str | None = None, engine_settings: dict[str, Any] | None = None,
         backend: str = "auto", device: str = "cpu") -> int:
     """Start (or join) Ray, deploy, and block until SIGTERM/SIGINT; then shut Serve down. Returns 0."""
+    import os
     import signal
     import threading
 
@@ -56,8 +64,9 @@ def run(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, replica
 
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": host, "port": port})
+    cpus = max(1, (os.cpu_count() or 1) // replicas)  # this machine's CPUs shared by its replicas
     serve.run(build_app(model, num_replicas=replicas, api_key=api_key, engine_settings=engine_settings,
-                        backend=backend, device=device), name="c4u", route_prefix="/")
+                        backend=backend, device=device, num_cpus=cpus), name="c4u", route_prefix="/")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
