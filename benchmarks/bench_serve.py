@@ -7,8 +7,8 @@
 Closed loop: C clients, each sending its next request when the last one returns, until --requests are done.
 Open loop: requests sent at a fixed rate (Poisson arrivals) for --duration seconds, whatever the answers.
 Workload: selections of --candidates synthetic creatives (112x112, knockout, fast), each for its own product and
-user, as base64 JSON; every run gets requests of its own (nothing cached by an earlier run). The same requests run in-process (Engine.select_async at the same concurrency) for
-comparison. Reports throughput, p50/p95/p99 latency and errors by status; --out writes JSON.
+user, as base64 JSON; every run gets requests of its own (nothing cached by an earlier run). The same requests run
+in-process (Engine.select_async at the same concurrency) for comparison. Reports throughput, p50/p95/p99 latency and errors by status; --out writes JSON.
 """
 
 from __future__ import annotations
@@ -211,9 +211,10 @@ def main() -> None:
     args = p.parse_args()
     rows = asyncio.run(run(args))
     target = f"Ray Serve, {args.replicas} replica(s)" if args.ray else "c4u serve (uvicorn, one Engine)"
-    print(f"\nmachine: {machine()}\nserver: {target}; model {args.model}; {args.candidates} candidates, knockout, fast, "
-          f"{args.size}x{args.size}\n")
-    print("| target | loop | concurrency / rate | requests | seconds | selections/s | p50 s | p95 s | p99 s | statuses |")
+    print(f"\nmachine: {machine()}\nserver: {target}; model {args.model}; {args.candidates} candidates, knockout, "
+          f"fast, {args.size}x{args.size}\n")
+    print("| target | loop | concurrency / rate | requests | seconds | selections/s | p50 s | p95 s | p99 s "
+          "| statuses |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         load = r.get("concurrency", f"{r.get('rate')}/s")

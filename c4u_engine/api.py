@@ -1,8 +1,9 @@
 """The public face: `Engine` on any Qwen2.5-VL-family checkpoint, and `select()` on the built-in model.
 
-The caller's thread checks the arguments, loads and validates the images (rejects and duplicates are sorted out
-here), preprocesses the ones the encoder cache lacks and cuts the prompt into spans; the request then goes to the
-engine's scheduler, which batches its work with every other live request (engine/scheduler.py).
+The caller's thread checks the arguments and loads and validates the images (rejects and duplicates are sorted out
+here); engine.request.make_request then preprocesses what the encoder cache lacks and cuts the prompt into spans,
+still in the caller's thread, and the request goes to the engine's scheduler, which batches its work with every
+other live request (engine/scheduler.py). The selection policy (selection/policy.py) says what to judge.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-import numpy as np
 
 from c4u_engine.comparison import JUDGE_MODES, Comparison
 from c4u_engine.engine.config import EngineConfig
@@ -45,6 +44,7 @@ class Engine:
         from c4u_engine.engine.model_engine import ModelEngine
         from c4u_engine.engine.prompt import prompt_template
         from c4u_engine.engine.scheduler import Scheduler
+        from c4u_engine.engine.spans import check_spans
         from c4u_engine.runners import create_runner
 
         if backend not in BACKENDS:
@@ -59,7 +59,7 @@ class Engine:
             self.prompt)
         self._store = KVStore(self.config.prefix_cache_bytes, self.runner.kv_nbytes)
         self._scheduler = Scheduler(self._core, self._store, self.answer, self.prompt.reason_prefix, self.config)
-        self._check_spans()
+        check_spans(self._core, self.prompt, self.answer)
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -202,47 +202,18 @@ class Engine:
     # -- helpers ---------------------------------------------------------------------------------------
     def _submit(self, images: list, profile: Profile, plan, modes: set[str], finish: Callable, max_new_tokens: int,
                 use_cache: bool, timeout: float | None, t_start: float, seconds: dict[str, float]) -> Future:
-        from c4u_engine.engine.request import Request
-        from c4u_engine.engine.sampling import Sampler, SamplingParams
-        from c4u_engine.engine.spans import ComparisonSpans
-        from c4u_engine.ops.preprocess import preprocess
+        from c4u_engine.engine.request import make_request
 
         timeout = self.config.default_timeout_s if timeout is None else _check_timeout(timeout)
-        future: Future = Future()
-        first = plan.next_round()
-        if first is None:  # one candidate: nothing to judge
+        if plan.next_round() is None:  # one candidate: nothing to judge
+            future: Future = Future()
             future.set_result(finish(plan, {"seconds": {"total": round(time.perf_counter() - t_start, 6)}}))
             return future
-        core = self._core
-        rid = self._scheduler.new_id()
-        spans = ComparisonSpans(core, self.prompt, self.answer, profile, scope="" if use_cache else f"request-{rid}")
-        grids = [core.grid_of(im) for im in images]
-        distinct = sorted(set(grids))
-        for mode in sorted(modes):
-            longest = max(len(spans.layout(a, b, mode).ids) for a in distinct for b in distinct)
-            core.check_context(longest, max_new_tokens if mode == "reason" else 0)
-        t0 = time.perf_counter()
-        pixels: list[np.ndarray | None] = [None] * len(images)
-        key = (core.preprocess_params.key(), core.fingerprint)
-        todo = [i for i, im in enumerate(images) if not (use_cache and (im.content_hash, *key) in core.encoder_cache)]
-        if todo:  # one native call for this request's images, in the caller's thread (it releases the GIL)
-            values, grid = preprocess([images[i].pixels for i in todo], core.preprocess_params)
-            bounds = np.cumsum([0, *(int(np.prod(g)) for g in grid)])
-            for k, i in enumerate(todo):
-                pixels[i] = values[bounds[k] : bounds[k + 1]]
-        seconds["preprocess"] = time.perf_counter() - t0
-        firsts = len({a for a, _ in first[0]})
-        a_tokens = max(len(spans.prefix_a(g)[0]) for g in distinct) - len(spans.prefix_ids)
-        rest = max(len(lay.ids) - lay.a_end for lay in (spans.layout(a, b, first[1]) for a in distinct for b in distinct))
-        request = Request(
-            id=rid, spans=spans, images=list(images), grids=grids, pixels=pixels, plan=plan, finish=finish,
-            max_new_tokens=max_new_tokens, sampler=Sampler(SamplingParams()), use_cache=use_cache,
-            deadline=None if timeout is None else time.monotonic() + timeout, future=future,
-            kv_slots_estimate=len(spans.prefix_ids) + firsts * max(len(spans.prefix_a(g)[0]) for g in distinct),
-            first_step_tokens=len(spans.prefix_ids) + firsts * a_tokens + len(first[0]) * rest, submitted=t_start)
-        request.timer.seconds.update(seconds)
+        request = make_request(self._core, self.prompt, self.answer, self._scheduler.new_id(), images, profile, plan,
+                               modes, finish, max_new_tokens=max_new_tokens, use_cache=use_cache, timeout=timeout,
+                               submitted=t_start, seconds=seconds)
         self._scheduler.submit(request)
-        return future
+        return request.future
 
     def _profile(self, profile: Any) -> Profile:
         """Coerce, and refuse text that smuggles in the model's special tokens (they would break the prompt)."""
@@ -274,25 +245,6 @@ class Engine:
             loaded[i] = im
         seconds["load_images"] = time.perf_counter() - t0
         return loaded, rejected
-
-    def _check_spans(self) -> None:
-        """The prompt cut into spans must tokenize exactly as the whole rendered prompt does (once, at load)."""
-        from c4u_engine.engine.spans import ComparisonSpans
-        from c4u_engine.errors import ModelFormatError
-        from c4u_engine.imaging import load_image
-
-        side = self._core.preprocess_params.patch_size * self._core.preprocess_params.merge_size * 2
-        a = load_image(np.zeros((side, side, 3), np.uint8))
-        b = load_image(np.full((side, 2 * side, 3), 255, np.uint8))
-        profile = Profile(title="Check title", queries=("query one", "query two"), extra="extra")
-        spans = ComparisonSpans(self._core, self.prompt, self.answer, profile)
-        for mode in JUDGE_MODES:
-            messages, prefix = self.comparison_messages(a, b, profile, mode)
-            whole = self._core.tokenize(messages, prefix, images=[a, b]).ids
-            got = spans.layout(self._core.grid_of(a), self._core.grid_of(b), mode).ids
-            if not np.array_equal(whole, got):
-                raise ModelFormatError("the comparison prompt does not tokenize the same in pieces as a whole "
-                                       "(the chat template or tokenizer merges text across the image tokens)")
 
 
 def _check_max_new_tokens(n: Any) -> None:

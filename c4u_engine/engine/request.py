@@ -18,7 +18,7 @@ import numpy as np
 from c4u_engine.comparison import Comparison
 from c4u_engine.engine.kv_store import KVEntry
 from c4u_engine.engine.model_engine import StageTimer
-from c4u_engine.engine.sampling import Sampler
+from c4u_engine.engine.sampling import Sampler, SamplingParams
 from c4u_engine.engine.spans import ComparisonSpans, Grid
 from c4u_engine.imaging import LoadedImage
 
@@ -78,3 +78,41 @@ class Request:
 
     def a_key(self, candidate: int):
         return self.spans.prefix_a_key(self.images[candidate].content_hash, self.grids[candidate])
+
+
+def make_request(core, template, answer, request_id: int, images: list[LoadedImage], profile, plan: Plan,
+                 modes: set[str], finish: Callable[[Plan, dict], Any], *, max_new_tokens: int, use_cache: bool,
+                 timeout: float | None, submitted: float, seconds: dict[str, float]) -> Request:
+    """Everything a request needs before the scheduler sees it, computed in the caller's thread: prompt spans, the
+    context check for every grid pair and mode the plan may use, preprocessed pixels of the images the encoder cache
+    lacks (one native call; it releases the GIL), and the estimates admission and step budgets use."""
+    from c4u_engine.ops.preprocess import preprocess
+
+    spans = ComparisonSpans(core, template, answer, profile, scope="" if use_cache else f"request-{request_id}")
+    grids = [core.grid_of(im) for im in images]
+    distinct = sorted(set(grids))
+    for mode in sorted(modes):
+        longest = max(len(spans.layout(a, b, mode).ids) for a in distinct for b in distinct)
+        core.check_context(longest, max_new_tokens if mode == "reason" else 0)
+    t0 = time.perf_counter()
+    pixels: list[np.ndarray | None] = [None] * len(images)
+    key = (core.preprocess_params.key(), core.fingerprint)
+    todo = [i for i, im in enumerate(images) if not (use_cache and (im.content_hash, *key) in core.encoder_cache)]
+    if todo:
+        values, grid = preprocess([images[i].pixels for i in todo], core.preprocess_params)
+        bounds = np.cumsum([0, *(int(np.prod(g)) for g in grid)])
+        for k, i in enumerate(todo):
+            pixels[i] = values[bounds[k] : bounds[k + 1]]
+    seconds["preprocess"] = time.perf_counter() - t0
+    pairs, mode = plan.next_round()
+    firsts = len({a for a, _ in pairs})
+    a_tokens = max(len(spans.prefix_a(g)[0]) for g in distinct) - len(spans.prefix_ids)
+    rest = max(len(lay.ids) - lay.a_end for lay in (spans.layout(a, b, mode) for a in distinct for b in distinct))
+    request = Request(
+        id=request_id, spans=spans, images=list(images), grids=grids, pixels=pixels, plan=plan, finish=finish,
+        max_new_tokens=max_new_tokens, sampler=Sampler(SamplingParams()), use_cache=use_cache,
+        deadline=None if timeout is None else time.monotonic() + timeout, future=Future(),
+        kv_slots_estimate=len(spans.prefix_ids) + firsts * (len(spans.prefix_ids) + a_tokens),
+        first_step_tokens=len(spans.prefix_ids) + firsts * a_tokens + len(pairs) * rest, submitted=submitted)
+    request.timer.seconds.update(seconds)
+    return request

@@ -302,7 +302,6 @@ class Scheduler:
         if not waiting:
             return
         cache, params, fp = self.core.encoder_cache, self.core.preprocess_params, self.core.fingerprint
-        found: dict[Any, Any] = {}
         items = []  # (request, key, image index) still to encode
         for r in waiting:
             r.embeds = [None] * len(r.images)

@@ -113,3 +113,22 @@ class ComparisonSpans:
             positions, _ = mrope_position_ids(ids, np.array([grid_a, grid_b]), self._engine.config)
             hit = self._layouts[key] = ComparisonLayout(ids, positions[:, 0, :], len(self.prefix_ids), len(head))
         return hit
+
+
+def check_spans(engine, template, answer) -> None:
+    """The prompt cut into spans must tokenize exactly as the whole rendered prompt does (checked once per engine,
+    on synthetic images): a chat template or tokenizer that merges text across the image tokens is refused."""
+    from c4u_engine.imaging import load_image
+    from c4u_engine.profile import Profile
+
+    side = engine.preprocess_params.patch_size * engine.preprocess_params.merge_size * 2
+    a = load_image(np.zeros((side, side, 3), np.uint8))
+    b = load_image(np.full((side, 2 * side, 3), 255, np.uint8))
+    profile = Profile(title="Check title", queries=("query one", "query two"), extra="extra")
+    spans = ComparisonSpans(engine, template, answer, profile)
+    for mode in JUDGE_MODES:
+        whole = engine.tokenize(template.messages(profile, a, b), answer.assistant_prefix(template, mode),
+                                images=[a, b]).ids
+        if not np.array_equal(whole, spans.layout(engine.grid_of(a), engine.grid_of(b), mode).ids):
+            raise ModelFormatError("the comparison prompt does not tokenize the same in pieces as a whole "
+                                   "(the chat template or tokenizer merges text across the image tokens)")

@@ -111,9 +111,10 @@ def test_bad_input_gets_its_status_and_error_type(tiny_ckpt, serve_engine, image
             assert r.status_code == status, (body if len(str(body)) < 300 else words, r.text)
             err = r.json()["error"]
             assert err["type"] == kind and words in err["message"], err
-        r = client.post("/v1/select", content=b"{" + b" " * 300_000 + b"}", headers={"content-type": "application/json"})
+        json_type = {"content-type": "application/json"}
+        r = client.post("/v1/select", content=b"{" + b" " * 300_000 + b"}", headers=json_type)
         assert r.status_code == 413 and r.json()["error"]["type"] == "LimitExceededError"
-        r = client.post("/v1/select", content=b"{not json", headers={"content-type": "application/json"})
+        r = client.post("/v1/select", content=b"{not json", headers=json_type)
         assert r.status_code == 422 and r.json()["error"]["type"] == "InvalidInputError"
         # a broken image without strict: ranked candidates plus the reject, as in-process
         r = post({"images": good + [base64.b64encode(b"\x89PNG garbage").decode()], "profile": PROFILE})
