@@ -8,7 +8,8 @@ Closed loop: C clients, each sending its next request when the last one returns,
 Open loop: requests sent at a fixed rate (Poisson arrivals) for --duration seconds, whatever the answers.
 Workload: selections of --candidates synthetic creatives (112x112, knockout, fast), each for its own product and
 user, as base64 JSON; every run gets requests of its own (nothing cached by an earlier run). The same requests run
-in-process (Engine.select_async at the same concurrency) for comparison. Reports throughput, p50/p95/p99 latency and errors by status; --out writes JSON.
+in-process (Engine.select_async at the same concurrency) for comparison. Reports throughput, p50/p95/p99 latency and
+errors by status; --out writes JSON.
 """
 
 from __future__ import annotations
