@@ -132,14 +132,28 @@ class Engine:
     def compare(self, image_a: Any, image_b: Any, profile: Any, mode: str = "fast", *, max_new_tokens: int = 256,
                 use_cache: bool = True, timeout: float | None = None) -> Comparison:
         """Judge one ordered pair (image_a shown as Creative A). `mode` "fast" or "reason"."""
+        return self.submit_compare(image_a, image_b, profile, mode, max_new_tokens=max_new_tokens,
+                                   use_cache=use_cache, timeout=timeout).result()
+
+    def submit_compare(self, image_a: Any, image_b: Any, profile: Any, mode: str = "fast", *,
+                       max_new_tokens: int = 256, use_cache: bool = True,
+                       timeout: float | None = None) -> "Future[Comparison]":
+        """`compare` as a concurrent.futures.Future (errors and cancellation as in `submit`)."""
         check_mode(mode, JUDGE_MODES)
         _check_max_new_tokens(max_new_tokens)
         t_start = time.perf_counter()
         profile = self._profile(profile)
         images = self._core.load_images([image_a, image_b])
-        future = self._submit(images, profile, PairPolicy(mode), {mode}, lambda plan, stats: plan.comparison,
-                              max_new_tokens, use_cache, timeout, t_start, {})
-        return future.result()
+        return self._submit(images, profile, PairPolicy(mode), {mode}, lambda plan, stats: plan.comparison,
+                            max_new_tokens, use_cache, timeout, t_start, {})
+
+    async def compare_async(self, image_a: Any, image_b: Any, profile: Any, mode: str = "fast",
+                            **options: Any) -> Comparison:
+        """`compare` for asyncio (image loading in the default executor; cancelling the task cancels it)."""
+        loop = asyncio.get_running_loop()
+        future = await loop.run_in_executor(
+            None, functools.partial(self.submit_compare, image_a, image_b, profile, mode, **options))
+        return await asyncio.wrap_future(future)
 
     def submit(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
                both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False, use_cache: bool = True,

@@ -43,10 +43,10 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         positive = ("max_candidates", "max_image_pixels", "max_batch_rows", "max_batch_tokens", "max_step_tokens",
-                    "max_active_requests")
+                    "max_active_requests", "max_queued_requests")
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("encoder_cache_bytes", "prefix_cache_bytes", "max_queued_requests"):
+        for name in ("encoder_cache_bytes", "prefix_cache_bytes"):
             _check_int(name, getattr(self, name), minimum=0)
         t = self.default_timeout_s
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):

@@ -123,6 +123,11 @@ class KVStore:
         self._evict()  # room for the new entry comes from unpinned ones, least recently used first
         return entry
 
+    def pin(self, entry: KVEntry) -> KVEntry:
+        """One more pin on an entry the caller holds (another user of the same KV)."""
+        self._pin(self._digest_of(entry) or entry.key.digest(), entry)
+        return entry
+
     def release(self, entry: KVEntry) -> None:
         """Unpin once. An unpinned entry becomes evictable (or is dropped at once when it is not retained)."""
         if entry.refs <= 0:

@@ -91,6 +91,8 @@ class Scheduler:
         with self._cond:
             if self._closed:
                 raise RequestCancelledError("the engine is closed")
+            if len(self._queue) >= self.config.max_queued_requests:  # cancelled ones do not count
+                self._queue = deque(r for r in self._queue if not r.abandoned)
             if len(self._queue) >= self.config.max_queued_requests:
                 raise OverloadedError(f"{len(self._queue)} requests are already queued (max_queued_requests="
                                       f"{self.config.max_queued_requests}); retry later")
@@ -150,7 +152,23 @@ class Scheduler:
                     except BaseException as exc:  # noqa: BLE001 - handed to the caller
                         fut.set_exception(exc)
             if self._queue or self._active:
-                self.step()
+                try:
+                    self.step()
+                except Exception as exc:  # noqa: BLE001 - a bug outside the guarded calls must not stop the engine
+                    self._recover(exc)
+
+    def _recover(self, exc: Exception) -> None:
+        """Fail every live request (their state may be inconsistent) and start over with an empty decode batch."""
+        self._decode = DecodeBatch(self.runner, self.core.tokenizer, self.answer)
+        for r in list(self._active):
+            r.decoding = 0
+            try:
+                self._fail(r, exc)
+            except Exception:  # noqa: BLE001 - its KV bookkeeping is what broke: forget the request anyway
+                if r in self._active:
+                    self._active.remove(r)
+                if r.future.set_running_or_notify_cancel():
+                    r.future.set_exception(InferenceError(f"engine step failed: {type(exc).__name__}: {exc}"))
 
     def _shutdown(self) -> None:  # holding self._cond
         err = RequestCancelledError("the engine was closed before the request finished")
@@ -169,13 +187,14 @@ class Scheduler:
         self._admit(now)
         self._reap(now)
         chosen = self._schedule()
-        self._encode(chosen)
-        self._prefill_prefixes(chosen)
-        self._advance()
-        chosen = [r for r in chosen if r in self._active]
-        self._prefill_images_a(chosen)
-        self._prefill_comparisons(chosen)
+        for phase in (self._encode, self._prefill_prefixes, self._advance_chosen, self._prefill_images_a,
+                      self._prefill_comparisons):
+            chosen = [r for r in chosen if r in self._active]  # a request failed by a phase takes no part after it
+            phase(chosen)
         self._decode_step()
+        self._advance()
+
+    def _advance_chosen(self, chosen: list[Request]) -> None:
         self._advance()
 
     def _schedule(self) -> list[Request]:
@@ -232,6 +251,12 @@ class Scheduler:
         for r in list(self._active):
             if r.abandoned or r.expired(now):
                 self._drop_or_expire(r)
+        with self._cond:  # waiting ones too: a deadline holds while the engine is full
+            gone = [r for r in self._queue if r.abandoned or r.expired(now)]
+            for r in gone:
+                self._queue.remove(r)
+        for r in gone:
+            self._drop_or_expire(r)
 
     def _drop_or_expire(self, r: Request) -> None:
         if r.abandoned:
@@ -365,6 +390,9 @@ class Scheduler:
         def assign(r, entry):
             r.prefix = entry
 
+        def needs_prefix(r) -> bool:
+            return r in self._active and r.prefix is None
+
         def text_rows(ids: np.ndarray, start: int) -> NewTokens:
             return NewTokens(ids[start:], np.tile(np.arange(start, len(ids)), (3, 1)))
 
@@ -378,7 +406,7 @@ class Scheduler:
                                             self.core.tokenizer.im_end_id)
                     self._note_rows(len(chunk))
                     for (key, reqs), (kv, mask) in zip(chunk, outs):
-                        self._store_for(key, kv, mask, len(mask) - 1, reqs, assign)
+                        self._store_for(key, kv, mask, len(mask) - 1, reqs, needs_prefix, assign)
                         reqs[0].timer.count("tokens_prefilled", len(mask))
                     self._time(t0, "prefill_prefix", [r for _, rs in chunk for r in rs])
                 chained = [it for it in batch if len(it[1][0].spans.head_ids)]
@@ -393,7 +421,7 @@ class Scheduler:
                     self._note_rows(len(chunk))
                     entries = split_entries(self.runner, kv, mask, lens)
                     for (key, reqs), (kv_r, mask_r), sp in zip(chunk, entries, spans):
-                        self._store_for(key, kv_r, mask_r, len(sp.prefix_ids) - 1, reqs, assign)
+                        self._store_for(key, kv_r, mask_r, len(sp.prefix_ids) - 1, reqs, needs_prefix, assign)
                         reqs[0].timer.count("tokens_prefilled", len(sp.prefix_ids) - len(sp.head_ids))
                     self._time(t0, "prefill_prefix", [r for _, rs in chunk for r in rs])
             finally:
@@ -434,13 +462,17 @@ class Scheduler:
             raise
         return heads
 
-    def _store_for(self, key, kv, mask, last_position: int, reqs: list, assign) -> None:
-        """Insert a computed entry for its first requester; the others of this batch share it (pinned each)."""
+    def _store_for(self, key, kv, mask, last_position: int, holders: list, needs, assign) -> None:
+        """Store a computed entry and pin it once for every live holder that still needs it (a retried batch may
+        compute an entry some holders already got); with none left, it is only cached."""
         entry = self.store.insert(key, kv, mask, last_position, retain=key.scope == "")
-        assign(reqs[0], entry)
-        for r in reqs[1:]:
-            assign(r, self.store.acquire(key) or self.store.insert(key, kv, mask, last_position,
-                                                                   retain=key.scope == ""))
+        wanting = [h for h in holders if needs(h)]
+        for k, holder in enumerate(wanting):
+            if k:
+                self.store.pin(entry)
+            assign(holder, entry)
+        if not wanting:
+            self.store.release(entry)
 
     @staticmethod
     def _time(t0: float, stage: str, reqs: list) -> None:
@@ -508,6 +540,9 @@ class Scheduler:
         def assign(rc, entry):
             rc[0].a_entries[rc[1]] = entry
 
+        def needs_a(rc) -> bool:
+            return rc[0] in self._active and rc[0].round_pairs is not None and rc[1] not in rc[0].a_entries
+
         def run(batch: list) -> None:
             def new_tokens(item) -> NewTokens:
                 r, c = item[1][0]
@@ -524,7 +559,7 @@ class Scheduler:
                     [r.embeds[c] for r, c in firsts], self.core.tokenizer.im_end_id)
                 self._note_rows(len(rows))
                 for (key, rcs), (kv_r, mask_r), row in zip(chunk, split_entries(self.runner, kv, mask, lens), rows):
-                    self._store_for(key, kv_r, mask_r, int(row.positions[:, -1].max()), rcs, assign)
+                    self._store_for(key, kv_r, mask_r, int(row.positions[:, -1].max()), rcs, needs_a, assign)
                     rcs[0][0].timer.count("tokens_prefilled", len(row.ids))
                 self._time(t0, "prefill_image_a", [rc[0] for _, rcs in chunk for rc in rcs])
 

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from c4u_engine.errors import C4UError, InvalidInputError, LimitExceededError, O
 from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
 from c4u_engine.serving.metrics import CONTENT_TYPE, ServerMetrics
 from c4u_engine.serving.schema import comparison_json, error_json, error_status, retry_headers, selection_json
+
+log = logging.getLogger("c4u_engine.serving")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
             metrics.in_flight.inc()
             try:
                 response = await call_next(request)
+            except Exception as exc:  # noqa: BLE001 - a bug: answered (500, no internals), logged and counted
+                log.exception("unexpected error serving %s", request.url.path)
+                response = _error_response(exc)
             finally:
                 metrics.in_flight.dec()
         metrics.observe(request.url.path if request.url.path.startswith("/v1/") else "other",
@@ -159,9 +165,8 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
     async def compare(request: Request) -> dict[str, Any]:
         body = _validate(CompareIn, await request.body())
         a, b = (_decode_image(s, f"image_{k}", limits) for s, k in ((body.image_a, "a"), (body.image_b, "b")))
-        comparison = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: engine.compare(a, b, body.profile.model_dump(), mode=body.mode,
-                                         max_new_tokens=body.max_new_tokens, timeout=body.timeout_s))
+        comparison = await engine.compare_async(a, b, body.profile.model_dump(), mode=body.mode,
+                                                max_new_tokens=body.max_new_tokens, timeout=body.timeout_s)
         return comparison_json(comparison)
 
     @app.get("/healthz")
@@ -186,8 +191,12 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
 async def _read_select(request: Request, limits: ServerLimits, max_candidates: int) -> tuple[SelectIn, list[bytes]]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        async with request.form(max_files=max_candidates + 1, max_fields=8,
-                                max_part_size=limits.max_image_bytes) as form:
+        try:
+            form = await request.form(max_files=max_candidates + 1, max_fields=8, max_part_size=limits.max_image_bytes)
+        except HTTPException as exc:  # the multipart parser's limits: too many files or fields, a part too large
+            raise LimitExceededError(f"multipart request: {exc.detail} (at most {max_candidates} images of "
+                                     f"{limits.max_image_bytes} bytes)") from None
+        try:
             files = form.getlist("images")
             raw = form.get("request") or "{}"
             if not isinstance(raw, str):
@@ -202,6 +211,8 @@ async def _read_select(request: Request, limits: ServerLimits, max_candidates: i
                 data = await f.read(limits.max_image_bytes + 1)
                 _check_image_size(len(data), f"images[{k}]", limits)
                 images.append(data)
+        finally:
+            await form.close()
         return body, images
     body = _validate(SelectIn, await request.body())
     if len(body.images) > max_candidates:

@@ -9,7 +9,7 @@ from c4u_engine.engine.config import EngineConfig
 from c4u_engine.errors import InvalidInputError
 
 
-@pytest.mark.parametrize("bad", [dict(max_batch_rows=0), dict(max_queued_requests=-1), dict(max_candidates=True),
+@pytest.mark.parametrize("bad", [dict(max_batch_rows=0), dict(max_queued_requests=0), dict(max_candidates=True),
                                  dict(prefix_cache_bytes=1.5), dict(default_timeout_s=0),
                                  dict(default_timeout_s=float("nan")), dict(max_active_requests=0)])
 def test_bad_settings_are_refused_by_name(bad):

@@ -167,7 +167,53 @@ def test_a_failing_batch_fails_only_its_own_request(tiny_ckpt, images, reference
         bad.result(60)
     assert isinstance(info.value, C4UError) and isinstance(info.value.__cause__, RuntimeError)
     runner.encode_images = original
+    assert eng.load_stats()["prefix_cache_pinned_bytes"] == 0  # the failed request pinned nothing it kept
     assert _same(eng.select(images[:4], PROFILE), reference)
+    eng.close()
+
+
+def test_a_queued_request_expires_while_the_engine_is_full(tiny_ckpt, images, reference):
+    eng = Engine(tiny_ckpt, backend="torch", max_active_requests=1)
+    gate = Gate(eng)
+    first = eng.submit(images[:4], PROFILE)
+    waiting = eng.submit(images[:4], PROFILE, timeout=0.05)
+    time.sleep(0.15)
+    gate.open()
+    with pytest.raises(DeadlineExceededError):
+        waiting.result(60)
+    assert _same(first.result(60), reference)
+    eng.close()
+
+
+def test_cancelled_requests_do_not_hold_queue_places(tiny_ckpt, images, reference):
+    eng = Engine(tiny_ckpt, backend="torch", max_queued_requests=2)
+    gate = Gate(eng)
+    for f in [eng.submit(images[:4], PROFILE) for _ in range(2)]:
+        assert f.cancel()
+    kept = eng.submit(images[:4], PROFILE)  # the cancelled two no longer count
+    gate.open()
+    assert _same(kept.result(60), reference)
+    eng.close()
+
+
+def test_an_error_outside_the_batched_calls_fails_live_requests_and_the_engine_goes_on(tiny_ckpt, images,
+                                                                                       reference):
+    eng = Engine(tiny_ckpt, backend="torch")
+    scheduler = eng._scheduler
+    original = scheduler._schedule
+    calls = []
+
+    def broken():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug in scheduling")
+        return original()
+
+    scheduler._schedule = broken
+    with pytest.raises(InferenceError, match="bug in scheduling"):
+        eng.select(images[:4], PROFILE)
+    assert _same(eng.select(images[:4], PROFILE), reference)
+    assert eng.load_stats()["prefix_cache_pinned_bytes"] == 0
     eng.close()
 
 

@@ -116,6 +116,9 @@ def test_bad_input_gets_its_status_and_error_type(tiny_ckpt, serve_engine, image
         assert r.status_code == 413 and r.json()["error"]["type"] == "LimitExceededError"
         r = client.post("/v1/select", content=b"{not json", headers=json_type)
         assert r.status_code == 422 and r.json()["error"]["type"] == "InvalidInputError"
+        files = [("images", (f"c{k}.png", png_bytes(images[0]), "image/png")) for k in range(7)]
+        r = client.post("/v1/select", files=files, data={"request": json.dumps({"profile": PROFILE})})
+        assert r.status_code == 413 and r.json()["error"]["type"] == "LimitExceededError"
         # a broken image without strict: ranked candidates plus the reject, as in-process
         r = post({"images": good + [base64.b64encode(b"\x89PNG garbage").decode()], "profile": PROFILE})
         assert r.status_code == 200 and set(r.json()["rejected"]) == {"2"}
