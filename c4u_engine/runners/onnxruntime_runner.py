@@ -32,7 +32,10 @@ from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir,
                                            decoder_input_names, load_engine_dir)
 
 THREADS_ENV = "C4U_ORT_THREADS"
-VISION_GROUP_PATCHES = 512  # patches per vision call (whole images): attention cost is quadratic in it; 512 measured best
+# Patches per vision call (whole images): attention cost is quadratic in it. Measured per image on the built-in model,
+# 2 cores (benchmarks in BENCHMARKS.md): 112x112 creatives (64 patches) 0.69 ms at 128, 0.81 at 256, 1.37 at 512; with
+# 512, merging requests made vision slower per image than running them one at a time.
+VISION_GROUP_PATCHES = 128
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
