@@ -32,9 +32,9 @@ from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir,
                                            decoder_input_names, load_engine_dir)
 
 THREADS_ENV = "C4U_ORT_THREADS"
-# Patches per vision call (whole images): attention cost is quadratic in it. Measured per image on the built-in model,
-# 2 cores (benchmarks in BENCHMARKS.md): 112x112 creatives (64 patches) 0.69 ms at 128, 0.81 at 256, 1.37 at 512; with
-# 512, merging requests made vision slower per image than running them one at a time.
+# Patches per vision call (whole images): attention cost is quadratic in it. Per image on the built-in model, 2 cores
+# (benchmarks/bench_vision_groups.py): 112x112 creatives (64 patches) 0.64 ms at 128, 0.90 at 256, 0.96 at 512; with
+# 512, merging requests made vision dearer per image than running them one at a time.
 VISION_GROUP_PATCHES = 128
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
