@@ -123,6 +123,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="builtin", help="builtin | workload | tiny | a checkpoint directory")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (where a GPU is lent: the batching gain this issue "
+                   "targets for fast mode is a GPU one)")
     p.add_argument("--requests", type=int, default=48)
     p.add_argument("--reason-requests", type=int, default=16, help="requests in reason mode (decoding is long)")
     p.add_argument("--candidates", type=int, default=4)
@@ -136,7 +138,7 @@ def main() -> None:
     args = p.parse_args()
 
     from c4u_engine.api import Engine
-    engine = Engine(model_dir(args.model), backend=args.backend)
+    engine = Engine(model_dir(args.model), backend=args.backend, device=args.device)
     rows = []
     for mode in args.modes:
         n = args.requests if mode == "fast" else args.reason_requests
