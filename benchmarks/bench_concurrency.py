@@ -160,7 +160,12 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     desc = (f"{args.model} model on {engine.backend}/{engine.device}; {args.candidates} candidates, "
             f"{args.strategy}, both orders, {args.size}x{args.size}; reason max_new_tokens={args.max_new_tokens}")
-    print(f"\nmachine: {machine()}\nworkload: {desc}\n")
+    where = machine()
+    if args.device.startswith("cuda"):
+        import torch
+
+        where += f", {torch.cuda.get_device_name(torch.device(args.device))}"
+    print(f"\nmachine: {where}\nworkload: {desc}\n")
     print("| mode | clients | requests | seconds | selections/s | vs one at a time | p50 latency s | p99 latency s "
           "| same results |")
     print("|---|---|---|---|---|---|---|---|---|")
