@@ -1,16 +1,17 @@
-"""Continuous batching of reasoning rows: rows join and leave the decode batch between steps.
+"""Batched decoding with continuous batching: rows join and leave the decode batch between steps.
 
-A row joins with the KV, mask and logits its comparison prefill produced; each `step` chooses one token for every
-row (from the logits it holds), lets finished rows leave (end of sequence, "</answer>", or max_new_tokens), merges
-the rows that joined since the last step into the batch KV (runner.kv_stack, right-padded; the mask hides the
-padding) and runs one decoder pass for the survivors. So a request's few reasoning rows start decoding at the next
-step instead of waiting for another request's long decode to finish.
+A row joins with the KV, mask and logits its prefill produced; each `step` chooses one token for every row (from the
+logits it holds), lets finished rows leave (end of sequence, the batch's stop rule, or the row's max_new_tokens),
+merges the rows that joined since the last step into the batch KV (runner.kv_stack, right-padded; the mask hides the
+padding) and runs one decoder pass for the survivors. The scheduler keeps one batch for every request's reasoning
+rows, so a request's few rows start decoding at the next step instead of waiting for another request's long decode;
+generation.decode runs one batch to the end (chat, GRPO rollouts).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +26,7 @@ class DecodeRow:
     owner: Any  # whoever waits for the row (the scheduler's request and pair index)
     sampler: Sampler
     max_new_tokens: int
+    min_new_tokens: int = 0  # end-of-sequence is banned before this many tokens (as transformers' min_new_tokens)
     tokens: list[int] = field(default_factory=list)
     answer_prob: float | None = None  # P(A) read right after the answer cue, when the row writes it
     finished_by: str | None = None  # "eos" | "stop" | "length" once done
@@ -40,12 +42,38 @@ class _Cohort:
     next_tokens: np.ndarray | None = None  # int64 [rows]: the tokens chosen this step, fed to the next pass
 
 
+# a row is done after its latest token when this says so (end of sequence and max_new_tokens are checked first)
+StopRule = Callable[[DecodeRow], bool]
+# called for every row before its next token is chosen: (row, logits for that token)
+BeforeSample = Callable[[DecodeRow, np.ndarray], None]
+
+
+def reasoning_stop(tokenizer) -> StopRule:
+    """A reasoning row stops once it has written "</answer>"."""
+    return lambda row: STOP_TEXT in tokenizer.decode(row.tokens[-6:])
+
+
+def read_answer_prob(tokenizer, answer: AnswerTokens) -> BeforeSample:
+    """Records P(A) from the logits right after the answer cue (the answer logits, read as fast mode does)."""
+    def before_sample(row: DecodeRow, logits: np.ndarray) -> None:
+        if row.answer_prob is None and row.tokens and \
+                tokenizer.decode(row.tokens[-4:]).rstrip().endswith(answer.answer_cue):
+            row.answer_prob = prob_a_from_logits(logits, *answer.ids)
+
+    return before_sample
+
+
 class DecodeBatch:
-    def __init__(self, runner, tokenizer, answer: AnswerTokens) -> None:
+    """eos_ids end a row; `stop` may end it after any token; `suppress_first` are banned as a row's first token
+    (as transformers' begin_suppress_tokens); `before_sample` sees every row's logits before its token is chosen."""
+
+    def __init__(self, runner, *, eos_ids: Sequence[int], stop: StopRule | None = None,
+                 suppress_first: Sequence[int] = (), before_sample: BeforeSample | None = None) -> None:
         self.runner = runner
-        self.tokenizer = tokenizer
-        self.answer = answer
-        self._eos = set(int(e) for e in tokenizer.eos_token_ids)
+        self._eos = set(int(e) for e in eos_ids)
+        self._stop = stop
+        self._suppress_first = list(suppress_first)
+        self._before_sample = before_sample
         self._cohorts: list[_Cohort] = []  # [0] is the running batch once merged; others joined since
 
     @property
@@ -82,7 +110,7 @@ class DecodeBatch:
                 row.tokens.append(tok)
                 if tok in self._eos:
                     row.finished_by = "eos"
-                elif STOP_TEXT in self.tokenizer.decode(row.tokens[-6:]):
+                elif self._stop is not None and self._stop(row):
                     row.finished_by = "stop"
                 elif len(row.tokens) >= row.max_new_tokens:
                     row.finished_by = "length"
@@ -108,15 +136,15 @@ class DecodeBatch:
     # -- helpers ---------------------------------------------------------------------------------------------
     def _choose(self, c: _Cohort) -> np.ndarray:
         logits = c.logits
-        for i, row in enumerate(c.rows):
-            if row.answer_prob is None and row.tokens:
-                # the logits right after "<answer>" are the answer logits: read P(A) there, as fast mode does
-                if self.tokenizer.decode(row.tokens[-4:]).rstrip().endswith(self.answer.answer_cue):
-                    row.answer_prob = prob_a_from_logits(logits[i], *self.answer.ids)
-        first = [i for i, row in enumerate(c.rows) if not row.tokens]
-        if first and self.answer.empty_thinking:  # as transformers' begin_suppress_tokens
+        if self._before_sample is not None:
+            for i, row in enumerate(c.rows):
+                self._before_sample(row, logits[i])
+        banned = [(i, list(self._eos)) for i, row in enumerate(c.rows) if len(row.tokens) < row.min_new_tokens]
+        banned += [(i, self._suppress_first) for i, row in enumerate(c.rows) if not row.tokens and self._suppress_first]
+        if banned:
             logits = logits.copy()
-            logits[np.ix_(first, list(self.answer.empty_thinking))] = -np.inf
+            for i, ids in banned:
+                logits[i, ids] = -np.inf
         chosen = np.empty(len(c.rows), dtype=np.int64)
         by_sampler: dict[int, list[int]] = {}
         for i, row in enumerate(c.rows):
@@ -152,3 +180,9 @@ class DecodeBatch:
     @staticmethod
     def _reserve(rows: list[DecodeRow]) -> int:
         return max((r.max_new_tokens - len(r.tokens) for r in rows), default=0)
+
+
+def reasoning_batch(runner, tokenizer, answer: AnswerTokens) -> DecodeBatch:
+    """The decode batch of reasoning rows: stop at "</answer>", no empty thinking first, P(A) read at the answer."""
+    return DecodeBatch(runner, eos_ids=tokenizer.eos_token_ids, stop=reasoning_stop(tokenizer),
+                       suppress_first=answer.empty_thinking, before_sample=read_answer_prob(tokenizer, answer))

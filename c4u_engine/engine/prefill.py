@@ -18,12 +18,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from c4u_engine.engine.kv_store import KVEntry, KVStore
+from c4u_engine.models.rope import text_position_ids
 
 
 @dataclass
 class NewTokens:
     ids: np.ndarray  # int64 [n]
     positions: np.ndarray  # int64 [3, n]
+
+
+def text_tokens(ids: np.ndarray, start: int = 0) -> NewTokens:
+    """The text-only tokens ids[start:] at their positions (a text prefix advances one position per token)."""
+    return NewTokens(ids[start:], text_position_ids(start, len(ids) - start)[:, 0])
 
 
 def _pad(rows: Sequence[NewTokens], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:

@@ -38,10 +38,11 @@ import numpy as np
 from c4u_engine.comparison import Comparison
 from c4u_engine.engine.answer import AnswerTokens, parse_answer, prob_a_from_logits
 from c4u_engine.engine.config import EngineConfig
-from c4u_engine.engine.decode_batch import DecodeBatch, DecodeRow
+from c4u_engine.engine.decode_batch import DecodeBatch, DecodeRow, reasoning_batch
 from c4u_engine.engine.kv_store import KVStore
 from c4u_engine.engine.model_engine import ModelEngine
-from c4u_engine.engine.prefill import NewTokens, prefill_continuations, prefill_prefixes, split_entries
+from c4u_engine.engine.prefill import (NewTokens, prefill_continuations, prefill_prefixes, split_entries,
+                                       text_tokens)
 from c4u_engine.engine.request import Request
 from c4u_engine.errors import C4UError, DeadlineExceededError, InferenceError, OverloadedError, RequestCancelledError
 from c4u_engine.ops.preprocess import preprocess
@@ -71,7 +72,7 @@ class Scheduler:
         self._queue: deque[Request] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future]] = deque()
         self._active: list[Request] = []
-        self._decode = DecodeBatch(self.runner, core.tokenizer, answer)
+        self._decode = self._new_decode_batch()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._ids = itertools.count(1)
@@ -81,6 +82,9 @@ class Scheduler:
         self.rows_total = 0
         self.rows_histogram = [0] * (len(ROW_BUCKETS) + 1)
         _LIVE.add(self)
+
+    def _new_decode_batch(self) -> DecodeBatch:
+        return reasoning_batch(self.runner, self.core.tokenizer, self.answer)
 
     # -- the caller's side ----------------------------------------------------------------------------------
     def new_id(self) -> int:
@@ -159,7 +163,7 @@ class Scheduler:
 
     def _recover(self, exc: Exception) -> None:
         """Fail every live request (their state may be inconsistent) and start over with an empty decode batch."""
-        self._decode = DecodeBatch(self.runner, self.core.tokenizer, self.answer)
+        self._decode = self._new_decode_batch()
         for r in list(self._active):
             r.decoding = 0
             try:
@@ -359,9 +363,7 @@ class Scheduler:
             keep = {key for r, key, _ in batch if r.use_cache}
             for key in keep:
                 cache.put(key, done[key])
-            dt = time.perf_counter() - t0
-            for r in dict.fromkeys(r for r, _, _ in batch):
-                r.timer.seconds["vision"] = r.timer.seconds.get("vision", 0.0) + dt
+            self._time(t0, "vision", [r for r, _, _ in batch])
             for r, key, i in batch:
                 r.embeds[i] = done[key]
                 r.pixels[i] = None  # no longer needed
@@ -393,16 +395,13 @@ class Scheduler:
         def needs_prefix(r) -> bool:
             return r in self._active and r.prefix is None
 
-        def text_rows(ids: np.ndarray, start: int) -> NewTokens:
-            return NewTokens(ids[start:], np.tile(np.arange(start, len(ids)), (3, 1)))
-
         def run(batch: list) -> None:
             heads = self._heads([reqs[0] for _, reqs in batch if len(reqs[0].spans.head_ids)])
             try:
                 plain = [it for it in batch if not len(it[1][0].spans.head_ids)]
                 for chunk in self._chunks(plain, lambda it: len(it[1][0].spans.prefix_ids)):
                     t0 = time.perf_counter()
-                    outs = prefill_prefixes(self.runner, [text_rows(rs[0].spans.prefix_ids, 0) for _, rs in chunk],
+                    outs = prefill_prefixes(self.runner, [text_tokens(rs[0].spans.prefix_ids) for _, rs in chunk],
                                             self.core.tokenizer.im_end_id)
                     self._note_rows(len(chunk))
                     for (key, reqs), (kv, mask) in zip(chunk, outs):
@@ -414,7 +413,7 @@ class Scheduler:
                 for chunk in self._chunks(chained, width):
                     t0 = time.perf_counter()
                     spans = [rs[0].spans for _, rs in chunk]
-                    rows = [text_rows(sp.prefix_ids, len(sp.head_ids)) for sp in spans]
+                    rows = [text_tokens(sp.prefix_ids, len(sp.head_ids)) for sp in spans]
                     pasts = [heads[sp.head_key] for sp in spans]
                     _, kv, mask, lens = prefill_continuations(self.runner, self.store, pasts, rows, None,
                                                               self.core.tokenizer.im_end_id)
@@ -448,9 +447,8 @@ class Scheduler:
         try:
             for chunk in self._chunks(list(todo.items()), lambda it: len(it[1].spans.head_ids)):
                 t0 = time.perf_counter()
-                rows = [NewTokens(r.spans.head_ids, np.tile(np.arange(len(r.spans.head_ids)), (3, 1)))
-                        for _, r in chunk]
-                outs = prefill_prefixes(self.runner, rows, self.core.tokenizer.im_end_id)
+                outs = prefill_prefixes(self.runner, [text_tokens(r.spans.head_ids) for _, r in chunk],
+                                        self.core.tokenizer.im_end_id)
                 self._note_rows(len(chunk))
                 for (key, r), (kv, mask) in zip(chunk, outs):
                     heads[key] = self.store.insert(key, kv, mask, len(mask) - 1, retain=key.scope == "")
@@ -627,7 +625,7 @@ class Scheduler:
         try:
             finished, ran = self._decode.step()
         except Exception as exc:  # noqa: BLE001 - the batch KV was handed over: every row in it is lost
-            self._decode = DecodeBatch(self.runner, self.core.tokenizer, self.answer)
+            self._decode = self._new_decode_batch()
             for r in rows_of:
                 r.decoding = 0
                 self._fail(r, exc)

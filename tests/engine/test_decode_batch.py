@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from c4u_engine.engine.answer import AnswerTokens
-from c4u_engine.engine.decode_batch import DecodeBatch, DecodeRow
+from c4u_engine.engine.decode_batch import DecodeRow, reasoning_batch
 from c4u_engine.engine.generation import decode
 from c4u_engine.engine.sampling import Sampler, SamplingParams
 
@@ -85,7 +85,7 @@ def prefill(runner, prompts: list[np.ndarray]):
 
 def run_alone(p: np.ndarray, max_new: int) -> DecodeRow:
     runner = ScriptedRunner()
-    batch = DecodeBatch(runner, ScriptedTokenizer(), ANSWER)
+    batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
     row = DecodeRow("alone", Sampler(SamplingParams()), max_new)
     batch.join([row], *prefill(runner, [p]))
     while len(batch):
@@ -95,7 +95,7 @@ def run_alone(p: np.ndarray, max_new: int) -> DecodeRow:
 
 def test_rows_joining_a_running_batch_decode_as_they_would_alone():
     runner = ScriptedRunner()
-    batch = DecodeBatch(runner, ScriptedTokenizer(), ANSWER)
+    batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
     prompts = {k: prompt(k, 3 + k) for k in range(7)}
     joins = {0: [0, 1, 2], 2: [3], 3: [4, 5], 5: [6]}  # step -> rows that join before it
     rows = {k: DecodeRow(k, Sampler(SamplingParams()), 30) for k in prompts}
@@ -116,7 +116,7 @@ def test_rows_joining_a_running_batch_decode_as_they_would_alone():
 def test_stop_rules_and_answer_logits_match_the_single_sequence_decoder():
     runner = ScriptedRunner()
     prompts = [prompt(k, 4 + 2 * k) for k in range(5)]
-    batch = DecodeBatch(runner, ScriptedTokenizer(), ANSWER)
+    batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
     rows = [DecodeRow(k, Sampler(SamplingParams()), 30) for k in range(5)]
     batch.join(rows, *prefill(runner, prompts))
     while len(batch):
@@ -133,7 +133,7 @@ def test_stop_rules_and_answer_logits_match_the_single_sequence_decoder():
 
 def test_max_new_tokens_stops_a_row_and_compacts_the_batch():
     runner = ScriptedRunner()
-    batch = DecodeBatch(runner, ScriptedTokenizer(), ANSWER)
+    batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
     short, long = DecodeRow("short", Sampler(SamplingParams()), 2), DecodeRow("long", Sampler(SamplingParams()), 30)
     batch.join([short, long], *prefill(runner, [prompt(1, 5), prompt(2, 4)]))
     finished, ran = batch.step()
@@ -147,7 +147,7 @@ def test_max_new_tokens_stops_a_row_and_compacts_the_batch():
 
 def test_dropping_a_row_leaves_the_others_untouched():
     runner = ScriptedRunner()
-    batch = DecodeBatch(runner, ScriptedTokenizer(), ANSWER)
+    batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
     rows = [DecodeRow(("req", k), Sampler(SamplingParams()), 30) for k in range(3)]
     batch.join(rows, *prefill(runner, [prompt(k, 5 + k) for k in range(3)]))
     batch.step()
@@ -164,7 +164,7 @@ def test_first_token_suppression_bans_closing_the_thinking():
     p = prompt(3, 6)
     banned = script(p)  # the token the script would write first
     answer = AnswerTokens(ids=(10, 11), fast_prefix="", answer_cue="<answer>", empty_thinking=(banned,))
-    batch = DecodeBatch(runner, ScriptedTokenizer(), answer)
+    batch = reasoning_batch(runner, ScriptedTokenizer(), answer)
     row = DecodeRow(0, Sampler(SamplingParams()), 3)
     batch.join([row], *prefill(runner, [p]))
     batch.step()
