@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import threading
 import time
@@ -25,17 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, markdown_table  # noqa: E402
 
 
 def model_dir(name: str) -> Path:
@@ -46,7 +35,6 @@ def model_dir(name: str) -> Path:
 
         return Path(builtin_model_dir())
     if name in ("workload", "tiny"):
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         import workload as bench_workload  # also puts tests/ on the path
 
         root = Path(tempfile.gettempdir()) / "c4u-bench-concurrency"
@@ -166,12 +154,11 @@ def main() -> None:
 
         where += f", {torch.cuda.get_device_name(torch.device(args.device))}"
     print(f"\nmachine: {where}\nworkload: {desc}\n")
-    print("| mode | clients | requests | seconds | selections/s | vs one at a time | p50 latency s | p99 latency s "
-          "| same results |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['seconds']:.2f} | {r['throughput']:.2f} "
-              f"| {r['ratio']:.2f}x | {r['p50']:.3f} | {r['p99']:.3f} | {r['same_results']} |")
+    print(markdown_table(
+        ["mode", "clients", "requests", "seconds", "selections/s", "vs one at a time", "p50 latency s",
+         "p99 latency s", "same results"],
+        [[r["mode"], r["clients"], r["requests"], f"{r['seconds']:.2f}", f"{r['throughput']:.2f}",
+          f"{r['ratio']:.2f}x", f"{r['p50']:.3f}", f"{r['p99']:.3f}", r["same_results"]] for r in rows]))
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": machine(), "workload": desc, "rows": rows}, indent=2))
 

@@ -9,8 +9,9 @@ kernels with CUDA events.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,19 +20,16 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from c4u_engine.ops.dispatch import cuda_why_not
 from c4u_engine.ops.preprocess import PreprocessParams, preprocess, preprocess_cuda
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402
+
 PARAMS = PreprocessParams()
 N_IMAGES, SIDE = 16, 448
 MEDIANS: dict[str, float] = {}
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    return f"{report.cpu_name()}, {os.cpu_count()} logical CPUs"
 
 
 @pytest.fixture(scope="module")

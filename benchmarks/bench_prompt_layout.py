@@ -31,7 +31,8 @@ def main() -> None:
     args = p.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_concurrency import machine, workload
+    from bench_concurrency import workload
+    from report import machine
 
     from c4u_engine.api import Engine
     from c4u_engine.builtin import builtin_model_dir

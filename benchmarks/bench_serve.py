@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_concurrency import machine, model_dir, workload  # noqa: E402
+from bench_concurrency import model_dir, workload  # noqa: E402
+from report import machine, markdown_table  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -214,13 +215,12 @@ def main() -> None:
     target = f"Ray Serve, {args.replicas} replica(s)" if args.ray else "c4u serve (uvicorn, one Engine)"
     print(f"\nmachine: {machine()}\nserver: {target}; model {args.model}; {args.candidates} candidates, knockout, "
           f"fast, {args.size}x{args.size}\n")
-    print("| target | loop | concurrency / rate | requests | seconds | selections/s | p50 s | p95 s | p99 s "
-          "| statuses |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        load = r.get("concurrency", f"{r.get('rate')}/s")
-        print(f"| {r['target']} | {r['loop']} | {load} | {r['requests']} | {r['seconds']:.2f} | {r['throughput']:.2f} "
-              f"| {r['p50']:.3f} | {r['p95']:.3f} | {r['p99']:.3f} | {r['statuses']} |")
+    print(markdown_table(
+        ["target", "loop", "concurrency / rate", "requests", "seconds", "selections/s", "p50 s", "p95 s", "p99 s",
+         "statuses"],
+        [[r["target"], r["loop"], r.get("concurrency", f"{r.get('rate')}/s"), r["requests"], f"{r['seconds']:.2f}",
+          f"{r['throughput']:.2f}", f"{r['p50']:.3f}", f"{r['p95']:.3f}", f"{r['p99']:.3f}", r["statuses"]]
+         for r in rows]))
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": machine(), "server": target, "rows": rows}, indent=2))
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_concurrency import machine, model_dir, workload  # noqa: E402
+from bench_concurrency import model_dir, workload  # noqa: E402
+from report import machine  # noqa: E402
 
 
 def main() -> None:
