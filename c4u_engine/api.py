@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import threading
 import time
 from concurrent.futures import Future
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from c4u_engine.comparison import JUDGE_MODES, Comparison
-from c4u_engine.engine.config import EngineConfig
+from c4u_engine.engine.config import EngineConfig, check_seconds
 from c4u_engine.errors import C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError
 from c4u_engine.profile import Profile
 from c4u_engine.runners import BACKENDS
@@ -218,7 +217,7 @@ class Engine:
                 use_cache: bool, timeout: float | None, t_start: float, seconds: dict[str, float]) -> Future:
         from c4u_engine.engine.request import make_request
 
-        timeout = self.config.default_timeout_s if timeout is None else _check_timeout(timeout)
+        timeout = self.config.default_timeout_s if timeout is None else check_seconds("timeout", timeout)
         if plan.next_round() is None:  # one candidate: nothing to judge
             future: Future = Future()
             future.set_result(finish(plan, {"seconds": {"total": round(time.perf_counter() - t_start, 6)}}))
@@ -264,12 +263,6 @@ class Engine:
 def _check_max_new_tokens(n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError(f"max_new_tokens must be a positive int, got {n!r}")
-
-
-def _check_timeout(t: Any) -> float:
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-        raise InvalidInputError(f"timeout must be a positive number of seconds, got {t!r}")
-    return float(t)
 
 
 def _deduplicate(loaded: dict) -> tuple[list[int], dict[int, int]]:

@@ -48,9 +48,8 @@ class EngineConfig:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("encoder_cache_bytes", "prefix_cache_bytes"):
             _check_int(name, getattr(self, name), minimum=0)
-        t = self.default_timeout_s
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):
-            raise InvalidInputError(f"EngineConfig.default_timeout_s must be a positive number or None, got {t!r}")
+        if self.default_timeout_s is not None:
+            check_seconds("EngineConfig.default_timeout_s", self.default_timeout_s)
 
     def replace(self, **changes: Any) -> "EngineConfig":
         """A copy with `changes`; an unknown name is an InvalidInputError listing the valid ones."""
@@ -59,6 +58,13 @@ class EngineConfig:
         if unknown:
             raise InvalidInputError(f"unknown engine settings {unknown}; valid: {sorted(known)}")
         return dataclasses.replace(self, **changes)
+
+
+def check_seconds(name: str, value: Any) -> float:
+    """A duration: a positive, finite number of seconds (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
