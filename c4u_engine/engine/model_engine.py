@@ -59,7 +59,10 @@ class StageTimer:
     counters: dict[str, int] = field(default_factory=dict)
 
     def add_time(self, stage: str, t0: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+        self.add_seconds(stage, time.perf_counter() - t0)
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + int(n)

@@ -474,9 +474,9 @@ class Scheduler:
 
     @staticmethod
     def _time(t0: float, stage: str, reqs: list) -> None:
-        dt = time.perf_counter() - t0
+        dt = time.perf_counter() - t0  # the call's time, charged to every request in it
         for r in dict.fromkeys(reqs):
-            r.timer.seconds[stage] = r.timer.seconds.get(stage, 0.0) + dt
+            r.timer.add_seconds(stage, dt)
 
     # -- rounds -----------------------------------------------------------------------------------------------
     def _advance(self) -> None:
