@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import b64, free_port, png_bytes
+from http_server import b64, free_port, png_bytes
 from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine

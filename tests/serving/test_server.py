@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import b64, png_bytes  # noqa: F401  (tests/serving/conftest.py)
+from http_server import b64, png_bytes
 from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine

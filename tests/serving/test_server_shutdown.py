@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from conftest import b64, free_port
+from http_server import b64, free_port
 from tiny_checkpoint import make_test_image
 
 
