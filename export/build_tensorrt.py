@@ -41,7 +41,7 @@ from c4u_engine.runners.tensorrt_session import TrtSession  # noqa: F401
 
 from export.check_tensorrt import (assert_tensorrt_ready, graph_files, iter_graphs, load_model,
                                    read_manifest)
-from export.profiles import Profile, profiles_from_manifest
+from export.profiles import ShapeProfile, profiles_from_manifest
 
 PRECISIONS = {"fp32": "FLOAT", "bf16": "BFLOAT16", "fp16": "FLOAT16"}  # precision -> ONNX dtype name
 FP8_MIN_CAPABILITY = (8, 9)
@@ -166,7 +166,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def build_engine(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    profiles: Sequence[Profile],
+    profiles: Sequence[ShapeProfile],
     *,
     precision: str = "bf16",
     fp8: bool = False,

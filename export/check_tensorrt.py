@@ -27,8 +27,9 @@ from typing import Any
 import onnx
 
 from c4u_engine.errors import EngineArtifactError, InvalidInputError
+from c4u_engine.runners.engine_dir import read_manifest
 
-from export.profiles import GraphDim, Profile, profiles_from_manifest, validate_profiles
+from export.profiles import GraphDim, ShapeProfile, profiles_from_manifest, validate_profiles
 
 OPS_JSON = Path(__file__).with_name("tensorrt_ops.json")
 MIN_OPSET = 17  # the project's floor: LayerNormalization and friends exist from 17 on
@@ -81,7 +82,7 @@ def load_model(model: Any) -> Any:
 
 def check_graph(
     model: Any,
-    profiles: Sequence[Profile] | None = None,
+    profiles: Sequence[ShapeProfile] | None = None,
     *,
     plugins: Iterable[str] = (),
     graph_name: str | None = None,
@@ -113,7 +114,7 @@ def check_graph(
     return report
 
 
-def assert_tensorrt_ready(model: Any, profiles: Sequence[Profile] | None = None, *,
+def assert_tensorrt_ready(model: Any, profiles: Sequence[ShapeProfile] | None = None, *,
                           plugins: Iterable[str] = (), graph_name: str | None = None) -> CheckReport:
     """:func:`check_graph`, raising EngineArtifactError that lists every problem when there is one."""
     report = check_graph(model, profiles, plugins=plugins, graph_name=graph_name)
@@ -347,19 +348,6 @@ def graph_files(manifest: Mapping[str, Any]) -> dict[str, str]:
     graphs = manifest.get("graphs") or {}
     names = list(graphs) + [g for g in (manifest.get("profiles") or {}) if g not in graphs]
     return {g: (graphs.get(g) or {}).get("file", f"{g}.onnx") for g in names}
-
-
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError as e:
-        raise EngineArtifactError(f"manifest not found: {path}") from e
-    except json.JSONDecodeError as e:
-        raise EngineArtifactError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise EngineArtifactError(f"{path}: the manifest must be a JSON object")
-    return data
 
 
 def check_target(target: str | os.PathLike, manifest_path: str | os.PathLike | None = None,

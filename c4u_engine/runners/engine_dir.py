@@ -43,6 +43,7 @@ from typing import Any
 
 from c4u_engine.errors import EngineArtifactError
 from c4u_engine.models.config import ModelConfig
+from c4u_engine.models.file_formats import read_json_object
 
 MANIFEST_FILE = "manifest.json"
 ENGINE_SUBDIR = "onnx"
@@ -167,7 +168,7 @@ def load_engine_dir(model_dir: str | Path, *, verify_hashes: bool = True) -> Eng
     """
     path = find_engine_dir(model_dir)
     manifest_path = path / MANIFEST_FILE
-    manifest = _read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path)
     where = str(manifest_path)
     _check_format(manifest, where)
     for name in _str_list(manifest.get("files", []), f"{where}: 'files'"):
@@ -229,16 +230,9 @@ def check_graph_io(engine_dir: Path, entry: GraphEntry, inputs: Sequence[TensorS
 # ---------------------------------------------------------------------------------------------- parsing
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise EngineArtifactError(f"{path}: manifest not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineArtifactError(f"{path}: not a readable JSON manifest ({exc})") from exc
-    if not isinstance(data, dict):
-        raise EngineArtifactError(f"{path}: the manifest must be a JSON object, found {type(data).__name__}")
-    return data
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """An engine directory's manifest.json as a JSON object (export/ reads manifests through this too)."""
+    return read_json_object(path, error=EngineArtifactError, what="manifest")
 
 
 def _check_format(manifest: Mapping[str, Any], where: str) -> None:

@@ -16,15 +16,14 @@ is one numpy gather per tensor. KVs are exactly their length: `reserve` hints ar
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
+from c4u_engine.models.file_formats import read_safetensors_header
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
@@ -297,18 +296,15 @@ def _map_embeddings(engine_dir: EngineDir) -> np.ndarray:
     """The embedding table as a read-only memory map of the safetensors file ([vocab, hidden])."""
     entry = engine_dir.embeddings
     path = engine_dir.path / entry.file
-    try:
-        with path.open("rb") as f:
-            header_len = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(header_len))
-        info = header[entry.tensor]
-        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        begin, end = (int(x) for x in info["data_offsets"])
-        shape = tuple(int(d) for d in info["shape"])
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
-        raise EngineArtifactError(f"{path}: not a safetensors file holding a float32/float16 tensor "
-                                  f"{entry.tensor!r} ({exc!r})") from exc
+    header = read_safetensors_header(path, error=EngineArtifactError)
+    info = header.tensors.get(entry.tensor)
+    if info is None or info["dtype"] not in _SAFETENSORS_DTYPES:
+        raise EngineArtifactError(f"{path}: holds no float32/float16 tensor {entry.tensor!r} "
+                                  f"(tensors: {sorted(header.tensors)[:5]})")
+    dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+    begin, end = (int(x) for x in info["data_offsets"])
+    shape = tuple(int(d) for d in info["shape"])
     if shape != tuple(entry.shape) or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
         raise EngineArtifactError(f"{path}: tensor {entry.tensor!r} is {list(shape)} ({end - begin} bytes), the "
                                   f"manifest declares {list(entry.shape)}")
-    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + begin, shape=shape))
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=header.data_start + begin, shape=shape))

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
 from export import build_tensorrt as bt
-from export.profiles import Profile, ShapeRange
+from export.profiles import ShapeProfile, ShapeRange
 
 requires_tensorrt = pytest.mark.skipif(find_spec("tensorrt") is None, reason="tensorrt is not installed")
 
@@ -31,8 +31,8 @@ def tiny_model(dtype: int = TensorProto.FLOAT):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-PROFILES = [Profile("small", {"x": ShapeRange((1, 4), (2, 4), (4, 4))}),
-            Profile("large", {"x": ShapeRange((5, 4), (8, 4), (32, 4))})]
+PROFILES = [ShapeProfile("small", {"x": ShapeRange((1, 4), (2, 4), (4, 4))}),
+            ShapeProfile("large", {"x": ShapeRange((5, 4), (8, 4), (32, 4))})]
 
 
 @pytest.fixture
