@@ -31,13 +31,16 @@ class Engine:
     model_dir: a Hugging Face Qwen2.5-VL directory (config.json, safetensors, tokenizer, chat template,
     preprocessor_config.json; an optional c4u_prompt.json with the checkpoint's own prompt wording or preset).
     device: "cpu" or "cuda[:N]"; dtype: None (float32 on CPU, the checkpoint's dtype on CUDA), "float32",
-    "bfloat16" or "float16". prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the
+    "bfloat16" or "float16". precision: None or "fp32" | "fp16" | "bf16" | "int8" | "int4": a float precision is
+    its dtype; int8 / int4 run the checkpoint's quantized onnxruntime engine (python -m export CKPT --precision
+    int8). None on the built-in model on CPU is its measured default (builtin.DEFAULT_CPU_PRECISION). prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the
     checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
     Engine(path, prefix_cache_bytes=0, max_queued_requests=64).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None, *,
-                 backend: str = "auto", prompt=None, config: EngineConfig | None = None, **settings: Any) -> None:
+                 precision: str | None = None, backend: str = "auto", prompt=None, config: EngineConfig | None = None,
+                 **settings: Any) -> None:
         from c4u_engine.engine.answer import AnswerTokens
         from c4u_engine.engine.kv_store import KVStore
         from c4u_engine.engine.model_engine import ModelEngine
@@ -51,7 +54,11 @@ class Engine:
         self.config = (config or EngineConfig()).replace(**settings)
         self.model_dir = Path(model_dir)
         self.prompt = prompt_template(prompt, self.model_dir)
-        self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype)
+        if precision is None and dtype is None and device == "cpu" and backend in ("auto", "onnxruntime"):
+            from c4u_engine.builtin import default_cpu_precision
+
+            precision = default_cpu_precision(self.model_dir)
+        self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision)
         self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
         self.answer = AnswerTokens.resolve(
             self._core.tokenizer, lambda prefix: self._core.render([{"role": "user", "content": "x"}], prefix),
@@ -68,6 +75,11 @@ class Engine:
     @property
     def device(self) -> str:
         return self.runner.device
+
+    @property
+    def precision(self) -> str:
+        """fp32 | fp16 | bf16 | int8 | int4: what the runner computes in."""
+        return self.runner.precision
 
     @property
     def max_candidates(self) -> int:
@@ -178,7 +190,7 @@ class Engine:
             detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
             raise InvalidInputError(f"no valid candidate images ({detail})")
         policy = SelectionPolicy(len(unique), strategy, both_orders, mode)
-        engine_stats = {"backend": self.backend, "device": self.device}
+        engine_stats = {"backend": self.backend, "device": self.device, "precision": self.precision}
 
         def finish(plan: SelectionPolicy, stats: dict) -> Selection:
             stats = {**stats, **engine_stats, "prefix_cache_entries": len(self._store),

@@ -34,6 +34,13 @@ class Runner(ABC):
     hidden_size: int
     vocab_size: int
 
+    @property
+    def precision(self) -> str:
+        """fp32 | fp16 | bf16 | int8 | int4 (runners/precision.py); a float runner's is its dtype's."""
+        from c4u_engine.runners.precision import normalize_precision
+
+        return normalize_precision(str(getattr(self, "dtype", "float32")).removeprefix("torch."))
+
     @abstractmethod
     def encode_images(self, pixel_values: np.ndarray, grid_thw: np.ndarray) -> list[Embeds]:
         """Vision tower over many images in one call.

@@ -1,7 +1,9 @@
 """The fast CPU runtime: the exported graphs (python -m export) on onnxruntime, with numpy everywhere. No torch.
 
-Engine directory: a checkpoint's onnx/ subdirectory or the directory itself (engine_dir.py validates it:
-manifest, files, digests, I/O contract, model type). KV caches are numpy arrays ([B, kv_heads, L, head_dim] per
+Engine directory: a checkpoint's onnx/ subdirectory (onnx-int8/, onnx-int4/ for `precision="int8"|"int4"`) or
+the directory itself (engine_dir.py validates it: manifest, files, digests, I/O contract, model type, precision).
+Quantized engines (runners/precision.py) run here as they are: float I/O, int8 MatMulInteger / int4 MatMulNBits
+inside the graph. KV caches are numpy arrays ([B, kv_heads, L, head_dim] per
 layer), embeddings numpy arrays; the token embedding table is memory-mapped, so start-up reads only the rows used.
 
 Providers: device "cpu" runs the CPU execution provider; "cuda[:N]" the CUDA EP (TensorRT EP first when this
@@ -27,6 +29,7 @@ from c4u_engine.models.file_formats import read_safetensors_header
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
+from c4u_engine.runners.precision import normalize_precision
 from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
                                            decoder_input_names, load_engine_dir)
 
@@ -60,6 +63,7 @@ class OnnxRuntimeRunner(Runner):
         *,
         device: str = "cpu",
         dtype: str | None = None,
+        precision: str | None = None,
         providers: Sequence[Any] | None = None,
         intra_op_threads: int | None = None,
         verify_hashes: bool = True,
@@ -70,7 +74,12 @@ class OnnxRuntimeRunner(Runner):
             raise BackendUnavailableError(f"the onnxruntime runtime needs onnxruntime: pip install onnxruntime "
                                           f"({exc})") from exc
         self._ort = ort
-        self.engine_dir: EngineDir = load_engine_dir(model_dir, verify_hashes=verify_hashes)
+        wanted = normalize_precision(precision) if precision is not None else None
+        self.engine_dir: EngineDir = load_engine_dir(model_dir, precision=wanted, verify_hashes=verify_hashes)
+        if wanted is not None and self.engine_dir.precision.name != wanted:
+            raise BackendUnavailableError(
+                f"precision {wanted!r} asked for, but {self.engine_dir.path} is a {self.engine_dir.precision.name} "
+                f"engine; export one with python -m export CKPT --precision {wanted}")
         self.dtype = self._check_dtype(dtype)
         self.device = device
         cfg = self.engine_dir.config
@@ -89,6 +98,10 @@ class OnnxRuntimeRunner(Runner):
         self._decoder_inputs = decoder_input_names(self.num_layers)
         self._table = _map_embeddings(self.engine_dir)
         self._empty_cache: dict[int, np.ndarray] = {}
+
+    @property
+    def precision(self) -> str:
+        return self.engine_dir.precision.name
 
     # -- setup -----------------------------------------------------------------------------------------
     def _check_dtype(self, dtype: str | None) -> str:
