@@ -22,6 +22,7 @@ units and the census of quantization operators per graph, which the runtime chec
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import time
@@ -124,7 +125,6 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
     entry = PrecisionEntry(precision, method, block_size, tuple(float_kept), census)
     manifest["precision"] = entry.to_json()
     manifest["exporter"] = {**manifest.get("exporter", {}), "onnxruntime": _ort_version()}
-    manifest["source"]["engine"] = str(src_dir)
     write_manifest(out_dir, manifest)
     load_engine_dir(out_dir)  # the runtime's own checks on what was just written
     return manifest
@@ -173,6 +173,15 @@ def _excluded_nodes(model: onnx.ModelProto, graph: str, float_kept: Sequence[str
 
 
 def _quantize(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str]) -> onnx.ModelProto:
+    logging.disable(logging.WARNING)  # the quantizers log advice ("run pre-processing first") on the root logger
+    try:
+        return _run_quantizer(model, precision, block_size, excluded)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _run_quantizer(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str]
+                   ) -> onnx.ModelProto:
     if precision == "int8":
         import tempfile
 
