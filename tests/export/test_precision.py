@@ -198,3 +198,27 @@ def test_op_counts_match_onnx(ckpt, tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(EngineArtifactError, match="not a readable ONNX model"):
             op_counts(tmp_path / name)
+
+
+# Float precisions: bf16 keeps 8 significant bits (rounding error 2^-9), fp16 11 (2^-12); the same argument as
+# for the integer ones gives bounds of 2^-5 and 2^-8 on |dP(A)|.
+FLOAT_BOUND = {"bf16": 2**-5, "fp16": 2**-8}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_float_precisions_export_load_and_select(ckpt, images, tmp_path, precision):
+    out = export_engine(ckpt, tmp_path / precision, precision=precision, log=_quiet).out_dir
+    engine_dir = load_engine_dir(out)
+    assert engine_dir.precision.name == precision and engine_dir.dtype == activation_dtype(precision)
+    reference = Engine(ckpt, backend="onnxruntime").select(images, PROFILE, strategy="round_robin")
+    if precision == "fp16":  # onnxruntime runs fp16 graphs on CPU
+        engine = Engine(out)
+    else:  # bf16 graphs are TensorRT's (tests/runners/test_runner_tensorrt.py); on CPU bf16 is the torch runner
+        with pytest.raises(BackendUnavailableError, match="meant for TensorRT"):
+            create_runner(out, backend="onnxruntime")
+        engine = Engine(ckpt, precision="bf16")
+        assert engine.backend == "torch"
+    assert engine.precision == precision
+    ours = engine.select(images, PROFILE, strategy="round_robin")
+    drift = [abs(a.prob_a - b.prob_a) for a, b in zip(ours.comparisons, reference.comparisons)]
+    assert max(drift) <= FLOAT_BOUND[precision], drift
