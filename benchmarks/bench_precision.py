@@ -45,6 +45,8 @@ CONFIGS = {
     "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", ("vision",)),
     "onnxruntime int8 + int8 vision": ("onnxruntime", "int8", "onnx-int8-vision", ()),
     "onnxruntime int8 - float lm_head": ("onnxruntime", "int8", "onnx-int8-lmhead", ("vision", "lm_head")),
+    "onnxruntime int8 + int8 vision blocks": ("onnxruntime", "int8", "onnx-int8-vision-blocks",
+                                              ("vision.patch_embed", "vision.merger")),
     "onnxruntime int4": ("onnxruntime", "int4", "onnx-int4", ("vision",)),
     "onnxruntime fp16": ("onnxruntime", "fp16", "onnx-fp16", None),
     "torch fp32": ("torch", "fp32", None, None),
