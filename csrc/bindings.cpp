@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "c4u/build_info.h"
+#include "c4u/paged_kv.h"
+#include "c4u/paged_kv_pybind.h"
 #include "c4u/preprocess.h"
 
 namespace py = pybind11;
@@ -71,7 +73,19 @@ PYBIND11_MODULE(_C, m) {
       "Batched Qwen2-VL preprocessing on host buffers (see csrc/include/c4u/preprocess.h)", py::arg("src"),
       py::arg("src_hw"), py::arg("dst_hw"), py::arg("out"), py::arg("out_rows"), C4U_PREPROCESS_CONFIG_ARGS);
 
+  c4u::bind_paged_kv(
+      m, "_cpu", [](const c4u::PagedKVAppendArgs& a, uintptr_t) { c4u::paged_kv_append_cpu(a); },
+      [](const c4u::PagedKVCopyArgs& a, uintptr_t) { c4u::paged_kv_copy_blocks_cpu(a); },
+      [](const c4u::PagedKVGatherArgs& a, uintptr_t) { c4u::paged_kv_gather_cpu(a); });
+
 #ifdef C4U_WITH_CUDA
+  c4u::bind_paged_kv(
+      m, "_cuda",
+      [](const c4u::PagedKVAppendArgs& a, uintptr_t s) { c4u::paged_kv_append_cuda(a, reinterpret_cast<void*>(s)); },
+      [](const c4u::PagedKVCopyArgs& a, uintptr_t s) {
+        c4u::paged_kv_copy_blocks_cuda(a, reinterpret_cast<void*>(s));
+      },
+      [](const c4u::PagedKVGatherArgs& a, uintptr_t s) { c4u::paged_kv_gather_cuda(a, reinterpret_cast<void*>(s)); });
   m.def(
       "preprocess_cuda_workspace_bytes",
       [](const std::vector<int64_t>& src_hw, const std::vector<int64_t>& dst_hw, int patch_size,
