@@ -149,6 +149,17 @@ class TorchRunner(Runner):
     def kv_length(self, kv: KV) -> int:
         return int(kv.length)
 
+    def kv_layers(self, kv: KV) -> tuple[list, list, int]:
+        if not all(t.is_contiguous() for t in (*kv.keys, *kv.values)):  # a batch cut of a wider buffer
+            return [k.contiguous() for k in kv.keys], [v.contiguous() for v in kv.values], int(kv.length)
+        return list(kv.keys), list(kv.values), int(kv.length)
+
+    def kv_empty(self, batch: int, length: int, reserve: int = 0) -> KV:
+        with torch.inference_mode():
+            out = self._alloc(batch, length + reserve)
+        out.length = length
+        return out
+
     def kv_nbytes(self, kv: KV) -> int:
         return sum(t.nelement() * t.element_size() for t in (*kv.keys, *kv.values))
 
