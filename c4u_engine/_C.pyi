@@ -52,3 +52,50 @@ def preprocess_cuda(
     std: tuple[float, float, float],
     pillow_vertical_first: bool,
 ) -> None: ...
+
+# Paged KV (csrc/include/c4u/paged_kv.h); Python face: c4u_engine/ops/paged_kv.py, which checks every argument.
+# layout: (num_blocks, kv_heads, block_size, head_dim, elem_bytes); pools [num_blocks, kv_heads, block_size,
+# head_dim]; metadata pointers are int32 arrays on the kernel's device; stream: a cudaStream_t (0 for the CPU twin).
+# The *_cuda variants (same signatures) exist only in CUDA builds.
+def paged_kv_append_cpu(
+    layout: tuple[int, int, int, int, int],
+    pool_k: int,
+    pool_v: int,
+    block_tables: int,
+    batch: int,
+    max_blocks: int,
+    seq_lens: int,
+    append_lens: int,
+    src_start: int,
+    src_k: int,
+    src_v: int,
+    src_len: int,
+    max_append: int,
+    stream: int,
+) -> None: ...
+def paged_kv_copy_blocks_cpu(
+    layout: tuple[int, int, int, int, int],
+    pool_k: int,
+    pool_v: int,
+    src_blocks: int,
+    dst_blocks: int,
+    n_slots: int,
+    n: int,
+    stream: int,
+) -> None: ...
+def paged_kv_gather_cpu(
+    layout: tuple[int, int, int, int, int],
+    pool_k: int,
+    pool_v: int,
+    block_tables: int,
+    batch: int,
+    max_blocks: int,
+    seq_lens: int,
+    out_k: int,
+    out_v: int,
+    out_len: int,
+    stream: int,
+) -> None: ...
+paged_kv_append_cuda = paged_kv_append_cpu
+paged_kv_copy_blocks_cuda = paged_kv_copy_blocks_cpu
+paged_kv_gather_cuda = paged_kv_gather_cpu
