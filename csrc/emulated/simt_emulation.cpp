@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -73,33 +74,31 @@ std::vector<unsigned> order_of(size_t n, Order order, std::mt19937_64& rng) {
   return idx;
 }
 
-// Releases every warp group whose lanes have all arrived with the same mask; true if any was released.
-bool release_warps(detail::BlockState& b) {
-  bool released = false;
-  const size_t n = b.fibers.size();
-  for (size_t i = 0; i < n; ++i) {
-    detail::Fiber& f = b.fibers[i];
-    if (f.wait != detail::Wait::kWarp) continue;
-    const size_t warp_base = i / 32 * 32;
-    bool ready = true;
-    for (unsigned l = 0; l < 32 && ready; ++l) {
-      if (!((f.warp_mask >> l) & 1u)) continue;
-      const size_t j = warp_base + l;
-      if (j >= n) detail::fail("warp mask names lane " + std::to_string(l) + ", beyond the block's threads");
-      const detail::Fiber& g = b.fibers[j];
-      if (g.wait == detail::Wait::kDone) {
-        detail::fail("warp mask names lane " + std::to_string(l) + ", which has exited");
-      }
-      ready = g.wait == detail::Wait::kWarp && g.warp_mask == f.warp_mask;
+// Releases fiber i's warp group (the lanes of its mask) once every lane has arrived with the same mask; appends the
+// released fibers to `released`. A mask naming a lane that does not exist or has exited is an error.
+bool try_release_warp(detail::BlockState& b, size_t i, std::vector<unsigned>& released) {
+  const detail::Fiber& f = b.fibers[i];
+  if (f.wait != detail::Wait::kWarp) return false;
+  const size_t n = b.fibers.size(), warp_base = i / 32 * 32;
+  for (unsigned l = 0; l < 32; ++l) {
+    if (!((f.warp_mask >> l) & 1u)) continue;
+    const size_t j = warp_base + l;
+    if (j >= n) detail::fail("warp mask names lane " + std::to_string(l) + ", beyond the block's threads");
+    const detail::Fiber& g = b.fibers[j];
+    if (g.wait == detail::Wait::kDone) {
+      detail::fail("warp mask names lane " + std::to_string(l) + ", which has exited");
     }
-    if (!ready) continue;
-    for (unsigned l = 0; l < 32; ++l) {
-      if ((f.warp_mask >> l) & 1u) b.fibers[warp_base + l].wait = detail::Wait::kRunnable;
-    }
-    ++g_stats.warp_syncs;
-    released = true;
+    if (g.wait != detail::Wait::kWarp || g.warp_mask != f.warp_mask) return false;
   }
-  return released;
+  const unsigned mask = f.warp_mask;
+  for (unsigned l = 0; l < 32; ++l) {
+    if ((mask >> l) & 1u) {
+      b.fibers[warp_base + l].wait = detail::Wait::kRunnable;
+      released.push_back(static_cast<unsigned>(warp_base + l));
+    }
+  }
+  ++g_stats.warp_syncs;
+  return true;
 }
 
 std::string describe_deadlock(const detail::BlockState& b) {
@@ -115,6 +114,10 @@ std::string describe_deadlock(const detail::BlockState& b) {
          " exited";
 }
 
+// Runs one block. Fibers run one at a time in the schedule's order; a warp whose lanes all reach a warp intrinsic
+// is released and run again at once, ahead of the other warps (warps are independent between block barriers, so
+// one racing ahead is a legal schedule, and the one that exposes a warp overwriting shared memory that another
+// warp has not read yet). At a block barrier everyone waits; then the next round starts in a fresh order.
 void run_block(detail::BlockState& b, const Stacks& stacks, std::mt19937_64& rng) {
   const size_t n = b.fibers.size();
   for (size_t i = 0; i < n; ++i) {
@@ -126,29 +129,45 @@ void run_block(detail::BlockState& b, const Stacks& stacks, std::mt19937_64& rng
     f.ctx.uc_link = &b.scheduler;
     makecontext(&f.ctx, fiber_main, 0);
   }
+  std::deque<unsigned> ready;
+  auto refill = [&]() {
+    for (unsigned i : order_of(n, g_schedule.order, rng)) {
+      if (b.fibers[i].wait == detail::Wait::kRunnable) ready.push_back(i);
+    }
+  };
+  refill();
+  std::vector<unsigned> released;
   size_t done = 0;
   while (done < n) {
-    bool ran = false;
-    for (unsigned i : order_of(n, g_schedule.order, rng)) {
-      if (b.fibers[i].wait != detail::Wait::kRunnable) continue;
-      b.current = i;
-      swapcontext(&b.scheduler, &b.fibers[i].ctx);
-      ran = true;
-      if (b.error) std::rethrow_exception(b.error);
-      done += b.fibers[i].wait == detail::Wait::kDone;
-    }
-    if (done == n) break;
-    if (release_warps(b)) continue;
-    size_t at_barrier = 0;
-    for (const auto& f : b.fibers) at_barrier += f.wait == detail::Wait::kBarrier;
-    if (at_barrier > 0 && at_barrier + done == n) {  // exited threads count as arrived
-      for (auto& f : b.fibers) {
-        if (f.wait == detail::Wait::kBarrier) f.wait = detail::Wait::kRunnable;
+    if (ready.empty()) {
+      size_t at_barrier = 0;
+      for (const auto& f : b.fibers) at_barrier += f.wait == detail::Wait::kBarrier;
+      if (at_barrier > 0 && at_barrier + done == n) {  // exited threads count as arrived
+        for (auto& f : b.fibers) {
+          if (f.wait == detail::Wait::kBarrier) f.wait = detail::Wait::kRunnable;
+        }
+        ++g_stats.barriers;
+        refill();
+        continue;
       }
-      ++g_stats.barriers;
+      for (size_t i = 0; i < n; ++i) try_release_warp(b, i, released);  // reports lanes that exited
+      throw std::runtime_error(describe_deadlock(b));
+    }
+    const unsigned i = ready.front();
+    ready.pop_front();
+    if (b.fibers[i].wait != detail::Wait::kRunnable) continue;
+    b.current = i;
+    swapcontext(&b.scheduler, &b.fibers[i].ctx);
+    if (b.error) std::rethrow_exception(b.error);
+    if (b.fibers[i].wait == detail::Wait::kDone) {
+      ++done;
       continue;
     }
-    if (!ran) throw std::runtime_error(describe_deadlock(b));
+    released.clear();
+    if (try_release_warp(b, i, released)) {
+      std::vector<unsigned> next = order_of(released.size(), g_schedule.order, rng);
+      for (auto it = next.rbegin(); it != next.rend(); ++it) ready.push_front(released[*it]);
+    }
   }
 }
 
