@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "c4u/build_info.h"
+#include "c4u/embed_mrope_pybind.h"
 #include "c4u/paged_kv.h"
 #include "c4u/paged_kv_pybind.h"
 #include "c4u/sampling.h"
@@ -91,9 +92,16 @@ PYBIND11_MODULE(_C, m) {
       },
       "The Philox4x32-10 block the samplers draw from (c4u/sampling_math.h), for tests and reproducing draws",
       py::arg("counter"), py::arg("key"));
+  c4u::bind_embed_mrope(
+      m, "_cpu", [](const c4u::EmbedMergeArgs& a, uintptr_t) { c4u::embed_merge_cpu(a); },
+      [](const c4u::MropeArgs& a, uintptr_t) { c4u::mrope_positions_cpu(a); });
   c4u::bind_sample(m, "_cpu", [](const c4u::SamplingArgs& a, uintptr_t) { c4u::sample_cpu(a); });
 
 #ifdef C4U_WITH_CUDA
+  c4u::bind_embed_mrope(
+      m, "_cuda",
+      [](const c4u::EmbedMergeArgs& a, uintptr_t s) { c4u::embed_merge_cuda(a, reinterpret_cast<void*>(s)); },
+      [](const c4u::MropeArgs& a, uintptr_t s) { c4u::mrope_positions_cuda(a, reinterpret_cast<void*>(s)); });
   c4u::bind_sample(m, "_cuda",
                    [](const c4u::SamplingArgs& a, uintptr_t s) { c4u::sample_cuda(a, reinterpret_cast<void*>(s)); });
   c4u::bind_paged_kv(

@@ -6,10 +6,12 @@
 
 #include <string>
 
+#include "c4u/embed_mrope_pybind.h"
 #include "c4u/paged_kv_pybind.h"
 #include "c4u/sampling_pybind.h"
 #include "c4u/simt_schedule.h"
 #include "emulated/sampling_emulated.h"
+#include "emulated/embed_mrope_emulated.h"
 #include "emulated/paged_kv_emulated.h"
 #include "emulated/simt_selftest.h"
 
@@ -77,6 +79,9 @@ PYBIND11_MODULE(_C_emulated, m) {
     c4u::emulated::half_dot(ptr<const uint16_t>(in_h), ptr<const uint16_t>(in_b), blocks, threads, ptr<float>(out));
   });
 
+  c4u::bind_embed_mrope(
+      m, "", [](const c4u::EmbedMergeArgs& a, uintptr_t) { c4u::emulated::embed_merge(a); },
+      [](const c4u::MropeArgs& a, uintptr_t) { c4u::emulated::mrope_positions(a); });
   c4u::bind_sample(m, "", [](const c4u::SamplingArgs& a, uintptr_t) { c4u::emulated::sample(a); });
   // Same signatures as _C.paged_kv_*_cpu (host memory; stream must be 0).
   c4u::bind_paged_kv(

@@ -2,20 +2,11 @@
 #include "c4u/simt_emulation.h"
 // The kernel header follows the emulation header: it is CUDA source.
 #include "c4u/paged_kv.cuh"
+#include "emulated/emulated_launch.h"
 #include "emulated/paged_kv_emulated.h"
 
 namespace c4u {
 namespace emulated {
-namespace {
-
-struct EmulatedLaunch {
-  template <class... Params, class... Args>
-  void operator()(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args... args) const {
-    simt::launch(kernel, grid, block, smem, static_cast<Params>(args)...);
-  }
-};
-
-}  // namespace
 
 void paged_kv_append(const PagedKVAppendArgs& a) { paged_kv::append(EmulatedLaunch{}, a); }
 void paged_kv_copy_blocks(const PagedKVCopyArgs& a) { paged_kv::copy_blocks(EmulatedLaunch{}, a); }

@@ -4,17 +4,14 @@
 #include "c4u/simt_emulation.h"
 // The kernel header follows the emulation header: it is CUDA source.
 #include "c4u/sampling.cuh"
+#include "emulated/emulated_launch.h"
 #include "emulated/sampling_emulated.h"
 
 namespace c4u {
 namespace emulated {
 
 void sample(const SamplingArgs& a) {
-  sampling::sample(
-      [](void (*kernel)(SamplingArgs), dim3 grid, dim3 block, size_t smem, const SamplingArgs& args) {
-        simt::launch(kernel, grid, block, smem, args);
-      },
-      a, 64);
+  sampling::sample(EmulatedLaunch{}, a, 64);
 }
 
 }  // namespace emulated
