@@ -45,7 +45,7 @@ from c4u_engine.engine.prefill import (NewTokens, prefill_continuations, prefill
                                        text_tokens)
 from c4u_engine.engine.request import Request
 from c4u_engine.errors import C4UError, DeadlineExceededError, InferenceError, OverloadedError, RequestCancelledError
-from c4u_engine.ops.preprocess import preprocess
+from c4u_engine.engine.pixels import concat_pixels
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 IDLE_EXIT_S = 2.0  # the thread exits after this long without work (and starts again on the next request)
@@ -355,10 +355,10 @@ class Scheduler:
             for r, i in todo.values():
                 px = r.pixels[i]
                 if px is None:  # cached at submit, evicted since
-                    px, _ = preprocess([r.images[i].pixels], params)
+                    px, _ = self.core.preprocess([r.images[i].pixels])
                 pixels.append(px)
                 grids.append(r.grids[i])
-            outs = self.runner.encode_images(np.concatenate(pixels), np.asarray(grids, np.int64))
+            outs = self.runner.encode_images(concat_pixels(pixels), np.asarray(grids, np.int64))
             done = dict(zip(todo, outs))
             keep = {key for r, key, _ in batch if r.use_cache}
             for key in keep:

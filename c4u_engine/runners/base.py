@@ -28,6 +28,9 @@ class Runner(ABC):
 
     name: str = "abstract"
     device: str = "cpu"
+    # True: encode_images also takes pixel values as a torch tensor on the runner's device, so the engine
+    # preprocesses on the GPU (engine/pixels.py) instead of uploading host pixels.
+    takes_device_pixels: bool = False
     num_layers: int
     num_kv_heads: int
     head_dim: int

@@ -36,6 +36,7 @@ class TorchKV:
 
 class TorchRunner(Runner):
     name = "torch"
+    takes_device_pixels = True
 
     def __init__(self, model_dir: str | Path, *, device: str = "cpu", dtype: str | None = None) -> None:
         if torch is None:
@@ -74,7 +75,10 @@ class TorchRunner(Runner):
         outs: list = []
         offsets = np.concatenate([[0], np.cumsum(patches)])
         with self._lock, torch.inference_mode():
-            pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+            if isinstance(pixel_values, torch.Tensor):  # preprocessed on the device (engine/pixels.py)
+                pv = pixel_values
+            else:
+                pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
             for group in split_by_budget(patches, self.vision_patches_per_call):
                 chunk = pv[offsets[group.start] : offsets[group.stop]].to(self._torch_device, self.dtype)
                 out = self.model.encode_images(chunk, grid[group])
