@@ -1,6 +1,13 @@
 # Type stubs for c4u_engine._C_emulated: CUDA kernel sources run on the CPU under the SIMT emulator (tests only;
 # csrc/emulated/). Same raw-pointer conventions as _C, host memory standing in for device memory.
-from c4u_engine._C import paged_kv_append_cpu, paged_kv_copy_blocks_cpu, paged_kv_gather_cpu
+from c4u_engine._C import (
+    embed_merge_cpu,
+    mrope_positions_cpu,
+    paged_kv_append_cpu,
+    paged_kv_copy_blocks_cpu,
+    paged_kv_gather_cpu,
+    sample_cpu,
+)
 
 have_half: bool  # built with CUDA's cuda_fp16.h / cuda_bf16.h (half_dot available)
 
@@ -18,3 +25,6 @@ def half_dot(in_h: int, in_b: int, blocks: int, threads: int, out: int, /) -> No
 paged_kv_append = paged_kv_append_cpu
 paged_kv_copy_blocks = paged_kv_copy_blocks_cpu
 paged_kv_gather = paged_kv_gather_cpu
+sample = sample_cpu  # runs the kernel with two warps per block (the GPU launch uses eight)
+embed_merge = embed_merge_cpu
+mrope_positions = mrope_positions_cpu

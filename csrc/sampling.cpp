@@ -1,6 +1,8 @@
 // CPU twin of the sampling kernel (contract: c4u/sampling.h; kernel: c4u/sampling.cuh). The same exact steps, one
 // row at a time; OpenMP over rows.
 #include <algorithm>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "c4u/sampling.h"
@@ -25,34 +27,40 @@ int32_t sample_row(const SamplingArgs& a, int64_t b, std::vector<char>& allowed)
   if (temperature == 0.f) return best_index;
   const float max_s = row[best_index] / temperature;
   std::vector<float> s(static_cast<size_t>(a.vocab));
-  for (int64_t i = 0; i < a.vocab; ++i) s[i] = row[i] / temperature;
+  std::vector<uint32_t> keys;  // keys of the allowed tokens
+  keys.reserve(static_cast<size_t>(a.vocab));
+  for (int64_t i = 0; i < a.vocab; ++i) {
+    s[i] = row[i] / temperature;
+    if (allowed[i]) keys.push_back(order_key(s[i]));
+  }
 
+  // The kernel finds its cuts by bitwise search over counts and masses; both cuts are values of some key, so the
+  // same keys come out of a selection (top-k) and a sorted walk (top-p) here, in O(vocab log vocab) once.
   uint32_t threshold = 0;
-  if (a.top_k[b] > 0) {
-    for (int bit = 31; bit >= 0; --bit) {
-      const uint32_t cand = threshold | (1u << bit);
-      int64_t count = 0;
-      for (int64_t i = 0; i < a.vocab; ++i) count += allowed[i] && order_key(s[i]) >= cand;
-      if (count >= a.top_k[b]) threshold = cand;
-    }
+  const int64_t k = a.top_k[b];
+  if (k > 0 && k < static_cast<int64_t>(keys.size())) {
+    std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint32_t>());
+    threshold = keys[k - 1];  // the k-th largest key: count(key >= it) >= k, and no larger key has that
   }
   if (a.top_p[b] < 1.f) {
+    std::vector<std::pair<uint32_t, uint64_t>> kept;  // (key, fixed-point mass), largest key first
     uint64_t total = 0;
     for (int64_t i = 0; i < a.vocab; ++i) {
-      if (allowed[i] && order_key(s[i]) >= threshold) total += sampling::mass(s[i], max_s);
+      if (!allowed[i] || order_key(s[i]) < threshold) continue;
+      kept.emplace_back(order_key(s[i]), sampling::mass(s[i], max_s));
+      total += kept.back().second;
     }
+    std::sort(kept.begin(), kept.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
     const uint64_t target = sampling::mass_target(a.top_p[b], total);
-    uint32_t cut = 0;
-    for (int bit = 31; bit >= 0; --bit) {
-      const uint32_t cand = cut | (1u << bit);
-      const uint32_t floor = cand > threshold ? cand : threshold;
-      uint64_t kept = 0;
-      for (int64_t i = 0; i < a.vocab; ++i) {
-        if (allowed[i] && order_key(s[i]) >= floor) kept += sampling::mass(s[i], max_s);
+    uint64_t mass = 0;
+    for (size_t j = 0; j < kept.size(); ++j) {
+      mass += kept[j].second;
+      const bool key_ends = j + 1 == kept.size() || kept[j + 1].first != kept[j].first;
+      if (key_ends && mass >= target) {  // the largest cut whose kept mass reaches the target
+        if (kept[j].first > threshold) threshold = kept[j].first;
+        break;
       }
-      if (kept >= target) cut = cand;
     }
-    if (cut > threshold) threshold = cut;
   }
   float score = 0.f;
   int32_t index = -1;

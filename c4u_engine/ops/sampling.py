@@ -109,12 +109,16 @@ def sample(logits, *, temperature: Any = 0.0, top_k: Any = 0, top_p: Any = 1.0, 
 
 
 def _check_logits(op: str, logits: np.ndarray, ban: np.ndarray, ban_ids: np.ndarray) -> None:
-    """NaN or +inf poison every rule; a row whose allowed logits are all -inf has nothing to draw."""
-    if np.isnan(logits).any() or np.isposinf(logits).any():
+    """NaN or +inf poison every rule; a row whose allowed logits are all -inf has nothing to draw. One max per row
+    (NaN and +inf survive it), plus a copy of the rows with bans only."""
+    top = logits.max(axis=1)
+    if np.isnan(top).any() or np.isposinf(top).any():
         raise KernelArgumentError(f"{op}: logits hold NaN or +inf")
-    finite = np.isfinite(logits)
-    if ban_ids.size:
-        finite[np.ix_(ban.astype(bool), ban_ids)] = False
-    dead = ~finite.any(axis=1)
+    dead = np.isneginf(top)
+    banned_rows = np.flatnonzero(ban)
+    if ban_ids.size and banned_rows.size:
+        allowed = logits[banned_rows]
+        allowed[:, ban_ids] = -np.inf
+        dead[banned_rows] |= np.isneginf(allowed.max(axis=1))
     if dead.any():
         raise KernelArgumentError(f"{op}: rows {np.flatnonzero(dead).tolist()} have no finite allowed logit")

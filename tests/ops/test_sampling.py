@@ -115,6 +115,10 @@ def test_emulated_cuda_source_draws_the_cpu_twins_tokens(order):
             x = mixed_logits(seed, vocab=517)
             np.testing.assert_array_equal(sample(x, seed=seed, device="emulated", **MIXED),
                                           sample(x, seed=seed, device="cpu", **MIXED))
+        x = mixed_logits(5, batch=3, vocab=517)
+        edges = dict(temperature=1.0, top_k=[517, 516, 2000], top_p=[0.8, 1.0, 0.95], banned=[1, 2], ban_rows=[0, 1, 1])
+        np.testing.assert_array_equal(sample(x, seed=4, device="emulated", **edges),
+                                      sample(x, seed=4, device="cpu", **edges))
         x = np.zeros((2, 64), np.float32)
         x[:, 10] = x[:, 50] = 1.0
         assert sample(x, device="emulated").tolist() == [10, 10]
