@@ -72,6 +72,9 @@ PYBIND11_MODULE(_C_emulated, m) {
   m.def("rotate_shared", [](uintptr_t in, int64_t n, unsigned threads, bool with_barrier, uintptr_t out) {
     c4u::emulated::rotate_shared(ptr<const float>(in), n, threads, with_barrier, ptr<float>(out));
   });
+  m.def("two_sums", [](uintptr_t in, int64_t blocks, unsigned threads, bool reuse_barrier, uintptr_t out) {
+    c4u::emulated::two_sums(ptr<const float>(in), blocks, threads, reuse_barrier, ptr<float>(out));
+  });
   m.def("divergent_barrier", [](unsigned threads, unsigned active, uintptr_t out) {
     c4u::emulated::divergent_barrier(threads, active, ptr<float>(out));
   });

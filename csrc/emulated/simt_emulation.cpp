@@ -66,11 +66,23 @@ void yield() {
   swapcontext(&b.fibers[b.current].ctx, &b.scheduler);
 }
 
-std::vector<unsigned> order_of(size_t n, Order order, std::mt19937_64& rng) {
+// The order to run n items in. Shuffled orders permute groups of `group` consecutive items (warps, for threads) and
+// the items inside each group: warps run as units, the way a GPU issues them, in a random order.
+std::vector<unsigned> order_of(size_t n, Order order, std::mt19937_64& rng, size_t group = 1) {
   std::vector<unsigned> idx(n);
   std::iota(idx.begin(), idx.end(), 0u);
   if (order == Order::kReverse) std::reverse(idx.begin(), idx.end());
-  if (order == Order::kShuffled) std::shuffle(idx.begin(), idx.end(), rng);
+  if (order == Order::kShuffled) {
+    std::vector<unsigned> groups((n + group - 1) / group);
+    std::iota(groups.begin(), groups.end(), 0u);
+    std::shuffle(groups.begin(), groups.end(), rng);
+    idx.clear();
+    for (unsigned g : groups) {
+      const size_t first = idx.size();
+      for (size_t i = g * group; i < std::min(n, (g + 1) * group); ++i) idx.push_back(static_cast<unsigned>(i));
+      std::shuffle(idx.begin() + static_cast<std::ptrdiff_t>(first), idx.end(), rng);
+    }
+  }
   return idx;
 }
 
@@ -131,7 +143,7 @@ void run_block(detail::BlockState& b, const Stacks& stacks, std::mt19937_64& rng
   }
   std::deque<unsigned> ready;
   auto refill = [&]() {
-    for (unsigned i : order_of(n, g_schedule.order, rng)) {
+    for (unsigned i : order_of(n, g_schedule.order, rng, 32)) {
       if (b.fibers[i].wait == detail::Wait::kRunnable) ready.push_back(i);
     }
   };

@@ -27,6 +27,11 @@ void rotate_shared(const float* in, int64_t n, unsigned threads, bool with_barri
                with_barrier ? 1 : 0);
 }
 
+void two_sums(const float* in, int64_t blocks, unsigned threads, bool reuse_barrier, float* out) {
+  simt::launch(selftest::two_sums, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, in, out,
+               reuse_barrier ? 1 : 0);
+}
+
 void divergent_barrier(unsigned threads, unsigned active, float* out) {
   simt::launch(selftest::divergent_barrier, dim3(1), dim3(threads), 0, out, active);
 }

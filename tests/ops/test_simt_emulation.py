@@ -97,6 +97,24 @@ def test_planted_missing_barrier_depends_on_the_schedule():
     assert not np.array_equal(broken[1], broken[2], equal_nan=True)
 
 
+def test_planted_missing_barrier_before_slot_reuse_is_exposed():
+    """A warp may run ahead of the others between block barriers; the emulator lets it, so a reduction that reuses
+    its shared slots without a barrier first overwrites a slot the slower warp still has to read."""
+    x = np.arange(1, 129, dtype=np.float32)  # 2 blocks of 64 threads (2 warps each)
+    per_block = x.reshape(2, 64)
+    sums = np.stack([per_block.sum(axis=1), (2 * per_block + 1).sum(axis=1)], axis=1)
+    reference = np.repeat(sums.ravel(), 2)  # what each of the 2 warps of a block reads
+    for order in ORDERS:
+        E.set_schedule(order, 5)
+        good, bad = np.zeros(8, np.float32), np.zeros(8, np.float32)
+        E.two_sums(x.ctypes.data, 2, 64, True, good.ctypes.data)
+        E.two_sums(x.ctypes.data, 2, 64, False, bad.ctypes.data)
+        np.testing.assert_array_equal(good, reference)
+        # forward: warp 0 runs ahead and clobbers warp 1's read; reverse: the other way round; shuffled: either
+        assert not np.array_equal(bad, reference), order
+    E.set_schedule("forward", 0)
+
+
 def test_stale_shared_memory_is_poisoned_between_launches():
     # A correct run leaves the right values in shared memory; the racy kernel must still not find them there.
     x = np.arange(64, dtype=np.float32)
@@ -119,3 +137,4 @@ def test_bad_launch_is_rejected():
         E.block_sum(out.ctypes.data, 1, 4, 2048, out.ctypes.data)
     with pytest.raises(ValueError, match="order must be"):
         E.set_schedule("backwards", 0)
+    assert "two_sums" in dir(E)

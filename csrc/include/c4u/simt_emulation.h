@@ -5,7 +5,9 @@
 // A fiber runs until it reaches a synchronisation point (__syncthreads, a warp shuffle / vote / __syncwarp) or
 // returns; then the next fiber in the block's order runs. Threads are released from a barrier once every live thread
 // of the block (or every lane of the warp mask) has arrived. The order of the fibers between two barriers is the
-// schedule: forward, reverse, or a fresh shuffle per sweep (seeded), and blocks run in the same kind of order. A
+// schedule: forward, reverse, or a fresh shuffle per round (seeded; warps in a random order, the lanes of each in a
+// random order), and blocks run in the same kind of order. A warp whose lanes all reach a warp intrinsic runs on
+// at once, ahead of the other warps, until it reaches a block barrier (legal on a GPU). A
 // kernel whose result depends on the schedule has a race (a missing barrier, a read of shared memory before it is
 // written), which the tests expose by comparing schedules.
 //

@@ -77,6 +77,27 @@ __global__ void rotate_shared(const float* in, float* out, int with_barrier) {
   out[base + t] = s[(t + 1) % blockDim.x];
 }
 
+// Two block sums in a row through the same 32 shared slots (warp shuffles, then one slot per warp); lane 0 of each
+// warp w writes what it read: out[(2 b + pass) * warps + w], sum(in) for pass 0, sum(2 in + 1) for pass 1. With reuse_barrier = 0 the barrier before the second
+// reduction writes its slots is missing (the planted bug): a warp that races ahead overwrites a slot another warp
+// has not read yet.
+//   in [host, float32]: [gridDim.x * blockDim.x];  out [host, float32]: [2 * gridDim.x * blockDim.x / 32]
+__global__ void two_sums(const float* in, float* out, int reuse_barrier) {
+  __shared__ float slots[32];
+  const unsigned t = threadIdx.x;
+  const float x = in[blockIdx.x * blockDim.x + t];
+  for (int pass = 0; pass < 2; ++pass) {
+    float v = pass == 0 ? x : 2.f * x + 1.f;
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (pass == 0 || reuse_barrier) __syncthreads();
+    if (t % 32 == 0) slots[t / 32] = v;
+    __syncthreads();
+    float total = 0.f;
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) total += slots[w];
+    if (t % 32 == 0) out[(2 * blockIdx.x + pass) * (blockDim.x / 32) + t / 32] = total;
+  }
+}
+
 // A barrier only some threads reach (t < active): the emulator reports a deadlock instead of hanging.
 __global__ void divergent_barrier(float* out, unsigned active) {
   if (threadIdx.x < active) {
