@@ -200,3 +200,16 @@ def test_onnxruntime_runner_on_the_paged_store(images):
     assert got.ranking == want.ranking
     for a, b in zip(got.comparisons, want.comparisons):
         assert abs(a.prob_a - b.prob_a) <= 1e-5
+
+
+@pytest.mark.cuda
+def test_paged_selection_on_cuda_equals_contiguous(tiny_ckpt, images):
+    """The paged store on a GPU: pools are CUDA tensors and the paged-KV CUDA kernels fork them."""
+    kwargs = dict(backend="torch", device="cuda", dtype="float32")
+    want = Engine(tiny_ckpt, **kwargs).select(images[:4], PROFILE, strategy="round_robin")
+    paged = Engine(tiny_ckpt, kv_layout="paged", **kwargs)
+    got = paged.select(images[:4], PROFILE, strategy="round_robin")
+    assert paged._store.device == "cuda" and paged._store.pool.keys[0].is_cuda
+    assert got.ranking == want.ranking
+    for a, b in zip(got.comparisons, want.comparisons):
+        assert abs(a.prob_a - b.prob_a) <= 1e-5
