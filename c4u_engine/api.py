@@ -63,7 +63,12 @@ class Engine:
         self.answer = AnswerTokens.resolve(
             self._core.tokenizer, lambda prefix: self._core.render([{"role": "user", "content": "x"}], prefix),
             self.prompt)
-        self._store = KVStore(self.config.prefix_cache_bytes, self.runner.kv_nbytes)
+        if self.config.kv_layout == "paged":
+            from c4u_engine.engine.paged_kv_store import PagedKVStore
+
+            self._store = PagedKVStore(self.config.prefix_cache_bytes, self.runner, self.config.kv_block_size)
+        else:
+            self._store = KVStore(self.config.prefix_cache_bytes, self.runner.kv_nbytes)
         self._scheduler = Scheduler(self._core, self._store, self.answer, self.prompt.reason_prefix, self.config)
         check_spans(self._core, self.prompt, self.answer)
 

@@ -237,6 +237,16 @@ class OnnxRuntimeRunner(Runner):
     def kv_length(self, kv: KV) -> int:
         return int(kv.keys[0].shape[2])
 
+    def kv_layers(self, kv: KV) -> tuple[list, list, int]:
+        contiguous = lambda ts: [np.ascontiguousarray(t) for t in ts]  # noqa: E731 (a no-op for our own arrays)
+        return contiguous(kv.keys), contiguous(kv.values), int(kv.keys[0].shape[2])
+
+    def kv_empty(self, batch: int, length: int, reserve: int = 0) -> KV:
+        # KVs here are exactly their length (the graph concatenates): reserve is not needed.
+        shape = (batch, self.num_kv_heads, length, self.head_dim)
+        return OrtKV([np.zeros(shape, self._np_dtype) for _ in range(self.num_layers)],
+                     [np.zeros(shape, self._np_dtype) for _ in range(self.num_layers)])
+
     def kv_nbytes(self, kv: KV) -> int:
         return int(sum(t.nbytes for t in kv.keys) + sum(t.nbytes for t in kv.values))
 
