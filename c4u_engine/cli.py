@@ -84,7 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if selection.explanation:
         print(f"\nwhy:\n{selection.explanation}")
     seconds = selection.stats.get("seconds", {}).get("total")
-    print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} in {seconds:.2f} s")
+    print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} ({engine.precision}) in {seconds:.2f} s")
     return 0
 
 
