@@ -2,7 +2,8 @@
 
     python benchmarks/bench_precision.py [--groups 100] [--test-pairs 300] [--reps 5] [--out results.json]
 
-Per precision (onnxruntime fp32 = the baseline, int8, int4, fp16; torch fp32 and bf16):
+Per configuration (onnxruntime fp32 = the baseline; int8 with the vision tower float, quantized, or quantized but
+for its first and last layers; int8 with lm_head float; int4; fp16; torch fp32 and bf16):
 - time of an N = 8 round-robin fast selection and of a reason-mode selection (N = 4 knockout, up to 256 new
   tokens), median over --reps repetitions of 4 groups, the precisions interleaved within each repetition so that
   load on the machine falls on all of them alike; speed-up = fp32 onnxruntime time / this time;
@@ -10,7 +11,7 @@ Per precision (onnxruntime fp32 = the baseline, int8, int4, fp16; torch fp32 and
 - peak RSS of a `c4u select` process (8 creatives, fast, round robin) in that precision;
 - drift against fp32 onnxruntime on --groups synthetic groups of 8 (round robin, fast, both orders):
   max and mean |dP(A)| over all comparisons, the share of comparisons with the same answer, of groups with the
-  same winner and of groups with the same ordered answers (every comparison's answer equal);
+  same winner, of groups with the same ordered answers (every comparison's answer equal) and the same ranking;
 - held-out accuracy of the built-in model (its synthetic test split regenerated from the training seed: the first
   --test-pairs test pairs of 20,000 and 100 groups of 4, the numbers of MODEL_CARD.md), fast mode.
 
@@ -135,7 +136,7 @@ def drift(engines: dict, groups: list) -> dict[str, dict[str, float]]:
     out = {}
     for label, sels in results.items():
         d, same_answer, comparisons = [], 0, 0
-        same_winner = same_ordered = 0
+        same_winner = same_ordered = same_ranking = 0
         for ours, ref in zip(sels, base):
             assert [(c.first, c.second) for c in ours.comparisons] == [(c.first, c.second) for c in ref.comparisons]
             answers_equal = [a.answer == b.answer for a, b in zip(ours.comparisons, ref.comparisons)]
@@ -144,8 +145,10 @@ def drift(engines: dict, groups: list) -> dict[str, dict[str, float]]:
             comparisons += len(answers_equal)
             same_winner += ours.winner == ref.winner
             same_ordered += all(answers_equal)
+            same_ranking += list(ours.ranking) == list(ref.ranking)
         out[label] = {"max_dpa": max(d), "mean_dpa": float(np.mean(d)), "same_answer": same_answer / comparisons,
-                      "same_winner": same_winner / len(sels), "same_ordered_answers": same_ordered / len(sels)}
+                      "same_winner": same_winner / len(sels), "same_ordered_answers": same_ordered / len(sels),
+                      "same_ranking": same_ranking / len(sels)}
     return out
 
 
@@ -224,10 +227,11 @@ def main() -> int:
                      f"{t['reason'] * 1e3:.0f} ms", f"{base['reason'] / t['reason']:.2f}x",
                      f"{sizes[label] / 2**20:.1f} MiB", f"{rss[label]:.0f} MiB", f"{d['max_dpa']:.4f}",
                      f"{d['mean_dpa']:.4f}", f"{100 * d['same_answer']:.1f}%", f"{100 * d['same_winner']:.0f}%",
-                     f"{100 * d['same_ordered_answers']:.0f}%", f"{100 * a['accuracy']:.1f}%",
+                     f"{100 * d['same_ordered_answers']:.0f}%", f"{100 * d['same_ranking']:.0f}%",
+                     f"{100 * a['accuracy']:.1f}%",
                      f"{100 * a['group_accuracy']:.0f}%"])
     headers = ["precision", "fast N=8 rr", "speed-up", "reason N=4 ko", "speed-up", "size", "peak RSS",
-               "max |dP(A)|", "mean |dP(A)|", "same answer", "same winner", "same ordered answers",
+               "max |dP(A)|", "mean |dP(A)|", "same answer", "same winner", "same ordered answers", "same ranking",
                "held-out acc (fast)", "group acc"]
     machine = f"{report.machine()}; peak RSS of `c4u select` (8 creatives)"
     print(report.markdown_table(headers, rows))
