@@ -63,6 +63,20 @@ class TorchRunner(Runner):
         # convention; the engine serializes calls, this lock guards direct users of the runner.
         self._lock = threading.Lock()
 
+    def use_kernel_attention(self, device: str | None, *, check_against_sdpa: bool = False) -> None:
+        """Test-only dispatch mode: decode steps attend through the cascade kernel over a paged view of the KV
+        (runners/kernel_attention.py) on `device` ("cpu": CPU twin; "emulated": the CUDA source under the SIMT
+        emulator), or through torch SDPA again when None. CPU float tensors only: the kernels take host memory."""
+        if device is None:
+            self.model.language.decode_attention = None
+            return
+        if self._torch_device.type != "cpu":
+            raise BackendUnavailableError(f"kernel attention on {device!r} takes host memory; this runner is on "
+                                          f"{self.device} (the CUDA wiring is issue 15 item 2, not done)")
+        from c4u_engine.runners.kernel_attention import CascadeDecodeAttention
+
+        self.model.language.decode_attention = CascadeDecodeAttention(device, check_against_sdpa=check_against_sdpa)
+
     # -- vision ----------------------------------------------------------------------------------------
     # the reference vision tower attends over all patches of a call with dense masks: cost grows with the square of
     # the patches per call, so calls are cut to about this many patches (whole images; measured best on CPU)
