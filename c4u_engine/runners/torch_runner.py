@@ -49,16 +49,16 @@ class TorchRunner(Runner):
 
         torch_dtype = _parse_dtype(dtype)
         self.model = load_model(model_dir, device=device, dtype=torch_dtype)
-        self.device = device
-        self.dtype = next(self.model.parameters()).dtype
-        cfg = self.model.config.text
-        self.num_layers = cfg.num_hidden_layers
-        self.num_kv_heads = cfg.num_key_value_heads
-        self.head_dim = cfg.head_dim
-        self.hidden_size = cfg.hidden_size
-        self.vocab_size = cfg.vocab_size
-        self.image_token_id = self.model.config.image_token_id
-        self._torch_device = torch.device(device)
+        self._bind(self.model, torch.device(device))
+
+    def _bind(self, model, torch_device) -> None:
+        """What every torch runner holds besides its weights' origin (train/engine_bridge.py's in-memory runner
+        calls this instead of loading from disk)."""
+        self.model = model
+        self.device = str(torch_device)
+        self.dtype = next(model.parameters()).dtype
+        self._set_model_facts(model.config)
+        self._torch_device = torch_device
         # torch modules are not re-entrant across threads on the same weights under inference_mode only by
         # convention; the engine serializes calls, this lock guards direct users of the runner.
         self._lock = threading.Lock()
@@ -113,7 +113,7 @@ class TorchRunner(Runner):
             return embeds
 
     # -- decoder ---------------------------------------------------------------------------------------
-    def forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
+    def _forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
         with self._lock, torch.inference_mode():
             dev = self._torch_device
             pos = torch.from_numpy(np.ascontiguousarray(position_ids, dtype=np.int64)).to(dev)
