@@ -9,7 +9,8 @@ How a decode step (one new token per row) maps onto the kernel, per layer:
 - groups: consecutive rows whose leading attended slots hold bit-identical K and V (the copies of one [prefix + A]
   entry a comparison round forks) form a group; its common leading slots are the shared part, attended once for
   the group, each row's remaining slots its own part.
-On CUDA the paged store's own pool and tables would be passed instead of this view (issue 15 item 2; not wired yet).
+On "cuda" the same view is built on the device (a transposed copy of each layer's KV per step: correct, not yet
+fast); passing the paged store's own pool and tables instead is issue 15 item 2's remaining work.
 """
 
 from __future__ import annotations
@@ -19,7 +20,28 @@ import numpy as np
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.ops import cascade_attention
 
-KERNEL_DEVICES = ("cpu", "emulated")
+KERNEL_DEVICES = ("cpu", "emulated", "cuda")
+_DTYPES = ("torch.float32", "torch.float16", "torch.bfloat16")
+
+
+def why_not(device: str, tensor_device: str, dtype, head_dim: int) -> str | None:
+    """None when decode attention can run through the kernel on `device` for a model whose KV lives on
+    `tensor_device` ("cpu" / "cuda...") in `dtype` with `head_dim`, else the reason (xformers style)."""
+    from c4u_engine.ops.dispatch import cpu_why_not, cuda_why_not, emulated_why_not
+
+    if device not in KERNEL_DEVICES:
+        return f"kernel attention device must be one of {KERNEL_DEVICES}, got {device!r}"
+    reason = {"cpu": cpu_why_not, "emulated": emulated_why_not, "cuda": cuda_why_not}[device]()
+    if reason is not None:
+        return reason
+    on_cuda = str(tensor_device).startswith("cuda")
+    if on_cuda != (device == "cuda"):
+        return f"the {device} kernels take {'device' if device == 'cuda' else 'host'} memory; the KV is on {tensor_device}"
+    if str(dtype) not in _DTYPES:
+        return f"the kernel takes float32, float16 or bfloat16 KV, not {dtype}"
+    if head_dim > cascade_attention.MAX_HEAD_DIM:
+        return f"head_dim {head_dim} exceeds the kernel's {cascade_attention.MAX_HEAD_DIM}"
+    return None
 
 
 class CascadeDecodeAttention:
@@ -46,7 +68,7 @@ class CascadeDecodeAttention:
         # [B, L, kvH, D] viewed as blocks of one slot: block r * L + j holds row r's slot j.
         pool_k = keys.transpose(1, 2).contiguous().view(b * length, kv_heads, 1, d)
         pool_v = values.transpose(1, 2).contiguous().view(b * length, kv_heads, 1, d)
-        allowed = mask.reshape(b, length).cpu().numpy()
+        allowed = mask.reshape(b, length).cpu().numpy()  # metadata is host int32 (the op uploads it for "cuda")
         slots = [np.flatnonzero(allowed[r]) for r in range(b)]
         seq_lens = np.array([len(x) for x in slots], np.int32)
         tables = np.zeros((b, max(int(seq_lens.max(initial=0)), 1)), np.int32)
@@ -81,9 +103,9 @@ class CascadeDecodeAttention:
                 n = int(same_slots.sum())
             if n == 0:
                 return 0
-            ia = torch.from_numpy(slots[a][:n] + a * length)
-            ir = torch.from_numpy(slots[r][:n] + r * length)
-            eq = ((pool_k[ia] == pool_k[ir]) & (pool_v[ia] == pool_v[ir])).flatten(1).all(1).numpy()
+            ia = torch.from_numpy(slots[a][:n] + a * length).to(pool_k.device)
+            ir = torch.from_numpy(slots[r][:n] + r * length).to(pool_k.device)
+            eq = ((pool_k[ia] == pool_k[ir]) & (pool_v[ia] == pool_v[ir])).flatten(1).all(1).cpu().numpy()
             return int(np.cumprod(eq).sum())
 
         rows = len(slots)

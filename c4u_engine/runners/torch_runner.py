@@ -63,19 +63,26 @@ class TorchRunner(Runner):
         # convention; the engine serializes calls, this lock guards direct users of the runner.
         self._lock = threading.Lock()
 
-    def use_kernel_attention(self, device: str | None, *, check_against_sdpa: bool = False) -> None:
-        """Test-only dispatch mode: decode steps attend through the cascade kernel over a paged view of the KV
-        (runners/kernel_attention.py) on `device` ("cpu": CPU twin; "emulated": the CUDA source under the SIMT
-        emulator), or through torch SDPA again when None. CPU float tensors only: the kernels take host memory."""
+    def use_kernel_attention(self, device: str | None, *, check_against_sdpa: bool = False,
+                             strict: bool = True) -> str | None:
+        """Decode steps attend through the cascade kernel over a paged view of the KV (runners/kernel_attention.py)
+        on `device`: "cuda" (a CUDA runner with the CUDA build), or, on a CPU runner, "cpu" (CPU twin) or
+        "emulated" (the CUDA source under the SIMT emulator: tests only). None: torch SDPA again (the default).
+        Where the kernel cannot run (no CUDA build, dtype, head_dim > 128) it raises BackendUnavailableError with
+        the reason, or with strict=False keeps SDPA and returns the reason. Returns None when the kernel is in use."""
         if device is None:
             self.model.language.decode_attention = None
-            return
-        if self._torch_device.type != "cpu":
-            raise BackendUnavailableError(f"kernel attention on {device!r} takes host memory; this runner is on "
-                                          f"{self.device} (the CUDA wiring is issue 15 item 2, not done)")
-        from c4u_engine.runners.kernel_attention import CascadeDecodeAttention
+            return None
+        from c4u_engine.runners.kernel_attention import CascadeDecodeAttention, why_not
 
+        reason = why_not(device, self.device, self.dtype, self.head_dim)
+        if reason is not None:
+            if strict:
+                raise BackendUnavailableError(f"kernel attention on {device!r}: {reason}")
+            self.model.language.decode_attention = None
+            return reason
         self.model.language.decode_attention = CascadeDecodeAttention(device, check_against_sdpa=check_against_sdpa)
+        return None
 
     # -- vision ----------------------------------------------------------------------------------------
     # the reference vision tower attends over all patches of a call with dense masks: cost grows with the square of

@@ -31,10 +31,15 @@ def reference(tiny_ckpt, images):
                                                      max_new_tokens=6)
 
 
-@pytest.mark.parametrize("kernels", ["cpu", pytest.param("emulated", marks=_NO_EMULATOR)])
+@pytest.mark.parametrize("kernels", ["cpu", pytest.param("emulated", marks=_NO_EMULATOR),
+                                     pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_engine_through_the_kernels_matches_the_reference(tiny_ckpt, images, reference, kernels):
-    engine = Engine(tiny_ckpt, backend="torch")
-    engine.runner.use_kernel_attention(kernels, check_against_sdpa=True)
+    device = "cuda" if kernels == "cuda" else "cpu"
+    if device == "cuda":  # the reference path on the same device (SDPA on CUDA)
+        reference = Engine(tiny_ckpt, backend="torch", device=device).select(
+            images, PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
+    engine = Engine(tiny_ckpt, backend="torch", device=device)
+    assert engine.runner.use_kernel_attention(kernels, check_against_sdpa=True) is None
     attention = engine.runner.model.language.decode_attention
     got = engine.select(images, PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
     assert attention.calls > 0 and attention.shared_slots > 0  # decode ran through the kernel, cascade path taken
@@ -68,3 +73,20 @@ def test_mask_holes_and_groups_match_sdpa():
     assert attention.shared_slots == 5
     with pytest.raises(InvalidInputError, match="one query token"):
         attention(q.expand(b, heads, 2, d), keys, values, mask)
+
+
+def test_why_not_instead_of_a_wrong_path(tiny_ckpt):
+    from c4u_engine.errors import BackendUnavailableError
+
+    engine = Engine(tiny_ckpt, backend="torch")
+    reason = engine.runner.use_kernel_attention("cuda", strict=False)
+    assert reason and "cuda" in reason.lower() and engine.runner.model.language.decode_attention is None
+    with pytest.raises(BackendUnavailableError, match="kernel attention on 'cuda'"):
+        engine.runner.use_kernel_attention("cuda")
+    with pytest.raises(BackendUnavailableError, match="must be one of"):
+        engine.runner.use_kernel_attention("tpu")
+    from c4u_engine.runners.kernel_attention import why_not
+
+    assert "head_dim 256 exceeds" in why_not("cpu", "cpu", torch.float32, 256)
+    assert "float64" in why_not("cpu", "cpu", torch.float64, 64)
+    assert why_not("cpu", "cpu", torch.bfloat16, 128) is None
