@@ -2,14 +2,14 @@
 # The GPU session's checklist (DESIGN.md, "Kernels without a GPU"): build with CUDA required, run the `cuda`-marked
 # tests plainly and under compute-sanitizer (memcheck, racecheck), time cascade decode attention with CUDA events
 # against torch SDPA over gathered KV, and write everything to one results file. Minutes, not hours: every step has
-# a time limit (their sum, 7.5 min, keeps the suite under 8 minutes on an H200 once the machine is up). Run from a
+# a time limit (their sum, just under 8 min, keeps the suite under 8 minutes on an H200 once the machine is up). Run from a
 # venv that has the test extras and a CUDA build of torch:
 #     bash benchmarks/gpu_suite.sh [--dry-run] [results file, default gpu_results.txt]
 # --dry-run (any machine, no GPU): prints each step's command and limit, and runs the CPU-side steps for real
 # (argument handling of the benchmark, its tiny CPU case, the cascade op tests on the CPU twin and the emulator).
-# Not here yet (issue 15 item 4, open): CUDA-event timings of the part-1 kernels (paged KV, sampling, embed merge,
-# M-RoPE), and the Qwen2.5-VL-7B-shaped bf16 end-to-end run against the transformers loop (it needs the torch runner
-# on paged KV + cascade decode, issue 15 item 2).
+# Not here yet (issue 15 item 4, open): CUDA-event timings of embed merge and M-RoPE, and the Qwen2.5-VL-7B-shaped
+# bf16 end-to-end run against the transformers loop (it needs the torch runner on the paged store's pool + cascade
+# decode, issue 15 item 2's remaining part).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dry=0
@@ -36,6 +36,8 @@ cpu_steps() {
   echo "## benchmark plumbing on CPU"
   python benchmarks/bench_cascade_attention.py --dry-run
   echo "-> exit $?"
+  python benchmarks/bench_kernels.py --small --reps 1
+  echo "-> exit $?"
   python benchmarks/bench_cascade_attention.py --device bogus >/dev/null 2>&1
   [[ $? == 2 ]] && echo "-> bad argument rejected (exit 2)" || echo "-> FAILED: a bad --device was accepted"
 }
@@ -56,6 +58,8 @@ cpu_steps() {
     step 60 "compute-sanitizer --tool $tool on the cuda-marked op tests" \
       compute-sanitizer --tool "$tool" --error-exitcode 9 python -m pytest -q -x -m cuda -p no:cacheprovider tests/ops
   done
+  step 45 "per-kernel CUDA-event timings (paged KV, sampling), GB/s vs peak" python benchmarks/bench_kernels.py \
+    --device cuda --json "$json_dir/kernels.json"
   # Qwen2.5-VL-7B's decoder shape; 8 and 16 groups, 1 to 16 rows per group, 600 to 2,000 shared slots.
   step 90 "cascade vs SDPA over gathered KV, bf16, CUDA events" python benchmarks/bench_cascade_attention.py \
     --device cuda --dtype bfloat16 --groups 8,16 --rows-per-group 1,2,4,8,16 --shared 600,1200,2000 \

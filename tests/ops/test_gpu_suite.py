@@ -22,11 +22,12 @@ def test_dry_run_lists_the_gpu_steps_and_runs_the_cpu_ones(tmp_path):
     assert "-> bad argument rejected (exit 2)" in text
     assert "-> cascade op tests on CPU twin + emulator: exit 0" in text
     assert "| 2 | 3 | 37 |" in text  # the benchmark's tiny case ran through both paths and agreed
-    for step in ("build with CUDA required", "cuda-marked tests", "--tool memcheck", "--tool racecheck",
+    assert "| paged_kv.gather |" in text and "| sampling.sample argmax |" in text  # bench_kernels.py --small ran
+    for step in ("build with CUDA required", "bench_kernels.py --device cuda", "cuda-marked tests", "--tool memcheck", "--tool racecheck",
                  "bench_cascade_attention.py --device cuda --dtype bfloat16 --groups 8,16 --rows-per-group 1,2,4,8,16"):
         assert step in text
     limits = [int(line.rsplit("(limit ", 1)[1].rstrip("s)")) for line in text.splitlines() if "(limit " in line]
-    assert len(limits) == 6 and sum(limits) <= 8 * 60
+    assert len(limits) == 7 and sum(limits) <= 8 * 60
 
 
 def test_bad_option_rejected():
