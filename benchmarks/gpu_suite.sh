@@ -1,22 +1,67 @@
 #!/usr/bin/env bash
 # The GPU session's checklist (DESIGN.md, "Kernels without a GPU"): build with CUDA required, run the `cuda`-marked
-# tests plainly and under compute-sanitizer (memcheck, racecheck), and write everything to one results file.
-# Minutes, not hours: GPU time is scarce. Run from a venv that has the test extras and a CUDA build of torch:
-#     bash benchmarks/gpu_suite.sh [results file, default gpu_results.txt]
-# No kernel timings yet: the op benchmarks (bench_paged_kv.py, bench_sampling.py, bench_embed_merge.py) time the
-# CPU twins; CUDA-event timings for them are part 2's work.
+# tests plainly and under compute-sanitizer (memcheck, racecheck), time cascade decode attention with CUDA events
+# against torch SDPA over gathered KV, and write everything to one results file. Minutes, not hours: every step has
+# a time limit (their sum, just under 8 min, keeps the suite under 8 minutes on an H200 once the machine is up). Run from a
+# venv that has the test extras and a CUDA build of torch:
+#     bash benchmarks/gpu_suite.sh [--dry-run] [results file, default gpu_results.txt]
+# --dry-run (any machine, no GPU): prints each step's command and limit, and runs the CPU-side steps for real
+# (argument handling of the benchmark, its tiny CPU case, the cascade op tests on the CPU twin and the emulator).
+# Not here yet (issue 15 item 4, open): CUDA-event timings of embed merge and M-RoPE, and the Qwen2.5-VL-7B-shaped
+# bf16 end-to-end run against the transformers loop (it needs the torch runner on the paged store's pool + cascade
+# decode, issue 15 item 2's remaining part).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+dry=0
+if [[ "${1:-}" == "--dry-run" ]]; then dry=1; shift; fi
+if [[ "${1:-}" == -* ]]; then echo "usage: bash benchmarks/gpu_suite.sh [--dry-run] [results file]" >&2; exit 2; fi
 results=${1:-gpu_results.txt}
+json_dir=$(dirname "$results")
+
+# step LIMIT_SECONDS DESCRIPTION COMMAND...: runs COMMAND under `timeout` (prints it instead on --dry-run), then its
+# exit status, so one failing step never hides the others.
+step() {
+  local limit=$1 what=$2
+  shift 2
+  echo "## $what (limit ${limit}s)"
+  echo "\$ $*"
+  if [[ $dry == 1 ]]; then return 0; fi
+  local t0=$SECONDS
+  timeout "$limit" "$@"
+  echo "-> exit $?, $((SECONDS - t0))s"
+}
+
+# CPU-side steps: what --dry-run runs for real, and what a GPU run also checks first.
+cpu_steps() {
+  echo "## benchmark plumbing on CPU"
+  python benchmarks/bench_cascade_attention.py --dry-run
+  echo "-> exit $?"
+  python benchmarks/bench_kernels.py --small --reps 1
+  echo "-> exit $?"
+  python benchmarks/bench_cascade_attention.py --device bogus >/dev/null 2>&1
+  [[ $? == 2 ]] && echo "-> bad argument rejected (exit 2)" || echo "-> FAILED: a bad --device was accepted"
+}
+
 {
-  echo "# c4u_engine GPU suite, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  C4U_CUDA=ON pip install -q -e ".[test]" --no-deps || { echo "build failed"; exit 1; }
-  python -c "from c4u_engine import _C; print('with_cuda', _C.with_cuda, 'archs', _C.cuda_archs)"
-  python -m pytest -q -m cuda -p no:cacheprovider tests/ops tests/engine
-  echo "pytest -m cuda: exit $?"
+  echo "# c4u_engine GPU suite, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null)$([[ $dry == 1 ]] && echo ', DRY RUN')"
+  if [[ $dry == 1 ]]; then
+    cpu_steps
+    timeout 300 python -m pytest -q -p no:cacheprovider tests/ops/test_cascade_attention.py
+    echo "-> cascade op tests on CPU twin + emulator: exit $?"
+  else
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  fi
+  step 150 "build with CUDA required" env C4U_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=16 pip install -q -e ".[test]" --no-deps
+  step 10 "the extension sees CUDA" python -c "from c4u_engine import _C; print('with_cuda', _C.with_cuda, 'archs', _C.cuda_archs)"
+  step 60 "cuda-marked tests" python -m pytest -q -m cuda -p no:cacheprovider tests/ops tests/engine
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --error-exitcode 9 python -m pytest -q -x -m cuda -p no:cacheprovider tests/ops
-    echo "compute-sanitizer --tool $tool (tests/ops, cuda-marked): exit $?"
+    step 60 "compute-sanitizer --tool $tool on the cuda-marked op tests" \
+      compute-sanitizer --tool "$tool" --error-exitcode 9 python -m pytest -q -x -m cuda -p no:cacheprovider tests/ops
   done
+  step 45 "per-kernel CUDA-event timings (paged KV, sampling), GB/s vs peak" python benchmarks/bench_kernels.py \
+    --device cuda --json "$json_dir/kernels.json"
+  # Qwen2.5-VL-7B's decoder shape; 8 and 16 groups, 1 to 16 rows per group, 600 to 2,000 shared slots.
+  step 90 "cascade vs SDPA over gathered KV, bf16, CUDA events" python benchmarks/bench_cascade_attention.py \
+    --device cuda --dtype bfloat16 --groups 8,16 --rows-per-group 1,2,4,8,16 --shared 600,1200,2000 \
+    --json "$json_dir/cascade_attention.json"
 } 2>&1 | tee "$results"

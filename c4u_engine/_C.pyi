@@ -148,3 +148,28 @@ def mrope_positions_cpu(
 ) -> None: ...
 embed_merge_cuda = embed_merge_cpu
 mrope_positions_cuda = mrope_positions_cpu
+
+# Cascade (shared-prefix) decode attention over paged KV (csrc/include/c4u/cascade_attention.h); Python face:
+# c4u_engine/ops/cascade_attention.py. shape: (num_blocks, kv_heads, block_size, head_dim, q_heads, elem_bytes,
+# is_bf16); workspace: float32 [2, rows, q_heads, head_dim + 2]. cascade_attention_cuda exists only in CUDA builds.
+def cascade_attention_cpu(
+    shape: tuple[int, int, int, int, int, int, int],
+    scale: float,
+    q: int,
+    pool_k: int,
+    pool_v: int,
+    group_rows: int,
+    groups: int,
+    shared_tables: int,
+    max_shared_blocks: int,
+    shared_lens: int,
+    block_tables: int,
+    rows: int,
+    max_blocks: int,
+    seq_lens: int,
+    max_group_rows: int,
+    out: int,
+    workspace: int,
+    stream: int,
+) -> None: ...
+cascade_attention_cuda = cascade_attention_cpu

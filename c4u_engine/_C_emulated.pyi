@@ -1,6 +1,7 @@
 # Type stubs for c4u_engine._C_emulated: CUDA kernel sources run on the CPU under the SIMT emulator (tests only;
 # csrc/emulated/). Same raw-pointer conventions as _C, host memory standing in for device memory.
 from c4u_engine._C import (
+    cascade_attention_cpu,
     embed_merge_cpu,
     mrope_positions_cpu,
     paged_kv_append_cpu,
@@ -28,3 +29,4 @@ paged_kv_gather = paged_kv_gather_cpu
 sample = sample_cpu  # runs the kernel with two warps per block (the GPU launch uses eight)
 embed_merge = embed_merge_cpu
 mrope_positions = mrope_positions_cpu
+cascade_attention = cascade_attention_cpu  # the CUDA kernels under the emulator (128 threads per block)

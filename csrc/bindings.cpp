@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "c4u/build_info.h"
+#include "c4u/cascade_attention_pybind.h"
 #include "c4u/embed_mrope_pybind.h"
 #include "c4u/paged_kv.h"
 #include "c4u/paged_kv_pybind.h"
@@ -96,8 +97,13 @@ PYBIND11_MODULE(_C, m) {
       m, "_cpu", [](const c4u::EmbedMergeArgs& a, uintptr_t) { c4u::embed_merge_cpu(a); },
       [](const c4u::MropeArgs& a, uintptr_t) { c4u::mrope_positions_cpu(a); });
   c4u::bind_sample(m, "_cpu", [](const c4u::SamplingArgs& a, uintptr_t) { c4u::sample_cpu(a); });
+  c4u::bind_cascade_attention(m, "_cpu",
+                              [](const c4u::CascadeAttentionArgs& a, uintptr_t) { c4u::cascade_attention_cpu(a); });
 
 #ifdef C4U_WITH_CUDA
+  c4u::bind_cascade_attention(m, "_cuda", [](const c4u::CascadeAttentionArgs& a, uintptr_t s) {
+    c4u::cascade_attention_cuda(a, reinterpret_cast<void*>(s));
+  });
   c4u::bind_embed_mrope(
       m, "_cuda",
       [](const c4u::EmbedMergeArgs& a, uintptr_t s) { c4u::embed_merge_cuda(a, reinterpret_cast<void*>(s)); },

@@ -85,14 +85,17 @@ class Attention(nn.Module):
         out = gqa_attention(q, keys, values, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), keys, values
 
-    def forward_into(self, x, cos, sin, mask, key_buffer: torch.Tensor, value_buffer: torch.Tensor, past: int):
+    def forward_into(self, x, cos, sin, mask, key_buffer: torch.Tensor, value_buffer: torch.Tensor, past: int,
+                     decode_attention=None):
         """As forward, but the new K/V are written into preallocated buffers [B, kvH, capacity, D] at slots
-        [past, past + S) and attention reads the buffers' first past + S slots in place (no cache copies)."""
+        [past, past + S) and attention reads the buffers' first past + S slots in place (no cache copies).
+        decode_attention: used instead of gqa_attention (same signature) when S == 1 (runners/kernel_attention.py)."""
         b, s, _ = x.shape
         q, k, v = self.project(x, cos, sin)
         key_buffer[:, :, past : past + s] = k
         value_buffer[:, :, past : past + s] = v
-        out = gqa_attention(q, key_buffer[:, :, : past + s], value_buffer[:, :, : past + s], mask)
+        attend = decode_attention if decode_attention is not None and s == 1 else gqa_attention
+        out = attend(q, key_buffer[:, :, : past + s], value_buffer[:, :, : past + s], mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -117,8 +120,9 @@ class DecoderLayer(nn.Module):
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), keys, values
 
-    def forward_into(self, x, cos, sin, mask, key_buffer, value_buffer, past: int) -> torch.Tensor:
-        x = x + self.self_attn.forward_into(self.input_layernorm(x), cos, sin, mask, key_buffer, value_buffer, past)
+    def forward_into(self, x, cos, sin, mask, key_buffer, value_buffer, past: int, decode_attention=None):
+        x = x + self.self_attn.forward_into(self.input_layernorm(x), cos, sin, mask, key_buffer, value_buffer, past,
+                                            decode_attention)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -133,6 +137,8 @@ class LanguageModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.rotary = MRotary(cfg)
+        # None: decode steps use gqa_attention; else a callable of the same signature (runners/kernel_attention.py)
+        self.decode_attention = None
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings [B, S, H] of input_ids [B, S]."""
@@ -199,7 +205,7 @@ class LanguageModel(nn.Module):
         cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         x = inputs_embeds
         for layer, kb, vb in zip(self.layers, key_buffers, value_buffers):
-            x = layer.forward_into(x, cos, sin, mask, kb, vb, past)
+            x = layer.forward_into(x, cos, sin, mask, kb, vb, past, self.decode_attention)
         return self._logits(x, logits_index)
 
     @staticmethod

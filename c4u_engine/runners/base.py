@@ -19,12 +19,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from c4u_engine.errors import InvalidInputError
+
 Embeds = Any
 KV = Any
 
 
 class Runner(ABC):
-    """One model runtime. Subclasses set `name`, `device`, and the model facts below."""
+    """One model runtime. Subclasses set `name` and `device`, call `_set_model_facts(config)` once, and implement
+    `_forward`: the base class's `forward` checks the arguments (the same checks and messages for every runner)."""
 
     name: str = "abstract"
     device: str = "cpu"
@@ -57,7 +60,18 @@ class Runner(ABC):
         """Token embeddings [B, S, hidden] with image-pad positions filled, in row-major order, from image_embeds
         (concatenated in order). The engine guarantees the counts match."""
 
-    @abstractmethod
+    image_token_id: int
+
+    def _set_model_facts(self, config: Any) -> None:
+        """The model facts above from a Qwen2.5-VL config (models/config.py: .text and .image_token_id), once."""
+        text = config.text
+        self.num_layers = int(text.num_hidden_layers)
+        self.num_kv_heads = int(text.num_key_value_heads)
+        self.head_dim = int(text.head_dim)
+        self.hidden_size = int(text.hidden_size)
+        self.vocab_size = int(text.vocab_size)
+        self.image_token_id = int(config.image_token_id)
+
     def forward(
         self,
         embeds: Embeds,
@@ -74,7 +88,32 @@ class Runner(ABC):
         logits_index int64 [B, K]: positions within S whose logits are returned.
         reserve: spare slots worth keeping after the new tokens (the caller will decode that many); a hint.
         Returns (logits float32 [B, K, vocab], KV of length P + S).
+        Arguments are checked here (InvalidInputError naming the first bad one), then `_forward` runs.
         """
+        shape = tuple(int(n) for n in getattr(embeds, "shape", ()))
+        if len(shape) != 3 or shape[2] != self.hidden_size:
+            raise InvalidInputError(f"embeds must be [B, S, {self.hidden_size}] (from embed()), got "
+                                    f"{type(embeds).__name__} {list(shape)}")
+        b, s = shape[0], shape[1]
+        p = 0 if past is None else int(self.kv_length(past))
+        for name, value, want in (("position_ids", position_ids, (3, b, s)),
+                                  ("attention_mask", attention_mask, (b, p + s))):
+            found = tuple(int(n) for n in np.shape(value))
+            if found != want:
+                raise InvalidInputError(f"{name} must be {list(want)} ([3, B, S] / [B, P + S]), got {list(found)}")
+        index = np.asarray(logits_index)
+        if index.ndim != 2 or index.shape[0] != b:
+            raise InvalidInputError(f"logits_index must be [{b}, K], got {list(index.shape)}")
+        if index.size and (index.min() < 0 or index.max() >= s):
+            raise InvalidInputError(f"logits_index must lie in [0, S = {s}), got {index.min()}..{index.max()}")
+        if int(reserve) < 0:
+            raise InvalidInputError(f"reserve must be >= 0, got {reserve}")
+        return self._forward(embeds, position_ids, past, attention_mask, logits_index, int(reserve))
+
+    @abstractmethod
+    def _forward(self, embeds: Embeds, position_ids: np.ndarray, past: KV | None, attention_mask: np.ndarray,
+                 logits_index: np.ndarray, reserve: int) -> tuple[np.ndarray, KV]:
+        """forward after its arguments were checked (same contract)."""
 
     @abstractmethod
     def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:

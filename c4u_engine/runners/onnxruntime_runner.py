@@ -84,12 +84,7 @@ class OnnxRuntimeRunner(Runner):
         self.device = device
         cfg = self.engine_dir.config
         self.config = cfg
-        self.num_layers = cfg.text.num_hidden_layers
-        self.num_kv_heads = cfg.text.num_key_value_heads
-        self.head_dim = cfg.text.head_dim
-        self.hidden_size = cfg.text.hidden_size
-        self.vocab_size = cfg.text.vocab_size
-        self.image_token_id = cfg.image_token_id
+        self._set_model_facts(cfg)
         self._np_dtype = np.dtype(_NUMPY_DTYPES[self.dtype])
         self.providers = list(providers) if providers is not None else _default_providers(ort, device, self.engine_dir)
         self._options = _session_options(ort, intra_op_threads)
@@ -167,7 +162,7 @@ class OnnxRuntimeRunner(Runner):
         return embeds
 
     # -- decoder ---------------------------------------------------------------------------------------
-    def forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
+    def _forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
         # reserve (spare slots for in-place appends) is a hint this runtime does not need: the graph returns
         # present = concat(past, new) as fresh arrays, so a past KV is never written and may stay shared.
         embeds = np.ascontiguousarray(embeds, dtype=self._np_dtype)

@@ -117,12 +117,7 @@ class TensorRTRunner(Runner):
         self.dtype = self._check_dtype(dtype)
         cfg = self.engine_dir.config
         self.config = cfg
-        self.num_layers = cfg.text.num_hidden_layers
-        self.num_kv_heads = cfg.text.num_key_value_heads
-        self.head_dim = cfg.text.head_dim
-        self.hidden_size = cfg.text.hidden_size
-        self.vocab_size = cfg.text.vocab_size
-        self.image_token_id = cfg.image_token_id
+        self._set_model_facts(cfg)
         manifest, where = self.engine_dir.manifest, str(self.engine_dir.path / "manifest.json")
         self._profiles = {g: read_profiles(manifest, g, where) for g in ("vision", "decoder")}
         self._plans: dict[str, LoadedPlan] = {}
@@ -226,7 +221,7 @@ class TensorRTRunner(Runner):
             return embeds
 
     # -- decoder ---------------------------------------------------------------------------------------
-    def forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
+    def _forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
         # reserve (spare slots for in-place appends) is a hint this runtime does not need: the graph returns
         # present = concat(past, new) as fresh buffers, so a past KV is never written and may stay shared.
         torch = self._torch

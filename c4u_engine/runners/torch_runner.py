@@ -49,19 +49,40 @@ class TorchRunner(Runner):
 
         torch_dtype = _parse_dtype(dtype)
         self.model = load_model(model_dir, device=device, dtype=torch_dtype)
-        self.device = device
-        self.dtype = next(self.model.parameters()).dtype
-        cfg = self.model.config.text
-        self.num_layers = cfg.num_hidden_layers
-        self.num_kv_heads = cfg.num_key_value_heads
-        self.head_dim = cfg.head_dim
-        self.hidden_size = cfg.hidden_size
-        self.vocab_size = cfg.vocab_size
-        self.image_token_id = self.model.config.image_token_id
-        self._torch_device = torch.device(device)
+        self._bind(self.model, torch.device(device))
+
+    def _bind(self, model, torch_device) -> None:
+        """What every torch runner holds besides its weights' origin (train/engine_bridge.py's in-memory runner
+        calls this instead of loading from disk)."""
+        self.model = model
+        self.device = str(torch_device)
+        self.dtype = next(model.parameters()).dtype
+        self._set_model_facts(model.config)
+        self._torch_device = torch_device
         # torch modules are not re-entrant across threads on the same weights under inference_mode only by
         # convention; the engine serializes calls, this lock guards direct users of the runner.
         self._lock = threading.Lock()
+
+    def use_kernel_attention(self, device: str | None, *, check_against_sdpa: bool = False,
+                             strict: bool = True) -> str | None:
+        """Decode steps attend through the cascade kernel over a paged view of the KV (runners/kernel_attention.py)
+        on `device`: "cuda" (a CUDA runner with the CUDA build), or, on a CPU runner, "cpu" (CPU twin) or
+        "emulated" (the CUDA source under the SIMT emulator: tests only). None: torch SDPA again (the default).
+        Where the kernel cannot run (no CUDA build, dtype, head_dim > 128) it raises BackendUnavailableError with
+        the reason, or with strict=False keeps SDPA and returns the reason. Returns None when the kernel is in use."""
+        if device is None:
+            self.model.language.decode_attention = None
+            return None
+        from c4u_engine.runners.kernel_attention import CascadeDecodeAttention, why_not
+
+        reason = why_not(device, self.device, self.dtype, self.head_dim)
+        if reason is not None:
+            if strict:
+                raise BackendUnavailableError(f"kernel attention on {device!r}: {reason}")
+            self.model.language.decode_attention = None
+            return reason
+        self.model.language.decode_attention = CascadeDecodeAttention(device, check_against_sdpa=check_against_sdpa)
+        return None
 
     # -- vision ----------------------------------------------------------------------------------------
     # the reference vision tower attends over all patches of a call with dense masks: cost grows with the square of
@@ -99,7 +120,7 @@ class TorchRunner(Runner):
             return embeds
 
     # -- decoder ---------------------------------------------------------------------------------------
-    def forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
+    def _forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
         with self._lock, torch.inference_mode():
             dev = self._torch_device
             pos = torch.from_numpy(np.ascontiguousarray(position_ids, dtype=np.int64)).to(dev)

@@ -7,7 +7,6 @@ weights rather than over the files on disk. The engine's caches are off: the wei
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import torch
@@ -20,20 +19,8 @@ from c4u_engine.runners.torch_runner import TorchRunner
 class InMemoryRunner(TorchRunner):
     """The torch runner over a live Qwen25VL (shared, not copied: it always runs the current weights)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:  # noqa: D107 - sets what TorchRunner.__init__ would
-        param = next(model.parameters())
-        cfg = model.config.text
-        self.model = model
-        self.device = str(param.device)
-        self.dtype = param.dtype
-        self.num_layers = cfg.num_hidden_layers
-        self.num_kv_heads = cfg.num_key_value_heads
-        self.head_dim = cfg.head_dim
-        self.hidden_size = cfg.hidden_size
-        self.vocab_size = cfg.vocab_size
-        self.image_token_id = model.config.image_token_id
-        self._torch_device = param.device
-        self._lock = threading.Lock()
+    def __init__(self, model: torch.nn.Module) -> None:  # noqa: D107 - no checkpoint to load: bind the live model
+        self._bind(model, next(model.parameters()).device)
 
 
 def training_engine(model_dir: str | Path, model: torch.nn.Module) -> ModelEngine:

@@ -7,11 +7,13 @@
 #include <string>
 
 #include "c4u/embed_mrope_pybind.h"
+#include "c4u/cascade_attention_pybind.h"
 #include "c4u/paged_kv_pybind.h"
 #include "c4u/sampling_pybind.h"
 #include "c4u/simt_schedule.h"
 #include "emulated/sampling_emulated.h"
 #include "emulated/embed_mrope_emulated.h"
+#include "emulated/cascade_attention_emulated.h"
 #include "emulated/paged_kv_emulated.h"
 #include "emulated/simt_selftest.h"
 
@@ -91,4 +93,6 @@ PYBIND11_MODULE(_C_emulated, m) {
       m, "", [](const c4u::PagedKVAppendArgs& a, uintptr_t) { c4u::emulated::paged_kv_append(a); },
       [](const c4u::PagedKVCopyArgs& a, uintptr_t) { c4u::emulated::paged_kv_copy_blocks(a); },
       [](const c4u::PagedKVGatherArgs& a, uintptr_t) { c4u::emulated::paged_kv_gather(a); });
+  c4u::bind_cascade_attention(
+      m, "", [](const c4u::CascadeAttentionArgs& a, uintptr_t) { c4u::emulated::cascade_attention(a); });
 }

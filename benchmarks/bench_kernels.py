@@ -1,0 +1,104 @@
+"""Per-kernel timings: paged KV append and gather, batched sampling, cascade decode attention. On "cuda", CUDA events
+(median after a warm-up) with GB/s against the device's peak bandwidth (--peak-gbps; H200: 4800); on "cpu" the CPU
+twins' wall clock (the same table, for a baseline and for CI). Run:
+    python benchmarks/bench_kernels.py [--device cpu|cuda] [--small] [--reps 20] [--peak-gbps 4800] [--json out.json]
+--small: shapes a CI machine runs in seconds. Not yet timed here: embed merge and M-RoPE (bench_embed_merge.py
+times their CPU twins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from c4u_engine.ops import paged_kv, sampling
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--small", action="store_true")
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--peak-gbps", type=float, default=4800.0)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args(argv)
+    if a.reps < 1 or a.peak_gbps <= 0:
+        p.error("--reps >= 1 and --peak-gbps > 0")
+    import torch
+
+    cuda = a.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("--device cuda: torch sees no CUDA device", file=sys.stderr)
+        return 2
+    dev = torch.device(a.device)
+
+    def timed(fn) -> float:
+        fn()
+        if not cuda:
+            times = []
+            for _ in range(a.reps):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(a.reps):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e) / 1e3)
+        return statistics.median(times)
+
+    # A comparison round of Qwen2.5-VL-7B's one layer: 64 rows x ~1,300 slots, 4 KV heads x 128, bf16.
+    rows, slots, heads, dim, bs = (8, 100, 2, 64, 16) if a.small else (64, 1300, 4, 128, 16)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    need = -(-slots // bs)
+    tables = np.arange(rows * need, dtype=np.int32).reshape(rows, need)
+    pool = [torch.zeros((rows * need, heads, bs, dim), dtype=dtype, device=dev) for _ in range(2)]
+    src = torch.randn((rows, heads, slots, dim), device=dev).to(dtype)
+    zeros, lens = np.zeros(rows, np.int32), np.full(rows, slots, np.int32)
+    out = [torch.empty_like(src) for _ in range(2)]
+    kv_bytes = 2 * src.numel() * src.element_size()
+    results = []
+
+    def add(name: str, seconds: float, bytes_moved: float) -> None:
+        gbps = bytes_moved / seconds / 1e9
+        results.append(dict(kernel=name, ms=seconds * 1e3, gbps=gbps, peak_pct=100 * gbps / a.peak_gbps))
+
+    add("paged_kv.append", timed(lambda: paged_kv.append(*pool, tables, zeros, lens, src, src, device=a.device)),
+        2 * kv_bytes)
+    add("paged_kv.gather", timed(lambda: paged_kv.gather(*pool, tables, lens, *out, device=a.device)), 2 * kv_bytes)
+    vocab = 4096 if a.small else 151936
+    logits = torch.randn((rows, vocab), device=dev) if cuda else np.random.default_rng(0).standard_normal(
+        (rows, vocab)).astype(np.float32)
+    lbytes = rows * vocab * 4
+    add("sampling.sample argmax", timed(lambda: sampling.sample(logits, device=a.device)), lbytes)
+    add("sampling.sample T=0.7 top-k 50 top-p 0.9",
+        timed(lambda: sampling.sample(logits, temperature=0.7, top_k=50, top_p=0.9, seed=1, device=a.device)),
+        lbytes)
+    machine = report.machine() + (f"; GPU: {torch.cuda.get_device_name(dev)}" if cuda else "")
+    print(f"machine: {machine}")
+    print(f"{rows} rows x {slots} slots, {heads} KV heads x {dim}, {str(dtype).removeprefix('torch.')}, block size "
+          f"{bs}; vocab {vocab}; median of {a.reps} ({'CUDA events' if cuda else 'wall clock, CPU twins'})")
+    print(report.markdown_table(["kernel", "median ms", "GB/s", f"% of {a.peak_gbps:.0f} GB/s"],
+                                [[r["kernel"], f"{r['ms']:.3f}", f"{r['gbps']:.1f}", f"{r['peak_pct']:.1f}"]
+                                 for r in results]))
+    if a.json is not None:
+        a.json.write_text(json.dumps(dict(machine=machine, device=a.device, rows=results), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
