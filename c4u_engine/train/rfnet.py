@@ -60,16 +60,17 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads, self.q, self.kv, self.out = heads, nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self.hd, self.dim = dim // heads, dim  # Python ints: the ONNX trace must not turn sizes into tensors
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        b, n, d = x.shape
-        m, h = ctx.shape[1], self.heads
-        q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)
-        k, v = self.kv(ctx).reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(d // h))
+        b, n, m, h, hd = x.shape[0], x.shape[1], ctx.shape[1], self.heads, self.hd
+        q = self.q(x).reshape(b, n, h, hd).transpose(1, 2)
+        kv = self.kv(ctx).reshape(b, m, 2, h, hd).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]  # indexing, not unpacking: the ONNX tracer warns on iterating a tensor
+        scores = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(hd))
         if bias is not None:  # [B, 1, 1, M] additive mask of padding keys
             scores = scores + bias
-        return self.out((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d))
+        return self.out((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, self.dim))
 
 
 class Block(nn.Module):
