@@ -82,20 +82,18 @@ class Screener:
             raise ProductImageError("screening mode 'full' needs the product image (the cut-out): pass product_image=,"
                                     " or use mode 'text' (image+text, weaker)")
         use_product = product is not None and mode != "text"
-        n = len(images)
         side = self.config["side"]
         prod = np.zeros((4, side, side), np.uint8)
         if use_product:
             prod = product_planes(load_product_image(product))
         ids = text_ids(text)
         out = []
-        for i in range(0, n, self.batch):
+        for i in range(0, len(images), self.batch):
             chunk = images[i: i + self.batch]
             gen = np.stack([generated_planes(getattr(im, "pixels", im)) for im in chunk])
-            m = len(chunk)
-            feeds = {"generated": gen, "product": np.broadcast_to(prod, (m, *prod.shape)).copy(),
-                     "text": np.broadcast_to(ids, (m, ids.shape[0])).copy(),
-                     "has_product": np.full(m, 1.0 if use_product else 0.0, np.float32)}
+            # One product row for all ads: the graph encodes the cut-out and the text once and broadcasts them.
+            feeds = {"generated": gen, "product": prod[None], "text": ids[None],
+                     "has_product": np.full(1, 1.0 if use_product else 0.0, np.float32)}
             out.append(self.session.run(["probs"], feeds)[0])
         return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 

@@ -123,18 +123,20 @@ class RFNet(nn.Module):
 
     def forward(self, generated: torch.Tensor, product: torch.Tensor, text: torch.Tensor,
                 has_product: torch.Tensor) -> torch.Tensor:
-        """Logits [B, num_classes]."""
+        """Logits [B, num_classes]. product, text and has_product may have batch 1 (one product for all B ads,
+        the screening case): the product and the text are then encoded once and broadcast."""
         pad = (text == 0).to(torch.float32)
         bias = (pad * -1e4)[:, None, None, :]
         t = self.text_block(self.tok(text) + self.text_pos, bias)
         g = self.gen_enc(generated)
+        b = g.shape[0]
         p = self.filter(self.prod_enc(product), t, bias)
         w = has_product.to(torch.float32)[:, None, None]
-        p = w * p + (1.0 - w) * self.missing
-        b = g.shape[0]
+        p = (w * p + (1.0 - w) * self.missing).expand(b, -1, -1)
+        t = t.expand(b, -1, -1)
         x = torch.cat([self.cls.expand(b, -1, -1), g + self.types[0], p + self.types[1], t + self.types[2]], 1)
         n_img = 1 + g.shape[1] + p.shape[1]
-        fbias = torch.cat([torch.zeros(b, n_img, device=pad.device), pad], 1)[:, None, None, :] * -1e4
+        fbias = torch.cat([torch.zeros(b, n_img, device=pad.device), pad.expand(b, -1)], 1)[:, None, None, :] * -1e4
         for blk in self.fusion:
             x = blk(x, fbias)
         return self.head(self.norm(x[:, 0]))

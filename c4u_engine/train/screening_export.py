@@ -32,13 +32,14 @@ def export_screening(net: RFNet, out_dir: str | Path, *, threshold: float = 0.5,
     out.mkdir(parents=True, exist_ok=True)
     c = net.config
     net = net.eval()
-    b = 2
-    args = (torch.zeros(b, 4, c.side, c.side, dtype=torch.uint8), torch.zeros(b, 4, c.side, c.side, dtype=torch.uint8),
-            torch.ones(b, c.text_len, dtype=torch.int64), torch.ones(b, dtype=torch.float32))
+    # Traced with a batch of 2 ads and one product: the product's batch is its own axis (1, or one per ad).
+    args = (torch.zeros(2, 4, c.side, c.side, dtype=torch.uint8), torch.zeros(1, 4, c.side, c.side, dtype=torch.uint8),
+            torch.ones(1, c.text_len, dtype=torch.int64), torch.ones(1, dtype=torch.float32))
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         traced = Path(tmp) / ONNX_FILE
         torch.onnx.export(_Probabilities(net), args, str(traced), input_names=list(INPUTS), output_names=["probs"],
-                          dynamic_axes={n: {0: "batch"} for n in (*INPUTS, "probs")}, opset_version=opset,
+                          dynamic_axes={"generated": {0: "batch"}, "probs": {0: "batch"}, "product": {0: "products"},
+                                        "text": {0: "products"}, "has_product": {0: "products"}}, opset_version=opset,
                           dynamo=False, do_constant_folding=True)
         (out / ONNX_FILE).write_bytes(traced.read_bytes())
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(out / WEIGHTS_FILE))
