@@ -25,11 +25,15 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from c4u_engine.profile import Profile
 
     profile = Profile(title=args.title, queries=tuple(args.query or ()), extra=args.extra or "")
-    if args.model or args.screen_model:
+    if args.model or args.screen_model or args.screen_threshold is not None:
         from c4u_engine.builtin import builtin_model_dir
+        from c4u_engine.screening import Screener
 
+        screener = None
+        if args.screen or args.product is not None:
+            screener = Screener(args.screen_model, threshold=args.screen_threshold)
         engine = Engine(args.model or builtin_model_dir(), device=args.device, backend=args.backend,
-                        screen_model=args.screen_model)
+                        screen_model=screener)
     else:
         engine = default_engine()
     selection = engine.select(args.images, profile, mode=args.mode, strategy=args.strategy,
@@ -79,9 +83,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         render(spec, args.size).save(path)
         paths.append(str(path))
     profile = Profile(title=group.product.title, queries=group.profile.queries)
+    product_path = None
+    if not args.no_screen:
+        from c4u_engine.data.usability import _cutout, sample
+
+        # One more candidate, as a generator may render it: the product hallucinated (screening should drop it).
+        hue = group.specs[0].product_hue
+        bad = sample(args.seed, 0, label="shape_hallucination", size=args.size, product=group.product, hue=hue)
+        paths.append(str(out / f"creative_{len(paths)}.png"))
+        bad.generated.save(paths[-1])
+        product_path = out / "product_cutout.png"
+        _cutout(group.product.category, hue, 256).save(product_path)
     engine = Engine(args.model) if args.model else default_engine()
     print(f"product: {profile.title}\nuser queries: {'; '.join(profile.queries)}\n{len(paths)} creatives in {out}")
-    selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy)
+    selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy, screen=not args.no_screen,
+                              product_image=product_path)
+    screening = selection.stats.get("screening")
+    if screening:
+        print(f"\nusability screening ({screening['mode']}; creative_{len(paths) - 1} was rendered with the product "
+              f"hallucinated): {len(screening['screened_out'])} of {screening['screened']} screened out")
+        for i in screening["screened_out"]:
+            print(f"  creative_{i}.png: {selection.rejected[i]}")
     print(f"\nwinner: creative_{selection.winner}.png  (the generator's hidden appeal ranks "
           f"creative_{group.best}.png best)")
     print("ranking: " + ", ".join(f"creative_{i} ({selection.scores[i]:.2f})" for i in selection.ranking))
@@ -186,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--screen", action="store_true", help="screen out unusable creatives first (RFNet-style)")
     p_sel.add_argument("--product", help="the product cut-out screening compares with (implies --screen)")
     p_sel.add_argument("--screen-model", help="a screening model directory (default: the built-in one)")
+    p_sel.add_argument("--screen-threshold", type=float, help="P(available) below this is unusable (default: the "
+                       "screening model's)")
     p_sel.set_defaults(func=_cmd_select)
 
     p_demo = sub.add_parser("demo", help="select among example creatives made by the synthetic generator")
@@ -196,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
+    p_demo.add_argument("--no-screen", action="store_true", help="skip usability screening (and its extra candidate)")
     p_demo.set_defaults(func=_cmd_demo)
 
     p_scr = sub.add_parser("screen", help="usability screening: is each generated ad usable (RFNet-style)?")
