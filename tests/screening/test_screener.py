@@ -121,3 +121,21 @@ def test_bad_arguments(screener, tiny_screen_dir):
         Screener(tiny_screen_dir, threshold=1.5)
     with pytest.raises(InvalidInputError, match="mode"):
         screener.screen([SAMPLES[0].generated], "x", mode="fancy")
+
+
+def test_the_runtime_path_never_imports_torch(tiny_screen_dir):
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now raises ImportError
+from c4u_engine.data.usability import sample
+from c4u_engine.screening import Screener
+s = sample(9, 0)
+v = Screener({str(tiny_screen_dir)!r}).screen([s.generated], s.text, s.product)
+print(len(v), "torch" in sys.modules and sys.modules["torch"] is not None)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "False"]
