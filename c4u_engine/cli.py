@@ -83,27 +83,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         render(spec, args.size).save(path)
         paths.append(str(path))
     profile = Profile(title=group.product.title, queries=group.profile.queries)
-    product_path = None
-    if not args.no_screen:
-        from c4u_engine.data.usability import _cutout, sample
-
-        # One more candidate, as a generator may render it: the product hallucinated (screening should drop it).
-        hue = group.specs[0].product_hue
-        bad = sample(args.seed, 0, label="shape_hallucination", size=args.size, product=group.product, hue=hue)
-        paths.append(str(out / f"creative_{len(paths)}.png"))
-        bad.generated.save(paths[-1])
-        product_path = out / "product_cutout.png"
-        _cutout(group.product.category, hue, 256).save(product_path)
     engine = Engine(args.model) if args.model else default_engine()
     print(f"product: {profile.title}\nuser queries: {'; '.join(profile.queries)}\n{len(paths)} creatives in {out}")
-    selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy, screen=not args.no_screen,
-                              product_image=product_path)
-    screening = selection.stats.get("screening")
-    if screening:
-        print(f"\nusability screening ({screening['mode']}; creative_{len(paths) - 1} was rendered with the product "
-              f"hallucinated): {len(screening['screened_out'])} of {screening['screened']} screened out")
-        for i in screening["screened_out"]:
-            print(f"  creative_{i}.png: {selection.rejected[i]}")
+    selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy)
     print(f"\nwinner: creative_{selection.winner}.png  (the generator's hidden appeal ranks "
           f"creative_{group.best}.png best)")
     print("ranking: " + ", ".join(f"creative_{i} ({selection.scores[i]:.2f})" for i in selection.ranking))
@@ -111,7 +93,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nwhy:\n{selection.explanation}")
     seconds = selection.stats.get("seconds", {}).get("total")
     print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} in {seconds:.2f} s")
+    if not args.no_screen:
+        _demo_screening(engine, group.product, profile, out, args)
     return 0
+
+
+def _demo_screening(engine, product, profile, out: Path, args: argparse.Namespace) -> None:
+    """Usability screening before selection: renders of the product from the usability generator (the screener's
+    training distribution; the judge's creatives above, cluttered and cropped on purpose, are outside it), one of
+    them with the product floating above its podium."""
+    import numpy as np
+
+    from c4u_engine.data.usability import _cutout, sample
+
+    hue = float(np.random.default_rng(args.seed).uniform(0, 360))
+    renders = [sample(args.seed, i, label="available", size=args.size, product=product, hue=hue) for i in range(3)]
+    renders.append(sample(args.seed, 3, label="space_mismatch", size=args.size, product=product, hue=hue))
+    paths = []
+    for i, r in enumerate(renders):
+        paths.append(str(out / f"render_{i}.png"))
+        r.generated.save(paths[-1])
+    cutout = out / "product_cutout.png"
+    _cutout(product.category, hue, 256).save(cutout)
+    selection = engine.select(paths, profile, mode="fast", strategy=args.strategy, screen=True,
+                              product_image=cutout)
+    s = selection.stats["screening"]
+    print(f"\nusability screening ({s['mode']}) of {len(paths)} renders in {out} (render_3 was made with the product "
+          f"floating): {len(s['screened_out'])} screened out in {1000 * s['seconds']:.0f} ms")
+    for i in s["screened_out"]:
+        print(f"  render_{i}.png: {selection.rejected[i]}")
+    print("ranking of the rest: " + ", ".join(f"render_{i} ({selection.scores[i]:.2f})" for i in selection.ranking))
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
@@ -220,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
-    p_demo.add_argument("--no-screen", action="store_true", help="skip usability screening (and its extra candidate)")
+    p_demo.add_argument("--no-screen", action="store_true", help="skip the usability screening example")
     p_demo.set_defaults(func=_cmd_demo)
 
     p_scr = sub.add_parser("screen", help="usability screening: is each generated ad usable (RFNet-style)?")

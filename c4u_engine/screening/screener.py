@@ -39,10 +39,12 @@ class Verdict:
 
 class Screener:
     """A loaded screening model. threshold: a candidate is unusable when P(available) < threshold
-    (default: the model's own, from screen_config.json). Safe to call from many threads (onnxruntime sessions are)."""
+    (default: the model's own, from screen_config.json). threads: onnxruntime's intra-op threads (1: a batch of a
+    few 64 x 64 images gains little from more, and a service runs many requests at once; measured faster on a busy
+    2-core machine). Safe to call from many threads (onnxruntime sessions are)."""
 
     def __init__(self, model_dir: str | Path | None = None, threshold: float | None = None, *, batch: int = 64,
-                 threads: int = 0) -> None:
+                 threads: int = 1) -> None:
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir) if model_dir is not None else BUILTIN_SCREEN_DIR

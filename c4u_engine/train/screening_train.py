@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=24000)
     ap.add_argument("--n-test", type=int, default=3000)
+    ap.add_argument("--test-seed", type=int, help="seed of the held-out test set (default: seed + 1)")
     ap.add_argument("--steps", type=int, default=3600)
     ap.add_argument("--baseline-steps", type=int, default=3600)
     ap.add_argument("--baseline-seeds", type=int, default=2)
@@ -162,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from c4u_engine.train.screening_data import synthetic_arrays
 
         train_data = synthetic_arrays(args.seed, args.n_train)
-        test_data = synthetic_arrays(args.seed + 1, args.n_test)
+        test_seed = args.seed + 1 if args.test_seed is None else args.test_seed
+        if test_seed == args.seed:
+            raise SystemExit("--test-seed must differ from --seed: the test set would be training samples")
+        test_data = synthetic_arrays(test_seed, args.n_test)
     torch.manual_seed(args.seed)
     net = RFNet(RFNetConfig())
     train(net, train_data, steps=args.steps, seed=args.seed, state=states / "rfnet.safetensors", name="rfnet",
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     base_probs = [predict(b, test_data) for b in baselines]
     pos = test_data["label"] == 0
     metrics = {
-        "test_set": f"{len(pos)} held-out synthetic samples (seed {args.seed + 1})" if not args.data else args.data,
+        "test_set": f"{len(pos)} held-out synthetic samples (seed {test_seed})" if not args.data else args.data,
         "rfnet": classification_report(test_data["label"], full, CLASSES),
         "rfnet_without_product_image": classification_report(test_data["label"], text_only, CLASSES),
         "single_image_baselines": [classification_report(test_data["label"], p, CLASSES) for p in base_probs],

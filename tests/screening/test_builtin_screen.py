@@ -68,3 +68,12 @@ def _product(s):
     from c4u_engine.data.catalog import CATALOGUE
 
     return next(p for p in CATALOGUE if p.title == s.text.split(", ")[0])
+
+
+def test_demo_shows_a_screened_out_render(tmp_path, capsys):
+    from c4u_engine.cli import main
+
+    assert main(["demo", "--n", "3", "--mode", "fast", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "render_3.png: unusable: space mismatch (p=" in out
+    assert (tmp_path / "product_cutout.png").is_file()
