@@ -8,9 +8,10 @@ mode (learned "missing" tokens stand in for the cut-out): weaker, see the model 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

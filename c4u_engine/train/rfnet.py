@@ -95,7 +95,7 @@ class FeatureFilter(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, prod: torch.Tensor, text: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        b, n, d = prod.shape
+        b, d = prod.shape[0], prod.shape[2]
         h = self.attn(self.nq(prod), text, bias)
         g = h.transpose(1, 2).reshape(b, d, self.grid, self.grid)
         g = self.conv2(F.gelu(self.conv1(g))).flatten(2).transpose(1, 2)
