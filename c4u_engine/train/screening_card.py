@@ -52,9 +52,9 @@ def card(metrics: dict, command: str, note: str = "") -> str:
         "```",
         command,
         "```",
-        f"{t['steps']} steps of batch {t['batch']} (AdamW, cosine), CPU, {t['threads']} thread; wall time "
-        f"{t['seconds'] / 60:.0f} min for the whole run (data, model, baselines, evaluation) on a shared 2-core "
-        "machine." + (f" {note}" if note else ""),
+        f"{t['steps']} steps of batch {t['batch']} (AdamW, cosine), CPU, {t['threads']} thread; the last "
+        f"invocation took {t['seconds'] / 60:.0f} min (data, what training was left, baselines, evaluation)."
+        + (f" {note}" if note else ""),
         "",
         "## Binary availability on the held-out split (threshold 0.5)",
         "| model | precision | recall | F1 | AP | 6-way accuracy |",
@@ -85,11 +85,16 @@ def card(metrics: dict, command: str, note: str = "") -> str:
               "| slice | caught | without cut-out | n |", "|---|---|---|---|"]
     for k, v in metrics["caught_by_difficulty"].items():
         w = metrics["caught_by_difficulty_without_product_image"][k]
-        lines.append(f"| {k} | {_pct(v['caught'])} | {_pct(w['caught'])} | {v['n']} |")
+        name = "defect faded (indistinctiveness)" if k == "defect " else k
+        lines.append(f"| {name} | {_pct(v['caught'])} | {_pct(w['caught'])} | {v['n']} |")
     lines += ["", "## Limits",
               "Trained on synthetic renders only: it knows this generator's scenes and defects, nothing of real "
               "AIGC ads; its numbers are not comparable with the paper's RF1M results (P 86.5, R 85.2, F1 85.8, "
               "AP 87.6). Train it on your own RF1M-like directory with `--data DIR` (data/usability_dataset.py).",
+              "Its weak spot is shape hallucination (recall in the table above), warps and missing parts most. "
+              "The judge's own synthetic creatives (data/creatives.py: heavy clutter, crops, products up to 90% of "
+              "the height) lie outside its training distribution: it rejects most of them (6 of 6 in `c4u demo`'s "
+              "group at seed 7), so `c4u demo` screens renders of the usability generator instead.",
               ""]
     return "\n".join(lines)
 
