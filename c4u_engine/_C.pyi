@@ -52,3 +52,99 @@ def preprocess_cuda(
     std: tuple[float, float, float],
     pillow_vertical_first: bool,
 ) -> None: ...
+
+# Paged KV (csrc/include/c4u/paged_kv.h); Python face: c4u_engine/ops/paged_kv.py, which checks every argument.
+# layout: (num_blocks, kv_heads, block_size, head_dim, elem_bytes); pools [num_blocks, kv_heads, block_size,
+# head_dim]; metadata pointers are int32 arrays on the kernel's device; stream: a cudaStream_t (0 for the CPU twin).
+# The *_cuda variants (same signatures) exist only in CUDA builds.
+def paged_kv_append_cpu(
+    layout: tuple[int, int, int, int, int],
+    pool_k: int,
+    pool_v: int,
+    block_tables: int,
+    batch: int,
+    max_blocks: int,
+    seq_lens: int,
+    append_lens: int,
+    src_start: int,
+    src_k: int,
+    src_v: int,
+    src_len: int,
+    max_append: int,
+    stream: int,
+) -> None: ...
+def paged_kv_copy_blocks_cpu(
+    layout: tuple[int, int, int, int, int],
+    pool_k: int,
+    pool_v: int,
+    src_blocks: int,
+    dst_blocks: int,
+    n_slots: int,
+    n: int,
+    stream: int,
+) -> None: ...
+def paged_kv_gather_cpu(
+    layout: tuple[int, int, int, int, int],
+    pool_k: int,
+    pool_v: int,
+    block_tables: int,
+    batch: int,
+    max_blocks: int,
+    seq_lens: int,
+    out_k: int,
+    out_v: int,
+    out_len: int,
+    stream: int,
+) -> None: ...
+paged_kv_append_cuda = paged_kv_append_cpu
+paged_kv_copy_blocks_cuda = paged_kv_copy_blocks_cpu
+paged_kv_gather_cuda = paged_kv_gather_cpu
+
+# Batched sampling (csrc/include/c4u/sampling.h); Python face: c4u_engine/ops/sampling.py. Pointers: logits float32
+# [batch, vocab]; temperature float32, top_k int32, top_p float32, offsets uint64, ban_row int32 [batch]; banned int32
+# [n_banned]; out int32 [batch]. sample_cuda (CUDA builds) has the same signature.
+def sample_cpu(
+    logits: int,
+    batch: int,
+    vocab: int,
+    temperature: int,
+    top_k: int,
+    top_p: int,
+    offsets: int,
+    ban_row: int,
+    banned: int,
+    n_banned: int,
+    seed: int,
+    out: int,
+    stream: int,
+) -> None: ...
+sample_cuda = sample_cpu
+# The Philox4x32-10 block the samplers draw from: 4 output words of (counter, key).
+def philox4x32_10(counter: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, int, int, int]: ...
+
+# Image-embedding merge (csrc/include/c4u/embed_merge.h; ops/embed_merge.py) and M-RoPE position ids
+# (csrc/include/c4u/mrope.h; ops/mrope.py). The *_cuda variants (CUDA builds) have the same signatures.
+def embed_merge_cpu(
+    table: int,
+    ids: int,
+    image_index: int,
+    image_embeds: int,
+    out: int,
+    n_tokens: int,
+    hidden: int,
+    elem_bytes: int,
+    stream: int,
+) -> None: ...
+def mrope_positions_cpu(
+    row_spans: int,
+    slot_start: int,
+    length: int,
+    pos_start: int,
+    grid: int,
+    out: int,
+    batch: int,
+    seq: int,
+    stream: int,
+) -> None: ...
+embed_merge_cuda = embed_merge_cpu
+mrope_positions_cuda = mrope_positions_cpu

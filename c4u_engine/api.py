@@ -31,7 +31,9 @@ class Engine:
     model_dir: a Hugging Face Qwen2.5-VL directory (config.json, safetensors, tokenizer, chat template,
     preprocessor_config.json; an optional c4u_prompt.json with the checkpoint's own prompt wording or preset).
     device: "cpu" or "cuda[:N]"; dtype: None (float32 on CPU, the checkpoint's dtype on CUDA), "float32",
-    "bfloat16" or "float16". prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the
+    "bfloat16" or "float16". precision: None or "fp32" | "fp16" | "bf16" | "int8" | "int4": a float precision is
+    its dtype; int8 / int4 run the checkpoint's quantized onnxruntime engine (python -m export CKPT --precision
+    int8). None on the built-in model on CPU is its measured default (builtin.DEFAULT_CPU_PRECISION). prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the
     checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
     Engine(path, prefix_cache_bytes=0, max_queued_requests=64). screen_model: the usability screener used by
     select(..., screen=True): a screening model directory or a c4u_engine.screening.Screener (default: the built-in
@@ -39,8 +41,8 @@ class Engine:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None, *,
-                 backend: str = "auto", prompt=None, config: EngineConfig | None = None, screen_model: Any = None,
-                 **settings: Any) -> None:
+                 precision: str | None = None, backend: str = "auto", prompt=None, config: EngineConfig | None = None,
+                 screen_model: Any = None, **settings: Any) -> None:
         from c4u_engine.engine.answer import AnswerTokens
         from c4u_engine.engine.kv_store import KVStore
         from c4u_engine.engine.model_engine import ModelEngine
@@ -57,12 +59,21 @@ class Engine:
         if screen_model is not None:
             self.screener  # a wrong screening model directory fails here, naming the problem
         self.prompt = prompt_template(prompt, self.model_dir)
-        self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype)
+        if precision is None and dtype is None and device == "cpu" and backend in ("auto", "onnxruntime"):
+            from c4u_engine.builtin import default_cpu_precision
+
+            precision = default_cpu_precision(self.model_dir)
+        self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision)
         self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
         self.answer = AnswerTokens.resolve(
             self._core.tokenizer, lambda prefix: self._core.render([{"role": "user", "content": "x"}], prefix),
             self.prompt)
-        self._store = KVStore(self.config.prefix_cache_bytes, self.runner.kv_nbytes)
+        if self.config.kv_layout == "paged":
+            from c4u_engine.engine.paged_kv_store import PagedKVStore
+
+            self._store = PagedKVStore(self.config.prefix_cache_bytes, self.runner, self.config.kv_block_size)
+        else:
+            self._store = KVStore(self.config.prefix_cache_bytes, self.runner.kv_nbytes)
         self._scheduler = Scheduler(self._core, self._store, self.answer, self.prompt.reason_prefix, self.config)
         check_spans(self._core, self.prompt, self.answer)
 
@@ -74,6 +85,11 @@ class Engine:
     @property
     def device(self) -> str:
         return self.runner.device
+
+    @property
+    def precision(self) -> str:
+        """fp32 | fp16 | bf16 | int8 | int4: what the runner computes in."""
+        return self.runner.precision
 
     @property
     def max_candidates(self) -> int:
@@ -192,7 +208,7 @@ class Engine:
         timer: dict[str, float] = {}
         loaded, rejected = self._load_candidates(images, strict, timer)
         unique, duplicates = _deduplicate(loaded)
-        engine_stats: dict[str, Any] = {"backend": self.backend, "device": self.device}
+        engine_stats: dict[str, Any] = {"backend": self.backend, "device": self.device, "precision": self.precision}
         if screen and unique:
             from c4u_engine.screening import screen_candidates
 

@@ -8,6 +8,9 @@ from pathlib import Path
 from c4u_engine.errors import ModelFormatError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_model"
+# The built-in model's CPU runtime when no precision is asked for: int8 kept its held-out accuracy and pick agreement
+# within the bounds of the precision issue while running selections faster (BENCHMARKS.md, "Precision").
+DEFAULT_CPU_PRECISION = "int8"
 
 
 def builtin_model_dir() -> Path:
@@ -18,3 +21,17 @@ def builtin_model_dir() -> Path:
             f"c4u_engine.Engine(model_dir) or train one with `python -m c4u_engine.train all OUT`"
         )
     return BUILTIN_DIR
+
+
+def default_cpu_precision(model_dir: Path) -> str | None:
+    """The precision to run `model_dir` in on CPU when none is asked for: the built-in model's default when
+    model_dir is the built-in model and this installation has that engine, else None (the runner's default)."""
+    from c4u_engine.runners.engine_dir import MANIFEST_FILE, engine_subdir
+
+    try:
+        builtin = Path(model_dir).resolve() == BUILTIN_DIR
+    except OSError:
+        return None
+    if builtin and (BUILTIN_DIR / engine_subdir(DEFAULT_CPU_PRECISION) / MANIFEST_FILE).is_file():
+        return DEFAULT_CPU_PRECISION
+    return None

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from c4u_engine.errors import C4UError
+from c4u_engine.builtin import DEFAULT_CPU_PRECISION
 from c4u_engine.runners import BACKENDS
+from c4u_engine.runners.precision import PRECISIONS
 from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
 
 
@@ -25,20 +27,19 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from c4u_engine.profile import Profile
 
     profile = Profile(title=args.title, queries=tuple(args.query or ()), extra=args.extra or "")
-    if args.model or args.screen_model or args.screen_threshold is not None:
-        from c4u_engine.builtin import builtin_model_dir
+    screening = args.screen or args.product is not None
+    custom_screen = screening and (args.screen_model is not None or args.screen_threshold is not None)
+    custom = args.model or args.precision or args.device != "cpu" or args.backend != "auto" or custom_screen
+    screener = None
+    if custom_screen:
         from c4u_engine.screening import Screener
 
-        screener = None
-        if args.screen or args.product is not None:
-            screener = Screener(args.screen_model, threshold=args.screen_threshold)
-        engine = Engine(args.model or builtin_model_dir(), device=args.device, backend=args.backend,
-                        screen_model=screener)
-    else:
-        engine = default_engine()
+        screener = Screener(args.screen_model, threshold=args.screen_threshold)
+    engine = Engine(_model_dir(args), device=args.device, backend=args.backend, precision=args.precision,
+                    screen_model=screener) if custom else default_engine()
     selection = engine.select(args.images, profile, mode=args.mode, strategy=args.strategy,
                               both_orders=not args.one_order, max_new_tokens=args.max_new_tokens, strict=args.strict,
-                              screen=args.screen or args.product is not None, product_image=args.product)
+                              screen=screening, product_image=args.product)
     if args.json:
         from c4u_engine.serving.schema import selection_json
 
@@ -83,7 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         render(spec, args.size).save(path)
         paths.append(str(path))
     profile = Profile(title=group.product.title, queries=group.profile.queries)
-    engine = Engine(args.model) if args.model else default_engine()
+    engine = Engine(_model_dir(args), precision=args.precision) if args.model or args.precision else default_engine()
     print(f"product: {profile.title}\nuser queries: {'; '.join(profile.queries)}\n{len(paths)} creatives in {out}")
     selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy)
     print(f"\nwinner: creative_{selection.winner}.png  (the generator's hidden appeal ranks "
@@ -92,7 +93,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if selection.explanation:
         print(f"\nwhy:\n{selection.explanation}")
     seconds = selection.stats.get("seconds", {}).get("total")
-    print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} in {seconds:.2f} s")
+    print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} ({engine.precision}) in {seconds:.2f} s")
     if not args.no_screen:
         _demo_screening(engine, group.product, profile, out, args)
     return 0
@@ -152,7 +153,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from c4u_engine.train.evaluate import evaluate, format_report
 
     model = args.model or str(builtin_model_dir())
-    engine = Engine(model, device=args.device, backend=args.backend)
+    engine = Engine(model, device=args.device, backend=args.backend, precision=args.precision)
     report = evaluate(model, args.data_dir, split=None if args.split == "all" else args.split,
                       modes=[m for m in args.modes.split(",") if m], max_pairs=args.max_pairs,
                       max_groups=args.max_groups, max_new_tokens=args.max_new_tokens, engine=engine)
@@ -178,20 +179,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise BackendUnavailableError(f"--ray needs the ray extra: pip install 'c4u_engine[ray]' ({exc})")
         return run(args.model, host=args.host, port=args.port, replicas=args.replicas, address=args.address,
-                   api_key=api_key, engine_settings=settings, backend=args.backend, device=args.device)
+                   api_key=api_key, engine_settings=settings, backend=args.backend, device=args.device,
+                   precision=args.precision)
     from c4u_engine.api import Engine
     from c4u_engine.builtin import builtin_model_dir
     from c4u_engine.serving.app import ServerLimits
     from c4u_engine.serving.server import serve
 
-    engine = Engine(args.model or builtin_model_dir(), device=args.device, backend=args.backend, **settings)
+    engine = Engine(args.model or builtin_model_dir(), device=args.device, backend=args.backend,
+                    precision=args.precision, **settings)
     limits = ServerLimits(max_body_bytes=args.max_body_mib << 20, max_image_bytes=args.max_image_mib << 20)
     return serve(engine, host=args.host, port=args.port, api_key=api_key, grace_s=args.grace_s, limits=limits)
+
+
+def _model_dir(args: argparse.Namespace) -> str:
+    from c4u_engine.builtin import builtin_model_dir
+
+    return args.model or str(builtin_model_dir())
 
 
 def _profile_text(profile) -> str:
     queries = "; ".join(profile.queries) or "(none)"
     return f"{profile.title} | queries: {queries}" + (f" | {profile.extra}" if profile.extra else "")
+
+
+PRECISION_HELP = (f"default: {DEFAULT_CPU_PRECISION} for the built-in model on CPU (measured: BENCHMARKS.md), "
+                  f"the checkpoint's dtype otherwise; int8/int4 need python -m export CKPT --precision P")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: the built-in model)")
     p_sel.add_argument("--device", default="cpu")
     p_sel.add_argument("--backend", default="auto", choices=BACKENDS)
+    p_sel.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_sel.add_argument("--json", action="store_true", help="print the selection as JSON")
     p_sel.add_argument("--report", help="write a self-contained HTML report here")
     p_sel.add_argument("--screen", action="store_true", help="screen out unusable creatives first (RFNet-style)")
@@ -230,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--mode", default="hybrid", choices=MODES)
     p_demo.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
+    p_demo.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
     p_demo.add_argument("--no-screen", action="store_true", help="skip the usability screening example")
     p_demo.set_defaults(func=_cmd_demo)
@@ -256,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_srv.add_argument("--max-image-mib", type=int, default=16)
     p_srv.add_argument("--device", default="cpu")
     p_srv.add_argument("--backend", default="auto", choices=BACKENDS)
+    p_srv.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_srv.add_argument("--ray", action="store_true", help="serve with Ray Serve (one Engine per replica)")
     p_srv.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
     p_srv.add_argument("--address", help="a running Ray cluster to join (with --ray), e.g. HEAD:6379")
@@ -271,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--max-new-tokens", type=int, default=384)
     p_eval.add_argument("--device", default="cpu")
     p_eval.add_argument("--backend", default="auto", choices=BACKENDS)
+    p_eval.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_eval.add_argument("--json", action="store_true")
     p_eval.set_defaults(func=_cmd_eval)
     return parser

@@ -8,6 +8,12 @@
 #include <vector>
 
 #include "c4u/build_info.h"
+#include "c4u/embed_mrope_pybind.h"
+#include "c4u/paged_kv.h"
+#include "c4u/paged_kv_pybind.h"
+#include "c4u/sampling.h"
+#include "c4u/sampling_math.h"
+#include "c4u/sampling_pybind.h"
 #include "c4u/preprocess.h"
 
 namespace py = pybind11;
@@ -71,7 +77,40 @@ PYBIND11_MODULE(_C, m) {
       "Batched Qwen2-VL preprocessing on host buffers (see csrc/include/c4u/preprocess.h)", py::arg("src"),
       py::arg("src_hw"), py::arg("dst_hw"), py::arg("out"), py::arg("out_rows"), C4U_PREPROCESS_CONFIG_ARGS);
 
+  c4u::bind_paged_kv(
+      m, "_cpu", [](const c4u::PagedKVAppendArgs& a, uintptr_t) { c4u::paged_kv_append_cpu(a); },
+      [](const c4u::PagedKVCopyArgs& a, uintptr_t) { c4u::paged_kv_copy_blocks_cpu(a); },
+      [](const c4u::PagedKVGatherArgs& a, uintptr_t) { c4u::paged_kv_gather_cpu(a); });
+
+  m.def(
+      "philox4x32_10",
+      [](std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
+        uint32_t rest[3];
+        const uint32_t first =
+            c4u::sampling::philox_first(counter[0], counter[1], counter[2], counter[3], key[0], key[1], rest);
+        return std::array<uint32_t, 4>{first, rest[0], rest[1], rest[2]};
+      },
+      "The Philox4x32-10 block the samplers draw from (c4u/sampling_math.h), for tests and reproducing draws",
+      py::arg("counter"), py::arg("key"));
+  c4u::bind_embed_mrope(
+      m, "_cpu", [](const c4u::EmbedMergeArgs& a, uintptr_t) { c4u::embed_merge_cpu(a); },
+      [](const c4u::MropeArgs& a, uintptr_t) { c4u::mrope_positions_cpu(a); });
+  c4u::bind_sample(m, "_cpu", [](const c4u::SamplingArgs& a, uintptr_t) { c4u::sample_cpu(a); });
+
 #ifdef C4U_WITH_CUDA
+  c4u::bind_embed_mrope(
+      m, "_cuda",
+      [](const c4u::EmbedMergeArgs& a, uintptr_t s) { c4u::embed_merge_cuda(a, reinterpret_cast<void*>(s)); },
+      [](const c4u::MropeArgs& a, uintptr_t s) { c4u::mrope_positions_cuda(a, reinterpret_cast<void*>(s)); });
+  c4u::bind_sample(m, "_cuda",
+                   [](const c4u::SamplingArgs& a, uintptr_t s) { c4u::sample_cuda(a, reinterpret_cast<void*>(s)); });
+  c4u::bind_paged_kv(
+      m, "_cuda",
+      [](const c4u::PagedKVAppendArgs& a, uintptr_t s) { c4u::paged_kv_append_cuda(a, reinterpret_cast<void*>(s)); },
+      [](const c4u::PagedKVCopyArgs& a, uintptr_t s) {
+        c4u::paged_kv_copy_blocks_cuda(a, reinterpret_cast<void*>(s));
+      },
+      [](const c4u::PagedKVGatherArgs& a, uintptr_t s) { c4u::paged_kv_gather_cuda(a, reinterpret_cast<void*>(s)); });
   m.def(
       "preprocess_cuda_workspace_bytes",
       [](const std::vector<int64_t>& src_hw, const std::vector<int64_t>& dst_hw, int patch_size,

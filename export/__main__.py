@@ -1,7 +1,9 @@
-"""python -m export CKPT_DIR [--out DIR] [--opset 17] [--dtype float32|float16|bfloat16] [--check-tensorrt]
+"""python -m export CKPT_DIR [--out DIR] [--opset 17] [--precision fp32|fp16|bf16|int8|int4] [--check-tensorrt]
 
-Exports a Qwen2.5-VL checkpoint to an engine directory (export/onnx_export.py), then runs the static TensorRT
-readiness check (export/check_tensorrt.py) on both graphs unless --no-check-tensorrt.
+Exports a Qwen2.5-VL checkpoint to an engine directory (export/onnx_export.py; int8 / int4 through
+export/quantize.py into CKPT_DIR/onnx-int8 or onnx-int4), then runs the static TensorRT readiness check
+(export/check_tensorrt.py) on both graphs of a float export unless --no-check-tensorrt (int8 / int4 engines are
+onnxruntime's: TensorRT builds its own precisions from a float export, python -m export.build_tensorrt).
 Exit status: 0 done, 1 TensorRT check found problems (the engine directory is still usable by onnxruntime),
 2 export failed.
 """
@@ -12,7 +14,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from c4u_engine.errors import C4UError
+from c4u_engine.errors import C4UError, InvalidInputError
+from c4u_engine.runners.precision import PRECISIONS, QUANTIZED, normalize_precision
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,8 +23,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("ckpt_dir", help="Qwen2.5-VL checkpoint directory (config.json, safetensors, tokenizer)")
     parser.add_argument("--out", help="engine directory to write (default: CKPT_DIR/onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                        help="graph precision: float32 for onnxruntime on CPU, bfloat16/float16 for TensorRT")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="fp32 (default; onnxruntime on CPU), bf16/fp16 (TensorRT), int8 / int4 (quantized "
+                             "onnxruntime engines, measured in BENCHMARKS.md)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                        help="same as --precision fp32|fp16|bf16 (kept for existing scripts)")
+    parser.add_argument("--block-size", type=int, help="int4: weights per quantization block (32 default, 64, 128)")
+    parser.add_argument("--keep-float", help="int8/int4: comma-separated units kept in float (default: vision; "
+                                             "units: vision, vision.patch_embed, vision.merger, lm_head, "
+                                             "decoder.first_layer; '' for none)")
     parser.add_argument("--check-tensorrt", action=argparse.BooleanOptionalAction, default=True,
                         help="run the static TensorRT readiness check on the graphs (default on)")
     parser.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
@@ -42,14 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = ProfileLimits(max_prefill_batch=args.max_prefill_batch, max_decode_batch=args.max_decode_batch,
                                max_prefill_tokens=args.max_prefill_tokens, max_context=args.max_context,
                                max_vision_images=args.max_vision_images)
-        result = export_engine(args.ckpt_dir, args.out, opset=args.opset, dtype=args.dtype, limits=limits,
-                               external_data=args.external_data)
+        precision = normalize_precision(args.precision or args.dtype or "fp32")
+        if args.precision and args.dtype and normalize_precision(args.dtype) != precision:
+            raise InvalidInputError(f"--dtype {args.dtype} and --precision {args.precision} disagree")
+        kept = None if args.keep_float is None else [u for u in args.keep_float.split(",") if u]
+        result = export_engine(args.ckpt_dir, args.out, opset=args.opset, precision=precision, limits=limits,
+                               external_data=args.external_data, block_size=args.block_size, float_kept=kept)
     except C4UError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     times = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     print(f"engine directory: {result.out_dir} ({times})")
-    if not args.check_tensorrt:
+    if not args.check_tensorrt or precision in QUANTIZED:
         return 0
     from export.check_tensorrt import check_target
 

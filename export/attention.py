@@ -6,6 +6,11 @@ were most of a decode step on onnxruntime's CPU EP. While a graph is traced, the
 (language model and vision tower) become grouped_sdpa instead:
 scores = (q * scale) @ K^T with the transpose feeding the MatMul directly, which onnxruntime fuses into one
 FusedMatMul(transB) and TensorRT into its GEMM / attention kernels, then masked softmax and @ V.
+
+The mask becomes an additive bias (0 where attended, -inf elsewhere) computed once per mask and shared by every
+layer that gets the same mask tensor, instead of a masked_fill (ONNX Where) per layer: onnxruntime's CPU Where with
+broadcasting took 5.3 ms against Add's 0.9 ms on a comparison batch's scores ([56, 2, 2, 38, 129]), and Where was
+15% of an int8 decoder call. Exact: x + 0 = x and x + -inf = -inf, as masked_fill gives.
 """
 
 from __future__ import annotations
@@ -24,13 +29,20 @@ from c4u_engine.models import language, layers, vision
 _MODEL_MODULES = (language, layers, vision)  # where the reference model calls F.scaled_dot_product_attention
 
 
+def additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where mask is True, -inf where False, in `dtype` (made in float32 and cast: ONNX's ConstantOfShape has no
+    bfloat16 before opset 20)."""
+    return torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, float("-inf")).to(dtype)
+
+
 def grouped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                 attn_mask: torch.Tensor | None = None, bias_of=additive_bias) -> torch.Tensor:
     """softmax(q K^T / sqrt(D), masked) V for q [B, H, S, D] and K, V [B, kvH, L, D] with kvH dividing H
     (query head h uses KV head h // (H / kvH), as repeat_kv pairs them).
 
     attn_mask: bool, True = may attend, broadcastable to [B, 1, S, L] (as F.scaled_dot_product_attention takes it).
     Rows must keep at least one True (the reference model's masks always let a token see itself).
+    bias_of(mask, dtype): the additive bias of a mask (export_friendly_attention shares one per mask tensor).
     """
     b, heads, s, d = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
@@ -39,18 +51,36 @@ def grouped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     q = (query * scale).reshape(b, kv_heads, groups * s, d)
     scores = torch.matmul(q, key.transpose(-1, -2)).reshape(b, kv_heads, groups, s, length)
     if attn_mask is not None:
-        mask = attn_mask
-        while mask.dim() < 4:
-            mask = mask.unsqueeze(0)
-        scores = scores.masked_fill(~mask.unsqueeze(2), float("-inf"))  # [B|1, 1, 1, S, L] over the groups
+        bias = bias_of(attn_mask, scores.dtype)  # the mask object itself: its bias is shared across layers
+        while bias.dim() < 4:
+            bias = bias.unsqueeze(0)
+        scores = scores + bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
     probs = torch.softmax(scores, dim=-1).reshape(b, kv_heads, groups * s, length)
     return torch.matmul(probs, value).reshape(b, heads, s, d)
 
 
-def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    if dropout_p or is_causal or scale is not None:
-        raise NotImplementedError("export attention: only attn_mask is supported (the reference model uses no more)")
-    return grouped_sdpa(query, key, value, attn_mask)
+class _SharedBias:
+    """The additive bias of each mask tensor, made once: every layer of a traced forward gets the same mask object,
+    so the graph computes one bias and adds it in each layer. Holds the masks so their ids stay theirs."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        key = (id(mask), dtype)
+        if key not in self._made:
+            self._made[key] = (mask, additive_bias(mask, dtype))
+        return self._made[key][1]
+
+
+def _make_sdpa(bias_of: _SharedBias):
+    def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if dropout_p or is_causal or scale is not None:
+            raise NotImplementedError("export attention: only attn_mask is supported (the reference model uses no "
+                                      "more)")
+        return grouped_sdpa(query, key, value, attn_mask, bias_of)
+
+    return _sdpa
 
 
 @contextlib.contextmanager
@@ -62,7 +92,7 @@ def export_friendly_attention() -> Iterator[None]:
     folded query heads both work); nothing global changes.
     """
     functional = types.SimpleNamespace(**{n: getattr(F, n) for n in dir(F) if not n.startswith("__")})
-    functional.scaled_dot_product_attention = _sdpa
+    functional.scaled_dot_product_attention = _make_sdpa(_SharedBias())
     with contextlib.ExitStack() as stack:
         for module in _MODEL_MODULES:
             if getattr(module, "F", None) is F:

@@ -1,6 +1,6 @@
 """Build TensorRT engines from ONNX graphs with the official `tensorrt` Python API (10.x; 11.x-ready).
 
-    python -m export.build_tensorrt ENGINE_DIR [--precision bf16] [--timing-cache PATH] [--graph NAME] [--fp8]
+    python -m export.build_tensorrt ENGINE_DIR [--precision bf16] [--timing-cache PATH] [--graph NAME] [--fp8|--int8]
 
 writes ``<graph>.plan`` and its sidecar ``<graph>.plan.json`` for every graph of ENGINE_DIR/manifest.json
 (keys read: ``profiles``, ``graphs.<name>.file``, ``graphs.<name>.sha256``, ``tensorrt_plugins``).
@@ -11,7 +11,9 @@ must name its type; an fp32 graph with precision="fp32" is built strongly typed 
 bf16/fp16 uses TensorRT 10's weak-typing flag (deprecated there); on TensorRT 11 that is refused: export the graph
 in bf16 (or convert it with ModelOpt AutoCast). FP8 (`fp8=True`, compute capability >= 8.9) needs an explicitly
 quantized graph (FLOAT8E4M3FN QuantizeLinear/DequantizeLinear pairs, e.g. from ModelOpt); TensorRT 10 also gets
-BuilderFlag.FP8 when the network is weakly typed.
+BuilderFlag.FP8 when the network is weakly typed. INT8 (`int8=True`, >= 6.1) likewise needs INT8 Q/DQ pairs in the
+graph: there is no calibration here (export/tensorrt_precision.py says what each precision needs; the build refuses
+a GPU or a graph that cannot give it before TensorRT is asked).
 
 Engines are tied to one TensorRT version and one GPU model: the sidecar records both, the ONNX digest
 (:func:`onnx_sha256`) and the profiles, and :func:`load_engine` refuses any mismatch. Loading, the sidecar check
@@ -41,10 +43,10 @@ from c4u_engine.runners.tensorrt_session import TrtSession  # noqa: F401
 
 from export.check_tensorrt import (assert_tensorrt_ready, graph_files, iter_graphs, load_model,
                                    read_manifest)
-from export.profiles import Profile, profiles_from_manifest
+from export.profiles import ShapeProfile, profiles_from_manifest
+from export.tensorrt_precision import precision_problems
 
 PRECISIONS = {"fp32": "FLOAT", "bf16": "BFLOAT16", "fp16": "FLOAT16"}  # precision -> ONNX dtype name
-FP8_MIN_CAPABILITY = (8, 9)
 
 
 def _trt_major(trt: Any) -> int:
@@ -81,16 +83,14 @@ def _hash_file(digest: Any, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- typing plan
 
 
-def typing_plan(trt: Any, precision: str, tensor_types: Mapping[str, int], fp8: bool) -> tuple[bool, list[Any]]:
+def typing_plan(trt: Any, precision: str, tensor_types: Mapping[str, int], fp8: bool,
+                int8: bool = False) -> tuple[bool, list[Any]]:
     """(strongly_typed, builder flags) for a graph whose tensors have `tensor_types` (dtype name -> count)."""
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    has_fp8 = tensor_types.get("FLOAT8E4M3FN", 0) > 0
-    if fp8 and not has_fp8:
-        raise EngineArtifactError("fp8=True needs an explicitly FP8-quantized graph (FLOAT8E4M3FN "
-                                  "QuantizeLinear/DequantizeLinear nodes); this graph has no FP8 tensor")
-    if has_fp8 and not fp8:
-        raise EngineArtifactError("the graph is FP8-quantized (FLOAT8E4M3FN tensors): pass fp8=True to build it")
+    _, graph_problems = precision_problems(_flags(precision, fp8, int8), None, tensor_types)
+    if graph_problems:
+        raise EngineArtifactError("; ".join(graph_problems))
     reduced = {t for t in ("BFLOAT16", "FLOAT16") if tensor_types.get(t, 0)}
     wanted = PRECISIONS[precision]
     if reduced or precision == "fp32":
@@ -105,9 +105,14 @@ def typing_plan(trt: Any, precision: str, tensor_types: Mapping[str, int], fp8: 
             f"TensorRT {trt.__version__} builds strongly typed networks only, and this graph is fp32: export it "
             f"in {wanted} (or convert it with ModelOpt AutoCast) to get a {precision} engine")
     flags = [flag]
-    if fp8 and getattr(trt.BuilderFlag, "FP8", None) is not None:
-        flags.append(trt.BuilderFlag.FP8)
+    for wanted, name in ((fp8, "FP8"), (int8, "INT8")):
+        if wanted and getattr(trt.BuilderFlag, name, None) is not None:
+            flags.append(getattr(trt.BuilderFlag, name))
     return False, flags
+
+
+def _flags(precision: str, fp8: bool, int8: bool) -> list[str]:
+    return [precision] + (["fp8"] if fp8 else []) + (["int8"] if int8 else [])
 
 
 def format_parser_errors(parser: Any) -> list[str]:
@@ -166,10 +171,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def build_engine(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    profiles: Sequence[Profile],
+    profiles: Sequence[ShapeProfile],
     *,
     precision: str = "bf16",
     fp8: bool = False,
+    int8: bool = False,
     timing_cache_path: str | os.PathLike | None = None,
     workspace_bytes: int | None = None,
     builder_optimization_level: int = 3,
@@ -200,9 +206,10 @@ def build_engine(
     if expected_onnx_sha256 is not None and digest != expected_onnx_sha256:
         raise EngineArtifactError(f"{onnx_path}: sha256 {digest} differs from the declared {expected_onnx_sha256}")
     gpu_name, capability = current_gpu()
-    if fp8 and capability < FP8_MIN_CAPABILITY:
-        raise BackendUnavailableError(f"fp8 needs compute capability >= 8.9; {gpu_name} has {capability}")
-    strongly_typed, flags = typing_plan(trt, precision, report.tensor_types, fp8)
+    gpu_problems, _ = precision_problems(_flags(precision, fp8, int8), capability, report.tensor_types)
+    if gpu_problems:
+        raise BackendUnavailableError(f"{gpu_name}: " + "; ".join(gpu_problems))
+    strongly_typed, flags = typing_plan(trt, precision, report.tensor_types, fp8, int8)
 
     logger = make_logger(trt)
     trt.init_libnvinfer_plugins(logger, "")
@@ -254,6 +261,7 @@ def build_engine(
         "gpu": {"name": gpu_name, "compute_capability": list(capability)},
         "precision": precision,
         "fp8": fp8,
+        "int8": int8,
         "strongly_typed": strongly_typed,
         "builder_optimization_level": builder_optimization_level,
         "onnx": {"file": onnx_path.name, "sha256": digest},
@@ -298,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("engine_dir")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16")
     parser.add_argument("--fp8", action="store_true", help="build an FP8 Q/DQ-quantized graph (sm_89+)")
+    parser.add_argument("--int8", action="store_true", help="build an INT8 Q/DQ-quantized graph (sm_61+; no "
+                                                            "calibration: the quantization must be in the graph)")
     parser.add_argument("--timing-cache", help="timing cache file, read if present and written after")
     parser.add_argument("--workspace-gib", type=float, help="builder workspace limit in GiB")
     parser.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5")
@@ -306,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metas = build_engine_dir(
-            args.engine_dir, graphs=args.graph, precision=args.precision, fp8=args.fp8,
+            args.engine_dir, graphs=args.graph, precision=args.precision, fp8=args.fp8, int8=args.int8,
             timing_cache_path=args.timing_cache, builder_optimization_level=args.opt_level,
             workspace_bytes=int(args.workspace_gib * (1 << 30)) if args.workspace_gib else None,
             progress=not args.quiet)

@@ -27,8 +27,10 @@ from typing import Any
 import onnx
 
 from c4u_engine.errors import EngineArtifactError, InvalidInputError
+from c4u_engine.runners.engine_dir import read_manifest
 
-from export.profiles import GraphDim, Profile, profiles_from_manifest, validate_profiles
+from export.profiles import GraphDim, ShapeProfile, profiles_from_manifest, validate_profiles
+from export.tensorrt_precision import NEEDS, parse_capability, precision_problems, requirement_lines
 
 OPS_JSON = Path(__file__).with_name("tensorrt_ops.json")
 MIN_OPSET = 17  # the project's floor: LayerNormalization and friends exist from 17 on
@@ -81,7 +83,7 @@ def load_model(model: Any) -> Any:
 
 def check_graph(
     model: Any,
-    profiles: Sequence[Profile] | None = None,
+    profiles: Sequence[ShapeProfile] | None = None,
     *,
     plugins: Iterable[str] = (),
     graph_name: str | None = None,
@@ -113,7 +115,7 @@ def check_graph(
     return report
 
 
-def assert_tensorrt_ready(model: Any, profiles: Sequence[Profile] | None = None, *,
+def assert_tensorrt_ready(model: Any, profiles: Sequence[ShapeProfile] | None = None, *,
                           plugins: Iterable[str] = (), graph_name: str | None = None) -> CheckReport:
     """:func:`check_graph`, raising EngineArtifactError that lists every problem when there is one."""
     report = check_graph(model, profiles, plugins=plugins, graph_name=graph_name)
@@ -349,22 +351,23 @@ def graph_files(manifest: Mapping[str, Any]) -> dict[str, str]:
     return {g: (graphs.get(g) or {}).get("file", f"{g}.onnx") for g in names}
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError as e:
-        raise EngineArtifactError(f"manifest not found: {path}") from e
-    except json.JSONDecodeError as e:
-        raise EngineArtifactError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise EngineArtifactError(f"{path}: the manifest must be a JSON object")
-    return data
-
-
 def check_target(target: str | os.PathLike, manifest_path: str | os.PathLike | None = None,
-                 graph: str | None = None, plugins: Iterable[str] = ()) -> list[CheckReport]:
-    """Check an engine directory (every graph of its manifest) or one ONNX file (profiles from the manifest)."""
+                 graph: str | None = None, plugins: Iterable[str] = (), precisions: Sequence[str] = (),
+                 capability: tuple[int, int] | None = None) -> list[CheckReport]:
+    """Check an engine directory (every graph of its manifest) or one ONNX file (profiles from the manifest).
+
+    precisions (e.g. ["bf16", "fp8"]) and capability (the target GPU's, e.g. (8, 9)): also check that the target
+    can run them and that each graph carries what they need (export/tensorrt_precision.py)."""
+    reports = _check_target(target, manifest_path, graph, plugins)
+    if precisions:
+        for report in reports:
+            target_problems, graph_problems = precision_problems(precisions, capability, report.tensor_types)
+            report.problems += target_problems + graph_problems
+    return reports
+
+
+def _check_target(target: str | os.PathLike, manifest_path: str | os.PathLike | None, graph: str | None,
+                  plugins: Iterable[str]) -> list[CheckReport]:
     target = Path(target)
     if manifest_path is None and target.is_dir():
         manifest_path = target / "manifest.json"
@@ -395,10 +398,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--manifest", help="manifest.json (default: TARGET/manifest.json for a directory)")
     parser.add_argument("--graph", help="check only this graph (for a file: its name in the manifest)")
     parser.add_argument("--plugin", action="append", default=[], help="op implemented by a TensorRT plugin")
+    parser.add_argument("--precision", action="append", choices=list(NEEDS), default=[],
+                        help="check what this precision needs (repeatable: --precision bf16 --precision fp8)")
+    parser.add_argument("--target-sm", help="the target GPU's compute capability, e.g. 8.9 (with --precision)")
     args = parser.parse_args(argv)
     try:
-        reports = check_target(args.target, args.manifest, args.graph, args.plugin)
-    except EngineArtifactError as e:
+        capability = parse_capability(args.target_sm) if args.target_sm else None
+        for line in requirement_lines(args.precision):
+            print(f"needs: {line}")
+        reports = check_target(args.target, args.manifest, args.graph, args.plugin, args.precision, capability)
+    except (EngineArtifactError, InvalidInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for r in reports:

@@ -19,7 +19,7 @@ from c4u_engine.models.config import ModelConfig
 from c4u_engine.ops.preprocess_params import PreprocessParams
 from c4u_engine.runners.engine_dir import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, TensorSpec
 
-from export.profiles import Profile, ShapeRange, profiles_to_json
+from export.profiles import ShapeProfile, ShapeRange, profiles_to_json
 
 # ONNX element types -> the manifest's dtype names (engine_dir.ORT_DTYPES uses the same names).
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
@@ -65,7 +65,7 @@ def _rng(lo: list[int], opt: list[int], hi: list[int]) -> ShapeRange:
     return ShapeRange(tuple(lo), tuple(opt), tuple(hi))
 
 
-def decoder_profiles(config: ModelConfig, limits: ProfileLimits) -> list[Profile]:
+def decoder_profiles(config: ModelConfig, limits: ProfileLimits) -> list[ShapeProfile]:
     """"prefill" (many new tokens after 0..context past slots) and "decode" (one new token per row)."""
     text = config.text
     context = limits.max_context or min(text.max_position_embeddings, 8192)
@@ -73,7 +73,7 @@ def decoder_profiles(config: ModelConfig, limits: ProfileLimits) -> list[Profile
     kv, h, d = text.num_key_value_heads, text.hidden_size, text.head_dim
 
     def profile(name: str, batch: tuple[int, int, int], new: tuple[int, int, int],
-                past: tuple[int, int, int]) -> Profile:
+                past: tuple[int, int, int]) -> ShapeProfile:
         total = tuple(n + p for n, p in zip(new, past))
         shapes = {
             "inputs_embeds": _rng([batch[0], new[0], h], [batch[1], new[1], h], [batch[2], new[2], h]),
@@ -84,7 +84,7 @@ def decoder_profiles(config: ModelConfig, limits: ProfileLimits) -> list[Profile
         cache = _rng([batch[0], kv, past[0], d], [batch[1], kv, past[1], d], [batch[2], kv, past[2], d])
         for i in range(text.num_hidden_layers):
             shapes[f"past_key_{i}"] = shapes[f"past_value_{i}"] = cache
-        return Profile(name, shapes)
+        return ShapeProfile(name, shapes)
 
     pb = limits.max_prefill_batch
     db = limits.max_decode_batch
@@ -94,7 +94,7 @@ def decoder_profiles(config: ModelConfig, limits: ProfileLimits) -> list[Profile
     ]
 
 
-def vision_profiles(config: ModelConfig, preprocess: PreprocessParams, limits: ProfileLimits) -> list[Profile]:
+def vision_profiles(config: ModelConfig, preprocess: PreprocessParams, limits: ProfileLimits) -> list[ShapeProfile]:
     """One "images" profile: from one merge unit up to max_vision_images images at the preprocessor's largest
     size (attention scores are quadratic in the patches of a call: runners split larger batches of images)."""
     vision = config.vision
@@ -106,7 +106,7 @@ def vision_profiles(config: ModelConfig, preprocess: PreprocessParams, limits: P
         tail = [] if width is None else [width]
         return _rng([lo // divide, *tail], [opt // divide, *tail], [hi // divide, *tail])
 
-    return [Profile("images", {
+    return [ShapeProfile("images", {
         "pixel_patches": rows(vision.patch_dim), "cos": rows(vision.head_dim), "sin": rows(vision.head_dim),
         "window_index": rows(None, unit), "reverse_index": rows(None, unit),
         "full_segments": rows(None), "window_segments": rows(None),
@@ -123,7 +123,7 @@ def build_manifest(
     graphs: dict[str, dict[str, Any]],
     embeddings: dict[str, Any],
     files: list[str],
-    profiles: dict[str, list[Profile]],
+    profiles: dict[str, list[ShapeProfile]],
     exporter_version: str,
     tool_versions: dict[str, str],
 ) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Export a Qwen2.5-VL checkpoint to an engine directory: vision.onnx, decoder.onnx, the embedding table, the
 tokenizer / config files and manifest.json (layout and schema: c4u_engine/runners/engine_dir.py).
 
-    python -m export CKPT_DIR [--out DIR] [--opset 17] [--dtype float32|float16|bfloat16] [--no-check-tensorrt]
+    python -m export CKPT_DIR [--out DIR] [--opset 17] [--precision fp32|fp16|bf16|int8|int4] [--no-check-tensorrt]
 
 The graphs are traced from the reference model (c4u_engine/models) with torch.onnx.export(dynamo=False):
 - vision: VisionTower.forward_tensors; every grid-dependent input (window order, rotary, segment ids) is an
@@ -10,6 +10,7 @@ The graphs are traced from the reference model (c4u_engine/models) with torch.on
   graph: at prefill the past tensors have P = 0 slots (zero-size arrays), which onnxruntime accepts (tested).
 Graphs whose weights exceed ~1.8 GiB are saved with external data (``<graph>.onnx.data``, one file per graph),
 so the 2 GB protobuf limit never applies. manifest.json is written last: an interrupted export leaves none.
+int8 / int4: the fp32 export (in a temporary directory beside the output) through export/quantize.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from c4u_engine.models.config import ModelConfig
 from c4u_engine.models.vision_aux import vision_aux_arrays
 from c4u_engine.ops.preprocess_params import PreprocessParams
 from c4u_engine.runners.engine_dir import (EMBED_FILE, EMBED_TENSOR, ENGINE_SUBDIR, MANIFEST_FILE, VISION_INPUTS,
-                                           VISION_OUTPUTS, decoder_input_names, decoder_output_names)
+                                           VISION_OUTPUTS, decoder_input_names, decoder_output_names, engine_subdir)
+from c4u_engine.runners.precision import FLOAT_DTYPES, QUANTIZED, normalize_precision
 
 from export.attention import export_friendly_attention
 from export.build_tensorrt import onnx_sha256
@@ -97,18 +99,31 @@ def export_engine(
     dtype: str = "float32",
     limits: ProfileLimits | None = None,
     external_data: bool | None = None,
+    precision: str | None = None,
+    block_size: int | None = None,
+    float_kept: Sequence[str] | None = None,
     log: Callable[[str], None] = _stderr,
 ) -> ExportResult:
     """Export the checkpoint at ckpt_dir into out_dir (default ckpt_dir/onnx) and return the result.
 
     dtype: the weights' and activations' type in the graphs (float32 for onnxruntime on CPU; bfloat16/float16
-    for TensorRT). external_data: None = only when a graph's weights need it; True/False to force.
+    for TensorRT). precision (fp32 | fp16 | bf16 | int8 | int4) overrides dtype; int8 / int4 quantize the fp32
+    export (export/quantize.py: block_size for int4, float_kept units; out_dir default ckpt_dir/onnx-int8 etc.).
+    external_data: None = only when a graph's weights need it; True/False to force.
     Existing files of a previous export in out_dir are replaced (its manifest first, so a failed re-export
     leaves no stale manifest). Raises ModelFormatError / UnsupportedModelError for a bad checkpoint,
     InvalidInputError for bad options, EngineArtifactError if an exported graph fails its checks.
     """
     started = time.perf_counter()
     ckpt_dir = Path(ckpt_dir)
+    if precision is not None:
+        precision = normalize_precision(precision)
+        if precision in QUANTIZED:
+            return _export_quantized(ckpt_dir, out_dir, precision, block_size, float_kept, log, opset=opset,
+                                     limits=limits, external_data=external_data)
+        dtype = FLOAT_DTYPES[precision]
+    if block_size is not None or float_kept is not None:
+        raise InvalidInputError("block_size and float_kept apply to int8 / int4 exports only")
     out_dir = Path(out_dir) if out_dir is not None else ckpt_dir / ENGINE_SUBDIR
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -163,6 +178,25 @@ def export_engine(
     seconds["total"] = time.perf_counter() - started
     log(f"[export] wrote {out_dir} in {seconds['total']:.1f} s")
     return ExportResult(out_dir, manifest, seconds)
+
+
+def _export_quantized(ckpt_dir: Path, out_dir: str | Path | None, precision: str, block_size: int | None,
+                      float_kept: Sequence[str] | None, log: Callable[[str], None], **options: Any) -> ExportResult:
+    from export.quantize import DEFAULT_FLOAT_KEPT, check_quantizable, quantize_engine
+
+    started = time.perf_counter()
+    check_quantizable(precision)  # before minutes of tracing
+    out = Path(out_dir) if out_dir is not None else ckpt_dir / engine_subdir(precision)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-fp32-") as tmp:
+        base = export_engine(ckpt_dir, tmp, dtype="float32", log=log, **options)
+        t0 = time.perf_counter()
+        manifest = quantize_engine(tmp, out, precision, block_size=block_size,
+                                   float_kept=DEFAULT_FLOAT_KEPT if float_kept is None else float_kept, log=log)
+    seconds = {**{k: v for k, v in base.seconds.items() if k != "total"}, "quantize": time.perf_counter() - t0,
+               "total": time.perf_counter() - started}
+    log(f"[export] wrote {out} ({precision}) in {seconds['total']:.1f} s")
+    return ExportResult(out, manifest, seconds)
 
 
 # ---------------------------------------------------------------------------------------------- examples

@@ -50,7 +50,7 @@ class ShapeRange:
 
 
 @dataclass(frozen=True)
-class Profile:
+class ShapeProfile:
     """One TensorRT optimization profile: a name and a ShapeRange per input name."""
 
     name: str
@@ -78,7 +78,7 @@ def shape_range_from_json(data: Any, where: str) -> ShapeRange:
     return rng
 
 
-def profile_from_json(data: Any, where: str) -> Profile:
+def profile_from_json(data: Any, where: str) -> ShapeProfile:
     """Parse one {"name": ..., "shapes": {...}} profile."""
     if not isinstance(data, Mapping) or not isinstance(data.get("name"), str) or not data["name"]:
         raise EngineArtifactError(f"{where}: a profile needs a non-empty string 'name', got {data!r}")
@@ -86,15 +86,15 @@ def profile_from_json(data: Any, where: str) -> Profile:
     if not isinstance(shapes, Mapping) or not shapes:
         raise EngineArtifactError(f"{where} ({data['name']}): 'shapes' must be a non-empty object")
     where = f"{where} ({data['name']})"
-    return Profile(data["name"], {k: shape_range_from_json(v, f"{where}.shapes.{k}") for k, v in shapes.items()})
+    return ShapeProfile(data["name"], {k: shape_range_from_json(v, f"{where}.shapes.{k}") for k, v in shapes.items()})
 
 
-def profiles_from_manifest(manifest: Mapping[str, Any]) -> dict[str, tuple[Profile, ...]]:
+def profiles_from_manifest(manifest: Mapping[str, Any]) -> dict[str, tuple[ShapeProfile, ...]]:
     """Read ``manifest["profiles"]``: graph name -> profiles in TensorRT index order."""
     section = manifest.get("profiles")
     if not isinstance(section, Mapping):
         raise EngineArtifactError(f"manifest: 'profiles' must be an object of graph name -> list, got {section!r}")
-    out: dict[str, tuple[Profile, ...]] = {}
+    out: dict[str, tuple[ShapeProfile, ...]] = {}
     for graph, entries in section.items():
         if not isinstance(entries, list) or not entries:
             raise EngineArtifactError(f"manifest: profiles.{graph} must be a non-empty list, got {entries!r}")
@@ -102,7 +102,7 @@ def profiles_from_manifest(manifest: Mapping[str, Any]) -> dict[str, tuple[Profi
     return out
 
 
-def profiles_to_json(profiles: Mapping[str, Sequence[Profile]]) -> dict[str, list[dict[str, Any]]]:
+def profiles_to_json(profiles: Mapping[str, Sequence[ShapeProfile]]) -> dict[str, list[dict[str, Any]]]:
     """The inverse of :func:`profiles_from_manifest`: the JSON value of ``manifest["profiles"]``."""
     return {graph: [p.to_json() for p in ps] for graph, ps in profiles.items()}
 
@@ -112,7 +112,7 @@ def is_dynamic(dims: Sequence[GraphDim]) -> bool:
 
 
 def validate_profiles(
-    graph: str, profiles: Sequence[Profile], inputs: Mapping[str, Sequence[GraphDim]]
+    graph: str, profiles: Sequence[ShapeProfile], inputs: Mapping[str, Sequence[GraphDim]]
 ) -> list[str]:
     """Every problem of `profiles` against the graph inputs `inputs` (name -> dims), as messages."""
     problems: list[str] = []

@@ -276,3 +276,26 @@ def make_dataset(out_dir: str | os.PathLike[str], n_pairs: int, seed: int, size:
                 "split_files": [f"{s}.jsonl" for s in PAIR_SPLITS], "groups_file": GROUPS_FILE if n_groups else None}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return DatasetSummary(out, n_pairs, n_groups, splits, labels, time.perf_counter() - start)
+
+
+def make_held_out(out_dir: str | os.PathLike[str], seed: int, total_pairs: int, *, max_test_pairs: int | None = None,
+                  n_groups: int = 0, size: int = 224, group_size: int = 4, val_fraction: float = 0.05,
+                  test_fraction: float = 0.1, min_gap: float = MIN_GAP) -> DatasetSummary:
+    """Only the test split (and the groups) of make_dataset(out_dir, total_pairs, seed, ...), byte-identical to its
+    records, without rendering the training pairs: the first max_test_pairs test pairs in id order. For measuring
+    a shipped model on its held-out data (e.g. benchmarks/bench_precision.py) without regenerating everything."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    pairs: list[PairRecord] = []
+    for index in range(total_pairs):
+        if max_test_pairs is not None and len(pairs) >= max_test_pairs:
+            break
+        if assign_split(f"p{index:06d}", seed, val_fraction, test_fraction) == "test":
+            pairs.append(_make_pair((out, index, seed, size, min_gap, val_fraction, test_fraction)))
+    groups = [_make_group((out, i, seed, size, group_size)) for i in range(n_groups)]
+    splits = write_splits(out, pairs)
+    if n_groups:
+        write_groups(out / GROUPS_FILE, groups)
+    labels = {k: sum(p.label == k for p in pairs) for k in ("A", "B")}
+    return DatasetSummary(out, len(pairs), n_groups, splits, labels, time.perf_counter() - start)

@@ -10,6 +10,9 @@ from typing import Any
 from c4u_engine.errors import InvalidInputError
 
 
+KV_LAYOUTS = ("contiguous", "paged")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Limits and budgets. Sizes in bytes; a cache of 0 bytes keeps nothing beyond the requests that use it.
@@ -28,6 +31,10 @@ class EngineConfig:
     max_queued_requests: requests waiting for admission; one more is refused with OverloadedError.
     max_active_requests: requests the scheduler works on at once (the rest wait in the queue, FIFO).
     default_timeout_s: a request's deadline when the call gives none (None: no deadline).
+    kv_layout: how the KV store keeps entries: "contiguous" (one runner KV per entry; forks copy them) or "paged"
+        (block pools through the paged-KV kernels, engine/paged_kv_store.py: a [prefix + A] entry shares its
+        prefix's full blocks). Both give the same results; "paged" needs a runner exposing its KV buffers.
+    kv_block_size: slots per block of the paged layout.
     """
 
     max_candidates: int = 64
@@ -40,12 +47,17 @@ class EngineConfig:
     max_queued_requests: int = 1024
     max_active_requests: int = 64
     default_timeout_s: float | None = None
+    kv_layout: str = "contiguous"
+    kv_block_size: int = 16
 
     def __post_init__(self) -> None:
         positive = ("max_candidates", "max_image_pixels", "max_batch_rows", "max_batch_tokens", "max_step_tokens",
                     "max_active_requests", "max_queued_requests")
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
+        _check_int("kv_block_size", self.kv_block_size, minimum=1)
+        if self.kv_layout not in KV_LAYOUTS:
+            raise InvalidInputError(f"EngineConfig.kv_layout must be one of {KV_LAYOUTS}, got {self.kv_layout!r}")
         for name in ("encoder_cache_bytes", "prefix_cache_bytes"):
             _check_int(name, getattr(self, name), minimum=0)
         if self.default_timeout_s is not None:

@@ -100,9 +100,11 @@ class KVStore:
         self._pin(digest, entry)
         return entry
 
-    def insert(self, key: PrefixKey, kv: Any, mask: np.ndarray, last_position: int, *, retain: bool = True) -> KVEntry:
+    def insert(self, key: PrefixKey, kv: Any, mask: np.ndarray, last_position: int, *, retain: bool = True,
+               parent: KVEntry | None = None) -> KVEntry:
         """Store a new entry, pinned once for the caller. An entry already under `key` is returned (pinned) instead:
-        two requests that computed the same KV in one batch keep one copy."""
+        two requests that computed the same KV in one batch keep one copy. `parent`: the entry kv continues (the
+        paged store, engine/paged_kv_store.py, shares its blocks; here every entry is its own copy)."""
         digest = key.digest()
         old = self._entries.get(digest)
         if old is not None and old.key == key:

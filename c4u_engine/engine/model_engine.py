@@ -25,7 +25,8 @@ from c4u_engine.errors import InvalidInputError, LimitExceededError, ModelFormat
 from c4u_engine.imaging import LoadedImage, load_image
 from c4u_engine.models.config import ModelConfig
 from c4u_engine.models.rope import mrope_position_ids
-from c4u_engine.ops.preprocess import PreprocessParams, grid_thw_for, preprocess
+from c4u_engine.engine.pixels import preprocess_device, preprocess_images
+from c4u_engine.ops.preprocess import PreprocessParams, grid_thw_for
 from c4u_engine.runners.base import Runner
 
 
@@ -82,12 +83,17 @@ class ModelEngine:
 
         self.fingerprint = checkpoint_fingerprint(model_dir)
         self.encoder_cache = ByteLRU(self.engine_config.encoder_cache_bytes, runner.embeds_nbytes)
+        self.preprocess_device, self.preprocess_why_not_cuda = preprocess_device(runner)
         self.max_context = int(self.config.text.max_position_embeddings)
 
     # -- prompts ---------------------------------------------------------------------------------------
     def load_images(self, objs: Sequence[Any]) -> list[LoadedImage]:
         return [o if isinstance(o, LoadedImage) else load_image(o, max_pixels=self.engine_config.max_image_pixels)
                 for o in objs]
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[Any, np.ndarray]:
+        """Pixel values (on the runner's GPU when it takes them there; engine/pixels.py) and host grids."""
+        return preprocess_images(images, self.preprocess_params, self.preprocess_device, self.runner.device)
 
     def grid_of(self, image: LoadedImage) -> tuple[int, int, int]:
         h, w = image.pixels.shape[:2]
@@ -138,7 +144,7 @@ class ModelEngine:
         timer.count("images_encoded", len(missing))
         if missing:
             t0 = time.perf_counter()
-            pixel_values, grid = preprocess([im.pixels for im in missing.values()], self.preprocess_params)
+            pixel_values, grid = self.preprocess([im.pixels for im in missing.values()])
             timer.add_time("preprocess", t0)
             t0 = time.perf_counter()
             outs = self.runner.encode_images(pixel_values, grid)

@@ -86,7 +86,6 @@ def make_request(core, template, answer, request_id: int, images: list[LoadedIma
     """Everything a request needs before the scheduler sees it, computed in the caller's thread: prompt spans, the
     context check for every grid pair and mode the plan may use, preprocessed pixels of the images the encoder cache
     lacks (one native call; it releases the GIL), and the estimates admission and step budgets use."""
-    from c4u_engine.ops.preprocess import preprocess
 
     spans = ComparisonSpans(core, template, answer, profile, scope="" if use_cache else f"request-{request_id}")
     grids = [core.grid_of(im) for im in images]
@@ -99,7 +98,7 @@ def make_request(core, template, answer, request_id: int, images: list[LoadedIma
     key = (core.preprocess_params.key(), core.fingerprint)
     todo = [i for i, im in enumerate(images) if not (use_cache and (im.content_hash, *key) in core.encoder_cache)]
     if todo:
-        values, grid = preprocess([images[i].pixels for i in todo], core.preprocess_params)
+        values, grid = core.preprocess([images[i].pixels for i in todo])
         bounds = np.cumsum([0, *(int(np.prod(g)) for g in grid)])
         for k, i in enumerate(todo):
             pixels[i] = values[bounds[k] : bounds[k + 1]]

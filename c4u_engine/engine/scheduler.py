@@ -45,7 +45,7 @@ from c4u_engine.engine.prefill import (NewTokens, prefill_continuations, prefill
                                        text_tokens)
 from c4u_engine.engine.request import Request
 from c4u_engine.errors import C4UError, DeadlineExceededError, InferenceError, OverloadedError, RequestCancelledError
-from c4u_engine.ops.preprocess import preprocess
+from c4u_engine.engine.pixels import concat_pixels
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 IDLE_EXIT_S = 2.0  # the thread exits after this long without work (and starts again on the next request)
@@ -355,10 +355,10 @@ class Scheduler:
             for r, i in todo.values():
                 px = r.pixels[i]
                 if px is None:  # cached at submit, evicted since
-                    px, _ = preprocess([r.images[i].pixels], params)
+                    px, _ = self.core.preprocess([r.images[i].pixels])
                 pixels.append(px)
                 grids.append(r.grids[i])
-            outs = self.runner.encode_images(np.concatenate(pixels), np.asarray(grids, np.int64))
+            outs = self.runner.encode_images(concat_pixels(pixels), np.asarray(grids, np.int64))
             done = dict(zip(todo, outs))
             keep = {key for r, key, _ in batch if r.use_cache}
             for key in keep:
@@ -419,8 +419,9 @@ class Scheduler:
                                                               self.core.tokenizer.im_end_id)
                     self._note_rows(len(chunk))
                     entries = split_entries(self.runner, kv, mask, lens)
-                    for (key, reqs), (kv_r, mask_r), sp in zip(chunk, entries, spans):
-                        self._store_for(key, kv_r, mask_r, len(sp.prefix_ids) - 1, reqs, needs_prefix, assign)
+                    for (key, reqs), (kv_r, mask_r), sp, past in zip(chunk, entries, spans, pasts):
+                        self._store_for(key, kv_r, mask_r, len(sp.prefix_ids) - 1, reqs, needs_prefix, assign,
+                                        parent=past)
                         reqs[0].timer.count("tokens_prefilled", len(sp.prefix_ids) - len(sp.head_ids))
                     self._time(t0, "prefill_prefix", [r for _, rs in chunk for r in rs])
             finally:
@@ -460,10 +461,11 @@ class Scheduler:
             raise
         return heads
 
-    def _store_for(self, key, kv, mask, last_position: int, holders: list, needs, assign) -> None:
+    def _store_for(self, key, kv, mask, last_position: int, holders: list, needs, assign, parent=None) -> None:
         """Store a computed entry and pin it once for every live holder that still needs it (a retried batch may
-        compute an entry some holders already got); with none left, it is only cached."""
-        entry = self.store.insert(key, kv, mask, last_position, retain=key.scope == "")
+        compute an entry some holders already got); with none left, it is only cached. `parent`: the entry this
+        KV continues (a paged store shares its blocks)."""
+        entry = self.store.insert(key, kv, mask, last_position, retain=key.scope == "", parent=parent)
         wanting = [h for h in holders if needs(h)]
         for k, holder in enumerate(wanting):
             if k:
@@ -556,8 +558,10 @@ class Scheduler:
                     self.runner, self.store, [r.prefix for r, _ in firsts], rows,
                     [r.embeds[c] for r, c in firsts], self.core.tokenizer.im_end_id)
                 self._note_rows(len(rows))
-                for (key, rcs), (kv_r, mask_r), row in zip(chunk, split_entries(self.runner, kv, mask, lens), rows):
-                    self._store_for(key, kv_r, mask_r, int(row.positions[:, -1].max()), rcs, needs_a, assign)
+                entries = split_entries(self.runner, kv, mask, lens)
+                for (key, rcs), (kv_r, mask_r), row, (r, _) in zip(chunk, entries, rows, firsts):
+                    self._store_for(key, kv_r, mask_r, int(row.positions[:, -1].max()), rcs, needs_a, assign,
+                                    parent=r.prefix)
                     rcs[0][0].timer.count("tokens_prefilled", len(row.ids))
                 self._time(t0, "prefill_image_a", [rc[0] for _, rcs in chunk for rc in rcs])
 

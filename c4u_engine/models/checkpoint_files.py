@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
 from c4u_engine.errors import ModelFormatError
+from c4u_engine.models.file_formats import read_json_object, read_safetensors_header
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -27,7 +27,6 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 ENGINE_MANIFEST_FILE = "manifest.json"  # of an exported engine directory (c4u_engine/runners/engine_dir.py)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 _RENAMES = (  # first matching prefix wins: the longer transformers names before the classic ones
     ("model.visual.", "visual."),
     ("model.language_model.", "language."),
@@ -47,20 +46,7 @@ def internal_name(name: str) -> str | None:
 
 def read_header(path: Path) -> dict[str, dict[str, Any]]:
     """The tensor entries of a safetensors header: name -> {"dtype", "shape", "data_offsets"}."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            prefix = f.read(8)
-            length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
-            if not 0 < length <= min(MAX_HEADER_BYTES, size - 8):
-                raise ValueError(f"header length {length} does not fit a file of {size} bytes")
-            header = json.loads(f.read(length))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not a readable safetensors file ({exc})") from exc
-    header.pop("__metadata__", None)
-    return header
+    return read_safetensors_header(path, error=ModelFormatError).tensors
 
 
 def tensor_files(model_dir: str | Path) -> dict[str, Path]:
@@ -88,10 +74,7 @@ def tensor_files(model_dir: str | Path) -> dict[str, Path]:
 
 
 def _indexed_files(model_dir: Path, index: Path) -> dict[str, Path]:
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelFormatError(f"{index}: not a safetensors index with a 'weight_map' ({exc})") from exc
+    weight_map = read_json_object(index, error=ModelFormatError, what="safetensors index").get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise ModelFormatError(f"{index}: 'weight_map' must be a non-empty object of tensor name -> shard file")
     root = model_dir.resolve()
@@ -146,10 +129,9 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
 
 
 def _manifest_fingerprint(path: Path) -> str:
-    try:
-        fingerprint = json.loads(path.read_text(encoding="utf-8"))["source"]["fingerprint"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelFormatError(f"{path}: no readable source.fingerprint ({exc!r})") from exc
+    manifest = read_json_object(path, error=ModelFormatError, what="engine manifest")
+    source = manifest.get("source")
+    fingerprint = source.get("fingerprint") if isinstance(source, dict) else None
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ModelFormatError(f"{path}: source.fingerprint must be a non-empty string, got {fingerprint!r}")
     return fingerprint
@@ -157,10 +139,10 @@ def _manifest_fingerprint(path: Path) -> str:
 
 def _file_sample(path: Path, sample: int = 1 << 16) -> bytes:
     size = path.stat().st_size
+    data_start = read_safetensors_header(path, error=ModelFormatError).data_start
     with path.open("rb") as f:
-        header_len = struct.unpack("<Q", f.read(8))[0]
-        parts = [f"{path.name}\0{size}\0".encode(), f.read(header_len)]
-        data_start = 8 + header_len
+        f.seek(8)
+        parts = [f"{path.name}\0{size}\0".encode(), f.read(data_start - 8)]
         for offset in (data_start, data_start + (size - data_start) // 2, max(data_start, size - sample)):
             f.seek(offset)
             parts.append(f.read(sample))

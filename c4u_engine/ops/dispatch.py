@@ -12,6 +12,8 @@ from types import ModuleType
 from c4u_engine.errors import BackendUnavailableError, KernelArgumentError
 
 DEVICES = ("cpu", "cuda")
+# Kernels with a CUDA source also run under the SIMT emulator (c4u_engine._C_emulated): tests and debugging only.
+KERNEL_DEVICES = ("cpu", "cuda", "emulated")
 
 
 def native() -> ModuleType:
@@ -56,15 +58,36 @@ def cuda_why_not() -> str | None:
     return None
 
 
-_WHY_NOT = {"cpu": cpu_why_not, "cuda": cuda_why_not}
+def emulated_module() -> ModuleType:
+    """c4u_engine._C_emulated (CUDA kernel sources under the SIMT emulator), or BackendUnavailableError."""
+    try:
+        from c4u_engine import _C_emulated
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the emulated kernels c4u_engine._C_emulated are not importable ({exc}); they are built on Linux "
+            "(C4U_SIMT_EMULATION=AUTO) by `pip install -e .`"
+        ) from exc
+    return _C_emulated
+
+
+def emulated_why_not() -> str | None:
+    """None when the CUDA kernel sources can run under the SIMT emulator here, else the reason."""
+    try:
+        emulated_module()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+_WHY_NOT = {"cpu": cpu_why_not, "cuda": cuda_why_not, "emulated": emulated_why_not}
 
 
 def require(op: str, device: str) -> ModuleType:
-    """The native module, once `op` can run on `device`; KernelArgumentError for an unknown device,
-    BackendUnavailableError (with the reason) when it cannot run here."""
+    """The native module, once `op` can run on `device` (c4u_engine._C_emulated for "emulated");
+    KernelArgumentError for an unknown device, BackendUnavailableError (with the reason) when it cannot run here."""
     if device not in _WHY_NOT:
-        raise KernelArgumentError(f"{op}: device must be one of {DEVICES}, got {device!r}")
+        raise KernelArgumentError(f"{op}: device must be one of {KERNEL_DEVICES}, got {device!r}")
     reason = _WHY_NOT[device]()
     if reason is not None:
         raise BackendUnavailableError(f"{op} on {device} cannot run here: {reason}")
-    return native()
+    return emulated_module() if device == "emulated" else native()

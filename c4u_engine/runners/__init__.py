@@ -7,6 +7,7 @@ from pathlib import Path
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
 from c4u_engine.runners.base import Runner
+from c4u_engine.runners.precision import FLOAT_DTYPES, QUANTIZED, normalize_precision
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
@@ -15,8 +16,10 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _has_onnx_export(model_dir: Path) -> bool:
-    return (model_dir / "onnx" / "manifest.json").is_file() or (model_dir / "manifest.json").is_file()
+def _has_onnx_export(model_dir: Path, precision: str | None) -> bool:
+    from c4u_engine.runners.engine_dir import MANIFEST_FILE, engine_subdir
+
+    return (model_dir / engine_subdir(precision) / MANIFEST_FILE).is_file() or (model_dir / MANIFEST_FILE).is_file()
 
 
 def _onnxruntime_cuda_reason(device: str) -> str | None:
@@ -30,17 +33,27 @@ def _onnxruntime_cuda_reason(device: str) -> str | None:
     return None
 
 
-def available_backends(model_dir: Path, device: str) -> dict[str, str | None]:
-    """Each backend with None if it can run here, else the reason it cannot."""
+def available_backends(model_dir: Path, device: str, precision: str | None = None) -> dict[str, str | None]:
+    """Each backend with None if it can run here, else the reason it cannot. precision: a canonical name or None."""
     reasons: dict[str, str | None] = {}
-    reasons["torch"] = None if _has("torch") else "torch is not installed"
+    quantized = precision in QUANTIZED
+    if quantized:
+        reasons["torch"] = f"the torch runtime runs float precisions ({', '.join(FLOAT_DTYPES)}), not {precision}"
+    else:
+        reasons["torch"] = None if _has("torch") else "torch is not installed"
     if not _has("onnxruntime"):
         reasons["onnxruntime"] = "onnxruntime is not installed"
-    elif not _has_onnx_export(model_dir):
-        reasons["onnxruntime"] = f"{model_dir} holds no exported ONNX graphs (python -m export {model_dir})"
+    elif not _has_onnx_export(model_dir, precision):
+        flag = f" --precision {precision}" if precision and precision != "fp32" else ""
+        reasons["onnxruntime"] = (f"{model_dir} holds no exported {precision or 'ONNX'} engine (python -m export "
+                                  f"{model_dir}{flag})")
     else:
         reasons["onnxruntime"] = _onnxruntime_cuda_reason(device)
-    reasons["tensorrt"] = _tensorrt_reason(model_dir, device)
+    if quantized:
+        reasons["tensorrt"] = (f"{precision} engines are onnxruntime graphs; TensorRT builds its own precisions "
+                               f"(python -m export.build_tensorrt ENGINE_DIR --precision ...)")
+    else:
+        reasons["tensorrt"] = _tensorrt_reason(model_dir, device)
     return reasons
 
 
@@ -64,20 +77,29 @@ def _tensorrt_reason(model_dir: Path, device: str) -> str | None:
     return missing_plans_reason(engine_dir)
 
 
-def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu", dtype: str | None = None) -> Runner:
-    """The runner for `backend` on `device`. "auto": on CPU onnxruntime when an exported engine directory exists
+def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu", dtype: str | None = None,
+                  precision: str | None = None) -> Runner:
+    """The runner for `backend` on `device`. precision (fp32 | fp16 | bf16 | int8 | int4, runners/precision.py):
+    a float precision is the same as its dtype (both given must agree); int8 / int4 are onnxruntime engines
+    (model_dir/onnx-int8/, python -m export CKPT --precision int8). "auto": on CPU onnxruntime when an exported engine directory exists
     (model_dir/onnx/ or model_dir itself) and can run the asked dtype, else torch; on CUDA tensorrt (when
     tensorrt is installed and the engine directory holds built plans that load on this GPU), onnxruntime, torch
     in that order. BackendUnavailableError says why each candidate could not run."""
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-    reasons = available_backends(Path(model_dir), device)
+    if precision is not None:
+        precision = normalize_precision(precision)
+        if precision in FLOAT_DTYPES:
+            if dtype is not None and normalize_precision(str(dtype).removeprefix("torch.")) != precision:
+                raise InvalidInputError(f"dtype {dtype!r} and precision {precision!r} disagree; pass one of them")
+            dtype = FLOAT_DTYPES[precision]
+    reasons = available_backends(Path(model_dir), device, precision)
     if backend == "auto":
         order = ["tensorrt", "onnxruntime", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"]
         for name in order:
             if reasons[name] is None:
                 try:
-                    return _create(name, model_dir, device, dtype)
+                    return _create(name, model_dir, device, dtype, precision)
                 except BackendUnavailableError as exc:  # e.g. an export in another dtype: try the next runtime
                     reasons[name] = str(exc)
                 except EngineArtifactError as exc:
@@ -88,10 +110,10 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
         raise BackendUnavailableError(f"no runtime can run {model_dir} on {device}: {why}")
     if reasons[backend] is not None:
         raise BackendUnavailableError(f"backend {backend!r} cannot run here: {reasons[backend]}")
-    return _create(backend, model_dir, device, dtype)
+    return _create(backend, model_dir, device, dtype, precision)
 
 
-def _create(backend: str, model_dir: Path, device: str, dtype: str | None) -> Runner:
+def _create(backend: str, model_dir: Path, device: str, dtype: str | None, precision: str | None) -> Runner:
     if backend == "torch":
         from c4u_engine.runners.torch_runner import TorchRunner
 
@@ -99,7 +121,7 @@ def _create(backend: str, model_dir: Path, device: str, dtype: str | None) -> Ru
     if backend == "onnxruntime":
         from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(model_dir, device=device, dtype=dtype)
+        return OnnxRuntimeRunner(model_dir, device=device, dtype=dtype, precision=precision)
     if backend == "tensorrt":
         from c4u_engine.runners.tensorrt_runner import TensorRTRunner
 

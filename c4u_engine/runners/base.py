@@ -28,11 +28,21 @@ class Runner(ABC):
 
     name: str = "abstract"
     device: str = "cpu"
+    # True: encode_images also takes pixel values as a torch tensor on the runner's device, so the engine
+    # preprocesses on the GPU (engine/pixels.py) instead of uploading host pixels.
+    takes_device_pixels: bool = False
     num_layers: int
     num_kv_heads: int
     head_dim: int
     hidden_size: int
     vocab_size: int
+
+    @property
+    def precision(self) -> str:
+        """fp32 | fp16 | bf16 | int8 | int4 (runners/precision.py); a float runner's is its dtype's."""
+        from c4u_engine.runners.precision import normalize_precision
+
+        return normalize_precision(str(getattr(self, "dtype", "float32")).removeprefix("torch."))
 
     @abstractmethod
     def encode_images(self, pixel_values: np.ndarray, grid_thw: np.ndarray) -> list[Embeds]:
@@ -84,6 +94,17 @@ class Runner(ABC):
     @abstractmethod
     def kv_nbytes(self, kv: KV) -> int:
         """Bytes the KV holds (for cache budgets)."""
+
+    def kv_layers(self, kv: KV) -> tuple[list, list, int]:
+        """(keys, values, length): per layer C-contiguous [batch, kv_heads, >= length, head_dim] arrays (numpy or
+        torch) behind the KV, not copies, and its slot count. The paged KV store (engine/paged_kv_store.py) copies
+        entries into its blocks through these; a runner without them cannot use the paged layout."""
+        raise NotImplementedError(f"the {self.name} runner does not expose its KV buffers (no paged KV layout)")
+
+    def kv_empty(self, batch: int, length: int, reserve: int = 0) -> KV:
+        """A new KV of `length` slots (zeros) for `batch` rows, `reserve` as in forward: the buffer the paged store
+        gathers entries into (its kv_layers are then written in place)."""
+        raise NotImplementedError(f"the {self.name} runner does not expose its KV buffers (no paged KV layout)")
 
     def embeds_nbytes(self, embeds: Embeds) -> int:
         """Bytes an embedding block holds (for cache budgets)."""

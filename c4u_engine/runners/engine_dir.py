@@ -13,6 +13,7 @@ manifest.json::
     {"format": "c4u-onnx-engine", "format_version": 1,
      "exporter": {"name": "export.onnx_export", "version": "<c4u_engine.__version__>", ...},
      "model_type": "qwen2_5_vl", "dtype": "float32", "opset": 17,
+     "precision": {"name": "int8", ...}   (optional; runners/precision.py: absent = the dtype's float precision)
      "source": {"fingerprint": "<checkpoint_fingerprint of the checkpoint>", "path": "..."},
      "model": {"num_layers": .., "num_kv_heads": .., "head_dim": .., "hidden_size": .., "vocab_size": ..},
      "graphs": {"<name>": {"file": "<name>.onnx", "sha256": "<export.build_tensorrt.onnx_sha256>",
@@ -27,7 +28,8 @@ manifest.json::
 
 load_engine_dir() checks everything that can be checked without running a graph: the manifest parses and has
 the supported format version, every listed file exists, graph and embedding hashes match, the declared I/O
-is the runner contract for this config, config.json is a supported model. check_graph_io() then compares the
+is the runner contract for this config, config.json is a supported model, the graphs hold exactly the
+quantization operators the manifest's precision block declares. check_graph_io() then compares the
 declared I/O with what the loaded graph really has. Every failure is an EngineArtifactError (UnsupportedModelError
 for the model type) that names the file and the problem.
 """
@@ -43,6 +45,10 @@ from typing import Any
 
 from c4u_engine.errors import EngineArtifactError
 from c4u_engine.models.config import ModelConfig
+from c4u_engine.models.file_formats import read_json_object
+from c4u_engine.runners.onnx_ops import op_counts
+from c4u_engine.runners.precision import (QUANTIZED, PrecisionEntry, check_graph_precision, check_marker_ops,
+                                          parse_precision)
 
 MANIFEST_FILE = "manifest.json"
 ENGINE_SUBDIR = "onnx"
@@ -121,20 +127,29 @@ class EngineDir:
     dtype: str
     graphs: dict[str, GraphEntry]
     embeddings: EmbeddingEntry
+    precision: PrecisionEntry
 
     def graph_path(self, name: str) -> Path:
         return self.path / self.graphs[name].file
 
 
-def find_engine_dir(model_dir: str | Path) -> Path:
-    """The engine directory for `model_dir`: itself when it holds manifest.json, else its onnx/ subdirectory."""
+def engine_subdir(precision: str | None = None) -> str:
+    """Where `python -m export CKPT --precision P` puts its engine: onnx/ for the float precisions (one export per
+    checkpoint, in the dtype asked), onnx-int8/ and onnx-int4/ beside it for the quantized ones."""
+    return f"{ENGINE_SUBDIR}-{precision}" if precision in QUANTIZED else ENGINE_SUBDIR
+
+
+def find_engine_dir(model_dir: str | Path, precision: str | None = None) -> Path:
+    """The engine directory for `model_dir`: itself when it holds manifest.json, else its engine_subdir(precision)."""
     model_dir = Path(model_dir)
-    for candidate in (model_dir, model_dir / ENGINE_SUBDIR):
+    sub = engine_subdir(precision)
+    for candidate in (model_dir, model_dir / sub):
         if (candidate / MANIFEST_FILE).is_file():
             return candidate
+    flag = f" --precision {precision}" if precision else ""
     raise EngineArtifactError(
-        f"{model_dir}: no exported engine ({MANIFEST_FILE} neither there nor in {ENGINE_SUBDIR}/); "
-        f"export one with: python -m export {model_dir}"
+        f"{model_dir}: no exported {precision + ' ' if precision else ''}engine ({MANIFEST_FILE} neither there nor "
+        f"in {sub}/); export one with: python -m export {model_dir}{flag}"
     )
 
 
@@ -160,14 +175,15 @@ def graph_sha256(engine_dir: Path, entry: GraphEntry) -> str:
     return digest.hexdigest()
 
 
-def load_engine_dir(model_dir: str | Path, *, verify_hashes: bool = True) -> EngineDir:
+def load_engine_dir(model_dir: str | Path, *, precision: str | None = None, verify_hashes: bool = True) -> EngineDir:
     """Find, parse and check an engine directory (see the module docstring for what is checked).
 
+    precision: which engine of model_dir (find_engine_dir); the runner checks that the one found has it.
     verify_hashes=False skips re-hashing the graphs and the embedding table (seconds for a multi-GB model).
     """
-    path = find_engine_dir(model_dir)
+    path = find_engine_dir(model_dir, precision)
     manifest_path = path / MANIFEST_FILE
-    manifest = _read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path)
     where = str(manifest_path)
     _check_format(manifest, where)
     for name in _str_list(manifest.get("files", []), f"{where}: 'files'"):
@@ -209,7 +225,11 @@ def load_engine_dir(model_dir: str | Path, *, verify_hashes: bool = True) -> Eng
         if found != embeddings.sha256:
             raise EngineArtifactError(f"{path / embeddings.file}: sha256 {found} differs from the manifest's "
                                       f"{embeddings.sha256} (changed or corrupted; re-export)")
-    return EngineDir(path, manifest, config, dtype, graphs, embeddings)
+    entry = parse_precision(manifest, dtype, GRAPH_NAMES, where)
+    for name, graph in graphs.items():  # the claim against what the graph files hold (a few ms per graph)
+        check_graph_precision(entry, name, op_counts(path / graph.file), where)
+    check_marker_ops(entry, where)
+    return EngineDir(path, manifest, config, dtype, graphs, embeddings, entry)
 
 
 def check_graph_io(engine_dir: Path, entry: GraphEntry, inputs: Sequence[TensorSpec],
@@ -229,16 +249,9 @@ def check_graph_io(engine_dir: Path, entry: GraphEntry, inputs: Sequence[TensorS
 # ---------------------------------------------------------------------------------------------- parsing
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise EngineArtifactError(f"{path}: manifest not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineArtifactError(f"{path}: not a readable JSON manifest ({exc})") from exc
-    if not isinstance(data, dict):
-        raise EngineArtifactError(f"{path}: the manifest must be a JSON object, found {type(data).__name__}")
-    return data
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """An engine directory's manifest.json as a JSON object (export/ reads manifests through this too)."""
+    return read_json_object(path, error=EngineArtifactError, what="manifest")
 
 
 def _check_format(manifest: Mapping[str, Any], where: str) -> None:

@@ -1,7 +1,9 @@
 """The fast CPU runtime: the exported graphs (python -m export) on onnxruntime, with numpy everywhere. No torch.
 
-Engine directory: a checkpoint's onnx/ subdirectory or the directory itself (engine_dir.py validates it:
-manifest, files, digests, I/O contract, model type). KV caches are numpy arrays ([B, kv_heads, L, head_dim] per
+Engine directory: a checkpoint's onnx/ subdirectory (onnx-int8/, onnx-int4/ for `precision="int8"|"int4"`) or
+the directory itself (engine_dir.py validates it: manifest, files, digests, I/O contract, model type, precision).
+Quantized engines (runners/precision.py) run here as they are: float I/O, int8 MatMulInteger / int4 MatMulNBits
+inside the graph. KV caches are numpy arrays ([B, kv_heads, L, head_dim] per
 layer), embeddings numpy arrays; the token embedding table is memory-mapped, so start-up reads only the rows used.
 
 Providers: device "cpu" runs the CPU execution provider; "cuda[:N]" the CUDA EP (TensorRT EP first when this
@@ -16,18 +18,18 @@ is one numpy gather per tensor. KVs are exactly their length: `reserve` hints ar
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
+from c4u_engine.models.file_formats import read_safetensors_header
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
+from c4u_engine.runners.precision import normalize_precision
 from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
                                            decoder_input_names, load_engine_dir)
 
@@ -61,6 +63,7 @@ class OnnxRuntimeRunner(Runner):
         *,
         device: str = "cpu",
         dtype: str | None = None,
+        precision: str | None = None,
         providers: Sequence[Any] | None = None,
         intra_op_threads: int | None = None,
         verify_hashes: bool = True,
@@ -71,7 +74,12 @@ class OnnxRuntimeRunner(Runner):
             raise BackendUnavailableError(f"the onnxruntime runtime needs onnxruntime: pip install onnxruntime "
                                           f"({exc})") from exc
         self._ort = ort
-        self.engine_dir: EngineDir = load_engine_dir(model_dir, verify_hashes=verify_hashes)
+        wanted = normalize_precision(precision) if precision is not None else None
+        self.engine_dir: EngineDir = load_engine_dir(model_dir, precision=wanted, verify_hashes=verify_hashes)
+        if wanted is not None and self.engine_dir.precision.name != wanted:
+            raise BackendUnavailableError(
+                f"precision {wanted!r} asked for, but {self.engine_dir.path} is a {self.engine_dir.precision.name} "
+                f"engine; export one with python -m export CKPT --precision {wanted}")
         self.dtype = self._check_dtype(dtype)
         self.device = device
         cfg = self.engine_dir.config
@@ -90,6 +98,10 @@ class OnnxRuntimeRunner(Runner):
         self._decoder_inputs = decoder_input_names(self.num_layers)
         self._table = _map_embeddings(self.engine_dir)
         self._empty_cache: dict[int, np.ndarray] = {}
+
+    @property
+    def precision(self) -> str:
+        return self.engine_dir.precision.name
 
     # -- setup -----------------------------------------------------------------------------------------
     def _check_dtype(self, dtype: str | None) -> str:
@@ -225,6 +237,16 @@ class OnnxRuntimeRunner(Runner):
     def kv_length(self, kv: KV) -> int:
         return int(kv.keys[0].shape[2])
 
+    def kv_layers(self, kv: KV) -> tuple[list, list, int]:
+        contiguous = lambda ts: [np.ascontiguousarray(t) for t in ts]  # noqa: E731 (a no-op for our own arrays)
+        return contiguous(kv.keys), contiguous(kv.values), int(kv.keys[0].shape[2])
+
+    def kv_empty(self, batch: int, length: int, reserve: int = 0) -> KV:
+        # KVs here are exactly their length (the graph concatenates): reserve is not needed.
+        shape = (batch, self.num_kv_heads, length, self.head_dim)
+        return OrtKV([np.zeros(shape, self._np_dtype) for _ in range(self.num_layers)],
+                     [np.zeros(shape, self._np_dtype) for _ in range(self.num_layers)])
+
     def kv_nbytes(self, kv: KV) -> int:
         return int(sum(t.nbytes for t in kv.keys) + sum(t.nbytes for t in kv.values))
 
@@ -297,18 +319,15 @@ def _map_embeddings(engine_dir: EngineDir) -> np.ndarray:
     """The embedding table as a read-only memory map of the safetensors file ([vocab, hidden])."""
     entry = engine_dir.embeddings
     path = engine_dir.path / entry.file
-    try:
-        with path.open("rb") as f:
-            header_len = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(header_len))
-        info = header[entry.tensor]
-        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        begin, end = (int(x) for x in info["data_offsets"])
-        shape = tuple(int(d) for d in info["shape"])
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
-        raise EngineArtifactError(f"{path}: not a safetensors file holding a float32/float16 tensor "
-                                  f"{entry.tensor!r} ({exc!r})") from exc
+    header = read_safetensors_header(path, error=EngineArtifactError)
+    info = header.tensors.get(entry.tensor)
+    if info is None or info["dtype"] not in _SAFETENSORS_DTYPES:
+        raise EngineArtifactError(f"{path}: holds no float32/float16 tensor {entry.tensor!r} "
+                                  f"(tensors: {sorted(header.tensors)[:5]})")
+    dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+    begin, end = (int(x) for x in info["data_offsets"])
+    shape = tuple(int(d) for d in info["shape"])
     if shape != tuple(entry.shape) or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
         raise EngineArtifactError(f"{path}: tensor {entry.tensor!r} is {list(shape)} ({end - begin} bytes), the "
                                   f"manifest declares {list(entry.shape)}")
-    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + begin, shape=shape))
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=header.data_start + begin, shape=shape))

@@ -86,7 +86,7 @@ def current_gpu(index: int | None = None) -> tuple[str, tuple[int, int]]:
 
 
 def _profiles_json(profiles: Sequence[Any]) -> list[Any]:
-    """Profiles as JSON values: objects with to_json() (export.profiles.Profile, PlanProfile) or JSON already."""
+    """Profiles as JSON values: objects with to_json() (export.profiles.ShapeProfile, PlanProfile) or JSON already."""
     return [p.to_json() if hasattr(p, "to_json") else p for p in profiles]
 
 

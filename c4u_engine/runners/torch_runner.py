@@ -36,6 +36,7 @@ class TorchKV:
 
 class TorchRunner(Runner):
     name = "torch"
+    takes_device_pixels = True
 
     def __init__(self, model_dir: str | Path, *, device: str = "cpu", dtype: str | None = None) -> None:
         if torch is None:
@@ -74,7 +75,10 @@ class TorchRunner(Runner):
         outs: list = []
         offsets = np.concatenate([[0], np.cumsum(patches)])
         with self._lock, torch.inference_mode():
-            pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+            if isinstance(pixel_values, torch.Tensor):  # preprocessed on the device (engine/pixels.py)
+                pv = pixel_values
+            else:
+                pv = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
             for group in split_by_budget(patches, self.vision_patches_per_call):
                 chunk = pv[offsets[group.start] : offsets[group.stop]].to(self._torch_device, self.dtype)
                 out = self.model.encode_images(chunk, grid[group])
@@ -148,6 +152,17 @@ class TorchRunner(Runner):
 
     def kv_length(self, kv: KV) -> int:
         return int(kv.length)
+
+    def kv_layers(self, kv: KV) -> tuple[list, list, int]:
+        if not all(t.is_contiguous() for t in (*kv.keys, *kv.values)):  # a batch cut of a wider buffer
+            return [k.contiguous() for k in kv.keys], [v.contiguous() for v in kv.values], int(kv.length)
+        return list(kv.keys), list(kv.values), int(kv.length)
+
+    def kv_empty(self, batch: int, length: int, reserve: int = 0) -> KV:
+        with torch.inference_mode():
+            out = self._alloc(batch, length + reserve)
+        out.length = length
+        return out
 
     def kv_nbytes(self, kv: KV) -> int:
         return sum(t.nelement() * t.element_size() for t in (*kv.keys, *kv.values))

@@ -15,7 +15,8 @@ from typing import Any
 
 def build_app(model: str | None = None, *, num_replicas: int | None = 1, autoscaling_config: dict | None = None,
               api_key: str | None = None, engine_settings: dict[str, Any] | None = None,
-              backend: str = "auto", device: str = "cpu", num_cpus: float = 1.0, max_ongoing_requests: int = 64):
+              backend: str = "auto", device: str = "cpu", precision: str | None = None, num_cpus: float = 1.0,
+              max_ongoing_requests: int = 64):
     """A Ray Serve application: `num_replicas` replicas (or an autoscaling config), each one Engine."""
     from ray import serve
 
@@ -26,7 +27,8 @@ def build_app(model: str | None = None, *, num_replicas: int | None = 1, autosca
         from c4u_engine.builtin import builtin_model_dir
         from c4u_engine.serving.app import create_app
 
-        engine = Engine(model or builtin_model_dir(), device=device, backend=backend, **settings)
+        engine = Engine(model or builtin_model_dir(), device=device, backend=backend, precision=precision,
+                        **settings)
         return create_app(engine, api_key=api_key, close_engine=True)
 
     # Each replica's runtime uses as many threads as the CPUs Ray gives it (replicas on one machine must not
@@ -48,12 +50,13 @@ def build_app(model: str | None = None, *, num_replicas: int | None = 1, autosca
 def app_builder(args: dict[str, str]):
     """For `serve run c4u_engine.serving.ray_serve:app_builder model=DIR num_replicas=N`."""
     return build_app(args.get("model"), num_replicas=int(args.get("num_replicas", 1)),
-                     backend=args.get("backend", "auto"), device=args.get("device", "cpu"))
+                     backend=args.get("backend", "auto"), device=args.get("device", "cpu"),
+                     precision=args.get("precision"))
 
 
 def run(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
         address: str | None = None, api_key: str | None = None, engine_settings: dict[str, Any] | None = None,
-        backend: str = "auto", device: str = "cpu") -> int:
+        backend: str = "auto", device: str = "cpu", precision: str | None = None) -> int:
     """Start (or join) Ray, deploy, and block until SIGTERM/SIGINT; then shut Serve down. Returns 0."""
     import os
     import signal
@@ -66,7 +69,8 @@ def run(model: str | None, *, host: str = "127.0.0.1", port: int = 8000, replica
     serve.start(http_options={"host": host, "port": port})
     cpus = max(1, (os.cpu_count() or 1) // replicas)  # this machine's CPUs shared by its replicas
     serve.run(build_app(model, num_replicas=replicas, api_key=api_key, engine_settings=engine_settings,
-                        backend=backend, device=device, num_cpus=cpus), name="c4u", route_prefix="/")
+                        backend=backend, device=device, precision=precision, num_cpus=cpus), name="c4u",
+              route_prefix="/")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

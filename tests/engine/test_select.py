@@ -21,9 +21,10 @@ def _softmax2(logits: np.ndarray, ids: tuple[int, int]) -> float:
     return 1.0 / (1.0 + np.exp(b - a))
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_ckpt):
-    return Engine(tiny_ckpt, backend="torch")
+@pytest.fixture(scope="module", params=["contiguous", "paged"])
+def engine(tiny_ckpt, request):
+    # Every engine test runs on both KV layouts (the paged one through the paged-KV CPU twins, odd block size).
+    return Engine(tiny_ckpt, backend="torch", kv_layout=request.param, kv_block_size=7)
 
 
 @pytest.fixture(scope="module")

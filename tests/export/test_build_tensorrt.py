@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
 from export import build_tensorrt as bt
-from export.profiles import Profile, ShapeRange
+from export.profiles import ShapeProfile, ShapeRange
 
 requires_tensorrt = pytest.mark.skipif(find_spec("tensorrt") is None, reason="tensorrt is not installed")
 
@@ -31,8 +31,8 @@ def tiny_model(dtype: int = TensorProto.FLOAT):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-PROFILES = [Profile("small", {"x": ShapeRange((1, 4), (2, 4), (4, 4))}),
-            Profile("large", {"x": ShapeRange((5, 4), (8, 4), (32, 4))})]
+PROFILES = [ShapeProfile("small", {"x": ShapeRange((1, 4), (2, 4), (4, 4))}),
+            ShapeProfile("large", {"x": ShapeRange((5, 4), (8, 4), (32, 4))})]
 
 
 @pytest.fixture
@@ -131,9 +131,9 @@ def test_typing_plan_weak_flags_only_on_tensorrt_10():
     assert bt.typing_plan(TRT10, "fp16", {"FLOAT": 10, "FLOAT8E4M3FN": 2}, fp8=True) == (False, ["FP16", "FP8"])
     with pytest.raises(EngineArtifactError, match="strongly typed networks only"):
         bt.typing_plan(TRT11, "bf16", {"FLOAT": 10}, fp8=False)
-    with pytest.raises(EngineArtifactError, match="no FP8 tensor"):
+    with pytest.raises(EngineArtifactError, match="no FLOAT8E4M3FN tensor"):
         bt.typing_plan(TRT10, "bf16", {"BFLOAT16": 10}, fp8=True)
-    with pytest.raises(EngineArtifactError, match="pass fp8=True"):
+    with pytest.raises(EngineArtifactError, match="build it with the fp8 flag"):
         bt.typing_plan(TRT10, "bf16", {"BFLOAT16": 10, "FLOAT8E4M3FN": 1}, fp8=False)
 
 

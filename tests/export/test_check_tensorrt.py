@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from c4u_engine.errors import EngineArtifactError
 from export.check_tensorrt import assert_tensorrt_ready, check_graph, main, supported_ops
-from export.profiles import Profile, ShapeRange, profiles_from_manifest, profiles_to_json
+from export.profiles import ShapeProfile, ShapeRange, profiles_from_manifest, profiles_to_json
 
 REPO = Path(__file__).resolve().parents[2]
 TRT = supported_ops()["tensorrt_version"]
@@ -33,8 +33,8 @@ def tiny_model(opset: int = 17, dtype: int = TensorProto.FLOAT, extra: tuple = (
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def batch_profile(lo: int = 1, opt: int = 4, hi: int = 16) -> list[Profile]:
-    return [Profile("main", {"x": ShapeRange((lo, 4), (opt, 4), (hi, 4))})]
+def batch_profile(lo: int = 1, opt: int = 4, hi: int = 16) -> list[ShapeProfile]:
+    return [ShapeProfile("main", {"x": ShapeRange((lo, 4), (opt, 4), (hi, 4))})]
 
 
 def test_support_list_is_complete_and_well_formed():
@@ -130,14 +130,14 @@ def test_dynamic_input_missing_from_profile_and_no_profiles_at_all():
 def test_inconsistent_profiles_are_reported():
     assert "min=9 opt=4 max=2" in "\n".join(check_graph(tiny_model(), batch_profile(9, 4, 2)).problems)
     mask = helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", "seq"])
-    profile = Profile("prefill", {"x": ShapeRange((1, 4), (4, 4), (16, 4)),
+    profile = ShapeProfile("prefill", {"x": ShapeRange((1, 4), (4, 4), (16, 4)),
                                   "mask": ShapeRange((1, 1), (2, 64), (16, 512))})
     report = check_graph(tiny_model(extra_inputs=(mask,)), [profile])
     assert len(report.problems) == 1
     assert "dimension 'batch' is shared but its ranges differ" in report.problems[0]
     assert "x axis 0: min/opt/max 1/4/16" in report.problems[0]
     assert "mask axis 0: min/opt/max 1/2/16" in report.problems[0]
-    static = Profile("p", {"x": ShapeRange((1, 8), (4, 8), (16, 8)), "nope": ShapeRange((1,), (1,), (1,))})
+    static = ShapeProfile("p", {"x": ShapeRange((1, 8), (4, 8), (16, 8)), "nope": ShapeRange((1,), (1,), (1,))})
     problems = "\n".join(check_graph(tiny_model(), [static]).problems)
     assert "'x' axis 1 is static (4)" in problems and "'nope' is not a graph input" in problems
 
@@ -274,7 +274,7 @@ def test_torch_exported_transformer_ops_pass(tmp_path):
     expected = {"MatMul", "Softmax", "Gather", "Concat", "Reshape", "Transpose", "Where", "ReduceMean", "Pow",
                 "Sqrt", "Sin", "Cos", "Expand", "Slice", "Unsqueeze", "ScatterND"}
     assert expected <= used, f"the export no longer produces {expected - used}"
-    profile = Profile("prefill", {"ids": ShapeRange((1, 1), (2, 16), (4, 64)),
+    profile = ShapeProfile("prefill", {"ids": ShapeRange((1, 1), (2, 16), (4, 64)),
                                   "past_k": ShapeRange((1, 0, 8), (2, 16, 8), (4, 64, 8)),
                                   "positions": ShapeRange((1, 1), (2, 16), (4, 64))})
     report = check_graph(path, [profile])

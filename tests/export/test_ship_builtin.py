@@ -19,7 +19,7 @@ def test_ship_copies_exports_and_writes_the_card(tiny_ckpt, tmp_path):
     assert main([str(tiny_ckpt), "--dest", str(dest), "--eval-sft", str(tmp_path / "sft.json"),
                  "--eval-grpo", str(tmp_path / "grpo.json"), "--recipe", "RECIPE-LINE",
                  "--notes", str(tmp_path / "notes.md")]) == 0
-    assert (dest / "model.safetensors").is_file() and (dest / "onnx").is_dir()
+    assert (dest / "model.safetensors").is_file() and (dest / "onnx").is_dir() and (dest / "onnx-int8").is_dir()
     card = (dest / "MODEL_CARD.md").read_text()
     assert "RECIPE-LINE" in card and card.rstrip().endswith("Measured on the test split.")
     assert "| SFT | fast | 50.0% |" in card and "| SFT + GRPO (shipped) | fast | 75.0% |" in card

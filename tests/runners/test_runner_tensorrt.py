@@ -160,13 +160,13 @@ def test_backend_reasons(tmp_path, monkeypatch):
 def test_auto_moves_past_plans_that_do_not_load_here(tmp_path, monkeypatch):
     made = []
 
-    def create(name, model_dir, device, dtype):
+    def create(name, model_dir, device, dtype, precision):
         made.append(name)
         if name == "tensorrt":
             raise EngineArtifactError("decoder.plan: refusing to load: built for another GPU")
         return name
 
-    monkeypatch.setattr(runners, "available_backends", lambda d, dev: dict.fromkeys(runners.BACKENDS[1:]))
+    monkeypatch.setattr(runners, "available_backends", lambda d, dev, precision: dict.fromkeys(runners.BACKENDS[1:]))
     monkeypatch.setattr(runners, "_create", create)
     assert create_runner(tmp_path, backend="auto", device="cuda") == "onnxruntime" and made == ["tensorrt",
                                                                                                "onnxruntime"]

@@ -1,0 +1,247 @@
+"""Precision benchmark on the built-in model: every precision against fp32 onnxruntime, in one run, one machine.
+
+    python benchmarks/bench_precision.py [--groups 100] [--test-pairs 300] [--reps 5] [--out results.json]
+
+Per configuration (onnxruntime fp32 = the baseline; int8 with the vision tower float, quantized, or quantized but
+for its first and last layers; int8 with lm_head float; int4; fp16; torch fp32 and bf16):
+- time of an N = 8 round-robin fast selection and of a reason-mode selection (N = 4 knockout, up to 256 new
+  tokens), median over --reps repetitions of 4 groups, the precisions interleaved within each repetition so that
+  load on the machine falls on all of them alike; speed-up = fp32 onnxruntime time / this time;
+- size on disk (graphs + embedding table; the safetensors file for torch);
+- peak RSS of a `c4u select` process (8 creatives, fast, round robin) in that precision;
+- drift against fp32 onnxruntime on --groups synthetic groups of 8 (round robin, fast, both orders):
+  max and mean |dP(A)| over all comparisons, the share of comparisons with the same answer, of groups with the
+  same winner, of groups with the same ordered answers (every comparison's answer equal) and the same ranking;
+- held-out accuracy of the built-in model (its synthetic test split regenerated from the training seed: the first
+  --test-pairs test pairs of 20,000 and 100 groups of 4, the numbers of MODEL_CARD.md), fast mode.
+
+The quantized and fp16 engines are exported from the built-in checkpoint into a work directory (a few seconds each)
+unless the package ships them. Prints a markdown table and the machine; --out writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(ROOT))  # `import export` (a repo-level package)
+import report  # noqa: E402
+
+# label -> (backend, precision, engine subdirectory of the checkpoint copy, float-kept units for int8 / int4).
+# The two int8 variants are the measurements behind export/quantize.py's DEFAULT_FLOAT_KEPT.
+CONFIGS = {
+    "onnxruntime fp32": ("onnxruntime", "fp32", "onnx", None),
+    "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", ("vision",)),
+    "onnxruntime int8 + int8 vision": ("onnxruntime", "int8", "onnx-int8-vision", ()),
+    "onnxruntime int8 - float lm_head": ("onnxruntime", "int8", "onnx-int8-lmhead", ("vision", "lm_head")),
+    "onnxruntime int8 + int8 vision blocks": ("onnxruntime", "int8", "onnx-int8-vision-blocks",
+                                              ("vision.patch_embed", "vision.merger")),
+    "onnxruntime int4": ("onnxruntime", "int4", "onnx-int4", ("vision",)),
+    "onnxruntime fp16": ("onnxruntime", "fp16", "onnx-fp16", None),
+    "torch fp32": ("torch", "fp32", None, None),
+    "torch bf16": ("torch", "bf16", None, None),
+}
+BASELINE = "onnxruntime fp32"
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def prepare_checkpoint(work: Path, labels: list[str]) -> Path:
+    """A copy of the built-in checkpoint with each configuration's engine beside it (exported unless present)."""
+    from c4u_engine.builtin import builtin_model_dir
+    from export.onnx_export import export_engine
+
+    ckpt = work / "builtin"
+    if not ckpt.exists():
+        shutil.copytree(builtin_model_dir(), ckpt)
+    for label in labels:
+        backend, precision, sub, kept = CONFIGS[label]
+        if sub is not None and not (ckpt / sub / "manifest.json").is_file():
+            export_engine(ckpt, ckpt / sub, precision=precision, float_kept=kept, log=_quiet)
+    return ckpt
+
+
+def make_engine(ckpt: Path, label: str):
+    from c4u_engine.api import Engine
+
+    backend, precision, sub, _ = CONFIGS[label]
+    return Engine(ckpt, backend="torch", precision=precision) if sub is None else Engine(ckpt / sub)
+
+
+def engine_bytes(ckpt: Path, label: str) -> int:
+    sub = CONFIGS[label][2]
+    if sub is None:
+        return (ckpt / "model.safetensors").stat().st_size
+    from c4u_engine.runners.engine_dir import load_engine_dir
+
+    engine_dir = load_engine_dir(ckpt / sub, verify_hashes=False)
+    files = [g.file for g in engine_dir.graphs.values()] + [x for g in engine_dir.graphs.values()
+                                                             for x in g.external_data] + [engine_dir.embeddings.file]
+    return sum((engine_dir.path / f).stat().st_size for f in files)
+
+
+def synthetic_groups(n: int, size: int, seed: int) -> list[tuple[list, Any]]:
+    from c4u_engine.data.creatives import render
+    from c4u_engine.data.pairs import sample_group
+    from c4u_engine.profile import Profile
+
+    out = []
+    for i in range(n):
+        group = sample_group(np.random.default_rng([seed, i]), 8)
+        out.append(([render(s, size) for s in group.specs],
+                    Profile(title=group.product.title, queries=group.profile.queries)))
+    return out
+
+
+def timings(engines: dict, groups: list, reps: int) -> dict[str, dict[str, float]]:
+    """Median seconds per selection, fast (N = 8 round robin) and reason (N = 4 knockout), per engine."""
+    runs = {"fast": dict(mode="fast", strategy="round_robin"),
+            "reason": dict(mode="reason", strategy="knockout", max_new_tokens=256)}
+    out: dict[str, dict[str, float]] = {label: {} for label in engines}
+    for kind, options in runs.items():
+        picked = [(imgs if kind == "fast" else imgs[:4], p) for imgs, p in groups[:4]]
+        for engine in engines.values():  # warm-up
+            engine.select(*picked[0], use_cache=False, **options)
+        samples: dict[str, list[float]] = {label: [] for label in engines}
+        for _ in range(reps):
+            for label, engine in engines.items():
+                t0 = time.perf_counter()
+                for imgs, profile in picked:
+                    engine.select(imgs, profile, use_cache=False, **options)
+                samples[label].append((time.perf_counter() - t0) / len(picked))
+        for label in engines:
+            out[label][kind] = statistics.median(samples[label])
+    return out
+
+
+def drift(engines: dict, groups: list) -> dict[str, dict[str, float]]:
+    """P(A) drift and pick agreement of each engine against the baseline on the same groups."""
+    results = {label: [e.select(imgs, p, mode="fast", strategy="round_robin", use_cache=False) for imgs, p in groups]
+               for label, e in engines.items()}
+    base = results[BASELINE]
+    out = {}
+    for label, sels in results.items():
+        d, same_answer, comparisons = [], 0, 0
+        same_winner = same_ordered = same_ranking = 0
+        for ours, ref in zip(sels, base):
+            assert [(c.first, c.second) for c in ours.comparisons] == [(c.first, c.second) for c in ref.comparisons]
+            answers_equal = [a.answer == b.answer for a, b in zip(ours.comparisons, ref.comparisons)]
+            d += [abs(a.prob_a - b.prob_a) for a, b in zip(ours.comparisons, ref.comparisons)]
+            same_answer += sum(answers_equal)
+            comparisons += len(answers_equal)
+            same_winner += ours.winner == ref.winner
+            same_ordered += all(answers_equal)
+            same_ranking += list(ours.ranking) == list(ref.ranking)
+        out[label] = {"max_dpa": max(d), "mean_dpa": float(np.mean(d)), "same_answer": same_answer / comparisons,
+                      "same_winner": same_winner / len(sels), "same_ordered_answers": same_ordered / len(sels),
+                      "same_ranking": same_ranking / len(sels)}
+    return out
+
+
+def held_out_accuracy(engines: dict, data_dir: Path, test_pairs: int) -> dict[str, dict[str, float]]:
+    from c4u_engine.data.pairs import make_held_out
+    from c4u_engine.train.evaluate import evaluate
+
+    if not (data_dir / "test.jsonl").is_file():  # the shipped model's data: seed 0, 20,000 pairs at 112 px
+        make_held_out(data_dir, 0, 20000, max_test_pairs=test_pairs, n_groups=100, size=112)
+    out = {}
+    for label, engine in engines.items():
+        metrics = evaluate(None, data_dir, split="test", modes=("fast",), max_pairs=test_pairs, engine=engine)["fast"]
+        out[label] = {"accuracy": metrics["accuracy"], "group_accuracy": metrics["group_accuracy"]}
+    return out
+
+
+def peak_rss_mib(ckpt: Path, label: str, image_paths: list[str]) -> float:
+    """Peak RSS of a fresh `c4u select` process: measured from a parent that runs only it."""
+    backend, precision, sub, _ = CONFIGS[label]
+    cmd = [sys.executable, "-m", "c4u_engine.cli", "select", *image_paths, "--title", "x", "--strategy",
+           "round_robin", "--model", str(ckpt if sub is None else ckpt / sub), "--backend", backend]
+    if sub is None:
+        cmd += ["--precision", precision]
+    probe = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    code, kib = done.stdout.split()
+    if code != "0":
+        raise RuntimeError(f"{label}: c4u select failed ({code})")
+    return int(kib) / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=100, help="synthetic groups of 8 for drift and agreement")
+    parser.add_argument("--test-pairs", type=int, default=300, help="held-out test pairs for accuracy")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--work", help="work directory (default: a temporary one); keeps exports and data")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    labels = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if BASELINE not in labels or any(c not in CONFIGS for c in labels):
+        parser.error(f"--configs must include {BASELINE!r} and name only {list(CONFIGS)}")
+    work = Path(args.work or tempfile.mkdtemp(prefix="c4u-precision-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    ckpt = prepare_checkpoint(work, labels)
+    engines = {label: make_engine(ckpt, label) for label in labels}
+    groups = synthetic_groups(max(args.groups, 4), 112, seed=2026)
+    images_dir = work / "rss_images"
+    images_dir.mkdir(exist_ok=True)
+    image_paths = []
+    for i, img in enumerate(groups[0][0]):
+        path = images_dir / f"c{i}.png"
+        img.save(path)
+        image_paths.append(str(path))
+
+    print(f"[bench] timing ({args.reps} reps)", file=sys.stderr, flush=True)
+    times = timings(engines, groups, args.reps)
+    print("[bench] drift and agreement", file=sys.stderr, flush=True)
+    drifts = drift(engines, groups[: args.groups])
+    print("[bench] held-out accuracy", file=sys.stderr, flush=True)
+    accuracy = held_out_accuracy(engines, work / "held_out", args.test_pairs)
+    print("[bench] peak RSS", file=sys.stderr, flush=True)
+    rss = {label: peak_rss_mib(ckpt, label, image_paths) for label in labels}
+    sizes = {label: engine_bytes(ckpt, label) for label in labels}
+
+    base = times[BASELINE]
+    rows, results = [], {}
+    for label in labels:
+        t, d, a = times[label], drifts[label], accuracy[label]
+        results[label] = {"seconds": t, "speedup": {k: base[k] / t[k] for k in t}, "bytes": sizes[label],
+                          "peak_rss_mib": rss[label], **d, **a}
+        rows.append([label, f"{t['fast'] * 1e3:.0f} ms", f"{base['fast'] / t['fast']:.2f}x",
+                     f"{t['reason'] * 1e3:.0f} ms", f"{base['reason'] / t['reason']:.2f}x",
+                     f"{sizes[label] / 2**20:.1f} MiB", f"{rss[label]:.0f} MiB", f"{d['max_dpa']:.4f}",
+                     f"{d['mean_dpa']:.4f}", f"{100 * d['same_answer']:.1f}%", f"{100 * d['same_winner']:.0f}%",
+                     f"{100 * d['same_ordered_answers']:.0f}%", f"{100 * d['same_ranking']:.0f}%",
+                     f"{100 * a['accuracy']:.1f}%",
+                     f"{100 * a['group_accuracy']:.0f}%"])
+    headers = ["precision", "fast N=8 rr", "speed-up", "reason N=4 ko", "speed-up", "size", "peak RSS",
+               "max |dP(A)|", "mean |dP(A)|", "same answer", "same winner", "same ordered answers", "same ranking",
+               "held-out acc (fast)", "group acc"]
+    machine = f"{report.machine()}; peak RSS of `c4u select` (8 creatives)"
+    print(report.markdown_table(headers, rows))
+    print(f"\nmachine: {report.machine()}; {args.groups} groups of 8 for drift; {args.test_pairs} held-out pairs "
+          f"(both orders) + 100 groups for accuracy; {time.perf_counter() - t_start:.0f} s in all")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": machine, "groups": args.groups, "test_pairs": args.test_pairs,
+                                              "reps": args.reps, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The paged KV store: KVStore's keys, pins and budget, with entries kept in block pools (ops/paged_kv.py).
+
+Layout. Per layer one K and one V pool [num_blocks, kv_heads, block_size, head_dim] (numpy or torch, the runner's
+dtype); an entry's KV is a block table (PagedKV) instead of a runner KV. Blocks are reference-counted here: an
+entry computed from a parent entry (a [prefix + A] from its [prefix]) shares the parent's full blocks, gets a
+copy of the parent's partly filled last block (copy-on-write: it is about to append into it), and appends only
+its own slots. Dropping an entry unreferences its blocks; a block returns to the free list at zero.
+
+Forks. `fork` gathers the entries' blocks into one new contiguous runner KV (zero right-padding, the layout every
+runner's forward takes), exactly what KVStore.fork builds with runner.kv_stack. On CPU all of it runs through the
+CPU twins; on CUDA the same calls run the kernels.
+
+Budget. An entry is charged for every block its table names, shared or not, so the store's byte count is an
+upper bound of the pool memory in use: sharing saves memory but never lets the pools outgrow the budget's count.
+The pools grow (doubling) when pinned entries need more blocks than the budget holds, as KVStore lets them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from c4u_engine.engine.kv_store import KVEntry, KVStore, PrefixKey
+from c4u_engine.errors import BackendUnavailableError, InvalidInputError
+from c4u_engine.ops import paged_kv
+
+DEFAULT_BLOCK_SIZE = 16
+
+
+@dataclass
+class PagedKV:
+    """An entry's KV in the pools: `blocks` hold its `length` slots in order."""
+
+    blocks: list[int]
+    length: int
+
+
+class BlockPool:
+    """Per-layer K/V pools, a free list and per-block reference counts."""
+
+    def __init__(self, like: Any, layers: int, block_size: int) -> None:
+        self.layers = layers
+        self.block_size = block_size
+        self._torch = not isinstance(like, np.ndarray)
+        self._like = like  # dtype, device and (kv_heads, head_dim) come from the first KV stored
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.refs = np.zeros(0, np.int32)
+        self._free: list[int] = []
+        self._grow(64)
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.refs.shape[0])
+
+    @property
+    def block_nbytes(self) -> int:
+        """Bytes one block takes over all layers, K and V."""
+        per = self.block_size * int(self._like.shape[1]) * int(self._like.shape[3])
+        itemsize = self._like.element_size() if self._torch else self._like.itemsize
+        return 2 * self.layers * per * int(itemsize)
+
+    def alloc(self, n: int) -> list[int]:
+        if n > len(self._free):
+            self._grow(max(self.num_blocks, n - len(self._free)))
+        out = [self._free.pop() for _ in range(n)]
+        self.refs[out] = 1
+        return out
+
+    def incref(self, blocks: list[int]) -> None:
+        np.add.at(self.refs, blocks, 1)
+
+    def decref(self, blocks: list[int]) -> None:
+        np.add.at(self.refs, blocks, -1)
+        if (self.refs[blocks] < 0).any():
+            raise RuntimeError("BlockPool.decref below zero: a block table was released twice")
+        self._free.extend(b for b in dict.fromkeys(blocks) if self.refs[b] == 0)
+
+    @property
+    def blocks_in_use(self) -> int:
+        return int((self.refs > 0).sum())
+
+    def _grow(self, extra: int) -> None:
+        old = self.num_blocks
+        shape = (old + extra, int(self._like.shape[1]), self.block_size, int(self._like.shape[3]))
+        for pools in (self.keys, self.values):
+            for layer in range(self.layers):
+                pools_new = self._empty(shape)
+                if old:
+                    pools_new[:old] = pools[layer]
+                if layer < len(pools):
+                    pools[layer] = pools_new
+                else:
+                    pools.append(pools_new)
+        self.refs = np.concatenate([self.refs, np.zeros(extra, np.int32)])
+        self._free.extend(range(old + extra - 1, old - 1, -1))  # lowest ids first out of pop()
+
+    def _empty(self, shape):
+        if self._torch:
+            import torch
+
+            return torch.zeros(shape, dtype=self._like.dtype, device=self._like.device)
+        return np.zeros(shape, self._like.dtype)
+
+
+class PagedKVStore(KVStore):
+    """KVStore whose entries live in block pools; see the module docstring."""
+
+    def __init__(self, capacity_bytes: int, runner, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise InvalidInputError(f"PagedKVStore: block_size must be an int >= 1, got {block_size!r}")
+        try:
+            runner.kv_layers(runner.kv_empty(1, 0))
+        except NotImplementedError as exc:
+            raise BackendUnavailableError(f"paged KV layout: {exc}") from exc
+        super().__init__(capacity_bytes, self._charge)
+        self.runner = runner
+        self.block_size = block_size
+        self.pool: BlockPool | None = None
+        self.device = "cuda" if str(getattr(runner, "device", "cpu")).startswith("cuda") else "cpu"
+
+    def insert(self, key: PrefixKey, kv: Any, mask: np.ndarray, last_position: int, *, retain: bool = True,
+               parent: KVEntry | None = None) -> KVEntry:
+        """KVStore.insert, copying `kv` into blocks. `parent`: the entry kv continues (its slots are kv's first
+        slots), whose full blocks are shared instead of copied; ignored when its mask does not match."""
+        existing = self._entries.get(key.digest())
+        if existing is not None and existing.key == key:  # no copy: KVStore.insert returns the entry pinned
+            return super().insert(key, existing.kv, mask, last_position, retain=retain)
+        paged = self._store_blocks(kv, np.asarray(mask, dtype=bool), parent)
+        try:
+            return super().insert(key, paged, mask, last_position, retain=retain)
+        except BaseException:
+            self.pool.decref(paged.blocks)
+            raise
+
+    def fork(self, runner, entries, reserve: int = 0) -> tuple[Any, np.ndarray]:
+        slots = max(e.slots for e in entries)
+        mask = np.zeros((len(entries), slots), dtype=bool)
+        for r, e in enumerate(entries):
+            mask[r, : e.slots] = e.mask
+        out = runner.kv_empty(len(entries), slots, reserve=reserve)
+        if self.pool is None:  # only empty entries so far
+            return out, mask
+        keys, values, _ = runner.kv_layers(out)
+        width = max(len(e.kv.blocks) for e in entries)
+        tables = np.full((len(entries), max(width, 1)), -1, np.int32)
+        for r, e in enumerate(entries):
+            tables[r, : len(e.kv.blocks)] = e.kv.blocks
+        lens = np.array([e.kv.length for e in entries], np.int32)
+        for layer in range(self.pool.layers):
+            paged_kv.gather(self.pool.keys[layer], self.pool.values[layer], tables, lens, keys[layer], values[layer],
+                            device=self.device)
+        return out, mask
+
+    # -- blocks ------------------------------------------------------------------------------------------
+    def _charge(self, kv: PagedKV) -> int:
+        return len(kv.blocks) * (self.pool.block_nbytes if self.pool is not None else 0)
+
+    def _store_blocks(self, kv: Any, mask: np.ndarray, parent: KVEntry | None) -> PagedKV:
+        keys, values, length = self.runner.kv_layers(kv)
+        if length != mask.shape[0]:
+            raise InvalidInputError(f"PagedKVStore.insert: the KV has {length} slots, the mask {mask.shape[0]}")
+        if length == 0:
+            return PagedKV([], 0)
+        if self.pool is None:
+            self.pool = BlockPool(keys[0], len(keys), self.block_size)
+        bs, pool = self.block_size, self.pool
+        blocks: list[int] = []
+        start = 0
+        if parent is not None and self._shares(parent, mask):
+            start = parent.kv.length
+            full = start // bs
+            blocks = list(parent.kv.blocks[:full])
+            pool.incref(blocks)
+            if start % bs:  # copy-on-write: this entry appends into the parent's partly filled last block
+                (copy,) = pool.alloc(1)
+                src = np.array([parent.kv.blocks[full]], np.int32)
+                for layer in range(pool.layers):
+                    paged_kv.copy_blocks(pool.keys[layer], pool.values[layer], src, np.array([copy], np.int32),
+                                         np.array([start % bs], np.int32), device=self.device)
+                blocks.append(copy)
+        blocks += pool.alloc(-(-length // bs) - len(blocks))
+        table = np.array([blocks], np.int32)
+        for layer in range(pool.layers):
+            paged_kv.append(pool.keys[layer], pool.values[layer], table, np.array([start], np.int32),
+                            np.array([length - start], np.int32), keys[layer], values[layer],
+                            np.array([start], np.int32), device=self.device)
+        return PagedKV(blocks, length)
+
+    def _shares(self, parent: KVEntry, mask: np.ndarray) -> bool:
+        n = parent.slots
+        return (isinstance(parent.kv, PagedKV) and parent.refs > 0 and 0 < n <= mask.shape[0]
+                and parent.kv.length == n and bool(np.array_equal(mask[:n], parent.mask)))
+
+    def _drop(self, digest: str) -> None:
+        entry = self._entries[digest]
+        super()._drop(digest)
+        if entry.kv.blocks:
+            self.pool.decref(entry.kv.blocks)

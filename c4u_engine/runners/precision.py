@@ -1,0 +1,127 @@
+"""Precisions of an engine: names, the manifest's "precision" block, and the check that the graphs really have it.
+
+    fp32 / fp16 / bf16   every weight and activation in that float type (the manifest's "dtype")
+    int8                 MatMul weights int8 per output channel, activations quantized on the fly
+                         (onnxruntime's dynamic quantization: DynamicQuantizeLinear + MatMulInteger); float I/O
+    int4                 MatMul weights int4 in blocks of `block_size` with a float scale per block
+                         (onnxruntime's MatMulNBits, weight-only); float activations and I/O
+
+Manifest block (written by export/quantize.py; absent in engines exported before it = the dtype's float precision)::
+
+    "precision": {"name": "int8", "method": "onnxruntime.quantize_dynamic", "block_size": null,
+                  "float_kept": ["vision"], "quantized_ops": {"decoder": {"MatMulInteger": 29}, "vision": {}}}
+
+`quantized_ops` is the census of quantization operators per graph. load_engine_dir() counts them in the graph files
+(runners/onnx_ops.py) and refuses an engine directory whose manifest claims a precision its graphs do not have:
+a float engine with quantized operators, an int8 claim over float graphs, counts that differ from the claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from c4u_engine.errors import EngineArtifactError, InvalidInputError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # precision -> the manifest's dtype
+QUANTIZED = ("int8", "int4")
+_ALIASES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "fp16": "fp16", "float16": "fp16", "half": "fp16",
+            "bf16": "bf16", "bfloat16": "bf16", "int8": "int8", "int4": "int4"}
+# The operators that carry a quantized precision, by precision (what a graph of it must contain at least one of).
+MARKER_OPS = {"int8": ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul"), "int4": ("MatMulNBits",)}
+# Every quantization operator onnxruntime's quantizers emit: none may appear in a float engine's graphs.
+QUANT_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul",
+                       "MatMulNBits", "QuantizeLinear", "DequantizeLinear", "ConvInteger", "QLinearConv", "QGemm",
+                       "QAttention", "GatherBlockQuantized"})
+
+
+def normalize_precision(value: Any) -> str:
+    """The canonical precision name for `value` ("bfloat16" -> "bf16"); InvalidInputError naming the valid ones."""
+    name = _ALIASES.get(str(value).lower()) if isinstance(value, str) else None
+    if name is None:
+        raise InvalidInputError(f"unknown precision {value!r}; valid precisions: {', '.join(PRECISIONS)}")
+    return name
+
+
+def activation_dtype(precision: str) -> str:
+    """The manifest dtype of an engine of this precision: its float type, float32 for int8/int4 (float I/O)."""
+    return FLOAT_DTYPES.get(precision, "float32")
+
+
+@dataclass(frozen=True)
+class PrecisionEntry:
+    """The manifest's precision block, parsed."""
+
+    name: str
+    method: str | None = None
+    block_size: int | None = None
+    float_kept: tuple[str, ...] = ()
+    quantized_ops: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        return self.name in QUANTIZED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "method": self.method, "block_size": self.block_size,
+                "float_kept": list(self.float_kept),
+                "quantized_ops": {g: dict(sorted(c.items())) for g, c in self.quantized_ops.items()}}
+
+
+def parse_precision(manifest: Mapping[str, Any], dtype: str, graphs: tuple[str, ...], where: str) -> PrecisionEntry:
+    """The manifest's precision block checked for shape and against its dtype. No block: the dtype's precision."""
+    raw = manifest.get("precision")
+    float_name = {v: k for k, v in FLOAT_DTYPES.items()}[dtype]
+    if raw is None:
+        return PrecisionEntry(float_name, quantized_ops={g: {} for g in graphs})
+    if not isinstance(raw, Mapping) or raw.get("name") not in PRECISIONS:
+        raise EngineArtifactError(f"{where}: 'precision' must be an object whose 'name' is one of {list(PRECISIONS)}, "
+                                  f"got {raw!r}")
+    name = raw["name"]
+    if activation_dtype(name) != dtype:
+        raise EngineArtifactError(f"{where}: precision {name!r} runs {activation_dtype(name)} activations, but "
+                                  f"'dtype' is {dtype!r}")
+    block = raw.get("block_size")
+    if block is not None and (not isinstance(block, int) or isinstance(block, bool) or block < 16
+                              or block & (block - 1)):
+        raise EngineArtifactError(f"{where}: precision.block_size must be null or a power of two >= 16, got {block!r}")
+    if name == "int4" and block is None:
+        raise EngineArtifactError(f"{where}: an int4 engine must record its precision.block_size")
+    kept = raw.get("float_kept", [])
+    if not isinstance(kept, list) or not all(isinstance(k, str) for k in kept):
+        raise EngineArtifactError(f"{where}: precision.float_kept must be a list of names, got {kept!r}")
+    ops_raw = raw.get("quantized_ops")
+    if not isinstance(ops_raw, Mapping) or set(ops_raw) != set(graphs):
+        raise EngineArtifactError(f"{where}: precision.quantized_ops must give an operator census for each graph "
+                                  f"{list(graphs)}, got {ops_raw!r}")
+    census: dict[str, dict[str, int]] = {}
+    for graph, counts in ops_raw.items():
+        if not isinstance(counts, Mapping) or not all(
+                k in QUANT_OPS and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in counts.items()):
+            raise EngineArtifactError(f"{where}: precision.quantized_ops.{graph} must map quantization operators "
+                                      f"({sorted(QUANT_OPS)}) to positive counts, got {counts!r}")
+        census[graph] = dict(counts)
+    return PrecisionEntry(name, raw.get("method"), block, tuple(kept), census)
+
+
+def check_graph_precision(entry: PrecisionEntry, graph: str, found_ops: Mapping[str, int], where: str) -> None:
+    """EngineArtifactError unless the graph's quantization operators are exactly the manifest's census for it."""
+    found = {op: n for op, n in found_ops.items() if op in QUANT_OPS and n}
+    declared = dict(entry.quantized_ops.get(graph, {}))
+    if found != declared:
+        raise EngineArtifactError(
+            f"{where}: the manifest claims precision {entry.name!r} with quantization operators {declared or 'none'} "
+            f"in graph {graph!r}, but the graph holds {found or 'none'}: the graph is not the one exported for this "
+            f"precision (re-export with python -m export CKPT --precision {entry.name})")
+
+
+def check_marker_ops(entry: PrecisionEntry, where: str) -> None:
+    """A quantized claim needs its precision's operator in some graph (an "int8" engine of float graphs is not)."""
+    if not entry.quantized:
+        return
+    markers = MARKER_OPS[entry.name]
+    if not any(op in ops for ops in entry.quantized_ops.values() for op in markers):
+        raise EngineArtifactError(f"{where}: precision {entry.name!r} is claimed but no graph has a {' / '.join(markers)} "
+                                  f"operator (census: {dict(entry.quantized_ops)})")

@@ -1,0 +1,232 @@
+"""Quantized engines: an fp32 engine directory's graphs through onnxruntime's quantizers, into a new directory.
+
+    python -m export CKPT --precision int8            # -> CKPT/onnx-int8/
+    python -m export CKPT --precision int4 --block-size 32
+
+int8: onnxruntime.quantization.quantize_dynamic, MatMul weights int8 per output channel (symmetric), activations
+quantized per call (DynamicQuantizeLinear + MatMulInteger; the CPU provider fuses them into one VNNI kernel).
+Dynamic rather than static QDQ: no calibration set to carry, and on this CPU it is what makes the decoder faster
+(BENCHMARKS.md, "Precision"). int4: MatMulNBitsQuantizer (weight-only, symmetric blocks of `block_size` along K,
+accuracy_level 4 = int8 activations inside the kernel). onnxruntime's int4 quantizer needs onnx-ir.
+
+What stays in float (FLOAT_UNITS; the default measured by benchmarks/bench_precision.py): the embedding table
+(a numpy lookup outside the graphs, never quantized), norms, rotary and attention-score MatMuls (no constant
+weight: the quantizers leave them alone), and by default the whole vision tower: int8 made it slower, not faster
+(its matrices are 128 wide: quantizing activations costs more than the integer GEMM saves).
+Gemm nodes (the vision tower's nn.Linear over 2-D patches) are rewritten as MatMul + Add before quantizing, since
+both quantizers only take MatMul; the rewrite is exact (tested).
+
+The manifest records the precision block (c4u_engine/runners/precision.py): method, block size, the float-kept
+units and the census of quantization operators per graph, which the runtime checks against the graph files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from c4u_engine.errors import BackendUnavailableError, InvalidInputError
+from c4u_engine.runners.engine_dir import GRAPH_NAMES, MANIFEST_FILE, load_engine_dir, read_manifest
+from c4u_engine.runners.precision import QUANT_OPS, QUANTIZED, PrecisionEntry
+
+from export.manifest import write_manifest
+
+INT4_BLOCK_SIZES = (32, 64, 128)
+DEFAULT_INT4_BLOCK = 32
+
+
+def _in_layers(name: str) -> bool:
+    return "/layers." in name
+
+
+# Units that can be kept in float, by name: (graph, predicate on a node's name). A node outside every kept unit
+# is quantized when it is a MatMul with a constant weight.
+FLOAT_UNITS: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "vision": ("vision", lambda name: True),
+    "vision.patch_embed": ("vision", lambda name: "/patch_embed/" in name),  # the tower's first layer
+    "vision.merger": ("vision", lambda name: "/merger/" in name),  # its last: the projection into the text space
+    "lm_head": ("decoder", lambda name: not _in_layers(name)),  # the only weight MatMul outside the layers
+    "decoder.first_layer": ("decoder", lambda name: "/layers.0/" in name),
+}
+DEFAULT_FLOAT_KEPT = ("vision",)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *, block_size: int | None = None,
+                    float_kept: Sequence[str] = DEFAULT_FLOAT_KEPT, log: Callable[[str], None] = _stderr
+                    ) -> dict[str, Any]:
+    """Write a `precision` (int8 | int4) copy of the fp32 engine directory src_dir into out_dir; returns the
+    manifest. The source is loaded and checked first (hashes included); out_dir's manifest is written last."""
+    if precision not in QUANTIZED:
+        raise InvalidInputError(f"quantize_engine makes {' or '.join(QUANTIZED)} engines, not {precision!r}")
+    if precision == "int4":
+        block_size = DEFAULT_INT4_BLOCK if block_size is None else block_size
+        if block_size not in INT4_BLOCK_SIZES:
+            raise InvalidInputError(f"int4 block_size must be one of {INT4_BLOCK_SIZES}, got {block_size!r}")
+    elif block_size is not None:
+        raise InvalidInputError("block_size applies to int4 only (int8 is per channel)")
+    unknown = [u for u in float_kept if u not in FLOAT_UNITS]
+    if unknown:
+        raise InvalidInputError(f"unknown float-kept unit(s) {unknown}; valid: {sorted(FLOAT_UNITS)}")
+    src = load_engine_dir(src_dir)
+    if src.precision.name != "fp32":
+        raise InvalidInputError(f"{src.path}: quantizing needs an fp32 engine, this one is {src.precision.name}")
+    src_dir, out_dir = src.path, Path(out_dir)
+    if out_dir.resolve() == src_dir.resolve():
+        raise InvalidInputError(f"the quantized engine needs its own directory, not {src_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    manifest = read_manifest(src_dir / MANIFEST_FILE)
+
+    census: dict[str, dict[str, int]] = {}
+    for name in GRAPH_NAMES:
+        entry = manifest["graphs"][name]
+        for stale in (entry["file"], *entry.get("external_data", [])):
+            (out_dir / stale).unlink(missing_ok=True)
+        model = onnx.load(str(src_dir / entry["file"]))
+        excluded = _excluded_nodes(model, name, float_kept)
+        t0 = time.perf_counter()
+        if name not in float_kept and _weight_matmuls(model, excluded):
+            model = gemm_to_matmul(model)
+            excluded = _excluded_nodes(model, name, float_kept)
+            model = _quantize(model, precision, block_size, excluded)
+            log(f"[quantize] {name}: {precision} in {time.perf_counter() - t0:.1f} s "
+                f"({len(excluded)} weight MatMul(s) kept in float)")
+        else:
+            log(f"[quantize] {name}: kept in float")
+        census[name] = _quant_census(model)
+        external = bool(entry.get("external_data"))
+        data_name = f"{name}.onnx.data"
+        onnx.save_model(model, str(out_dir / entry["file"]), save_as_external_data=external,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        structure = onnx.load(str(out_dir / entry["file"]), load_external_data=False)
+        entry["external_data"] = sorted({e.value for t in structure.graph.initializer for e in t.external_data
+                                         if e.key == "location"})
+        from export.build_tensorrt import onnx_sha256
+
+        entry["sha256"] = onnx_sha256(out_dir / entry["file"])
+
+    for name in (*manifest["files"], manifest["embeddings"]["file"]):
+        shutil.copyfile(src_dir / name, out_dir / name)
+    method = "onnxruntime.quantize_dynamic" if precision == "int8" else "onnxruntime.MatMulNBitsQuantizer"
+    entry = PrecisionEntry(precision, method, block_size, tuple(float_kept), census)
+    manifest["precision"] = entry.to_json()
+    manifest["exporter"] = {**manifest.get("exporter", {}), "onnxruntime": _ort_version()}
+    write_manifest(out_dir, manifest)
+    load_engine_dir(out_dir)  # the runtime's own checks on what was just written
+    return manifest
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite Gemm(x, W, b) with a constant W, alpha = beta = 1 and no transA as MatMul(x, W') + b (W' = W or
+    W^T per transB), so the MatMul quantizers see the vision tower's linear layers. Exact: same math, same order."""
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in weights or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weights[node.input[1]])
+        w = np.ascontiguousarray(w.T) if attrs.get("transB", 0) else w
+        w_name = f"{node.input[1]}__matmul"
+        graph.initializer.append(numpy_helper.from_array(w, w_name))
+        biased = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}__matmul" if biased else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [product], name=f"{node.name}__matmul"))
+        if biased:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}__bias"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model
+
+
+def _weight_matmuls(model: onnx.ModelProto, excluded: set[str]) -> list[str]:
+    """Names of the MatMul / Gemm nodes with a constant weight that are not kept in float."""
+    weights = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights and n.name not in excluded]
+
+
+def _excluded_nodes(model: onnx.ModelProto, graph: str, float_kept: Sequence[str]) -> set[str]:
+    rules = [FLOAT_UNITS[u][1] for u in float_kept if FLOAT_UNITS[u][0] == graph]
+    return {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and any(r(n.name) for r in rules)}
+
+
+def _quantize(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str]) -> onnx.ModelProto:
+    logging.disable(logging.WARNING)  # the quantizers log advice ("run pre-processing first") on the root logger
+    try:
+        return _run_quantizer(model, precision, block_size, excluded)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _run_quantizer(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str]
+                   ) -> onnx.ModelProto:
+    if precision == "int8":
+        import tempfile
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "q.onnx"
+            quantize_dynamic(model, out, op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=False,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=sorted(excluded),
+                             extra_options={"MatMulConstBOnly": True})
+            return onnx.load(str(out))
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
+                                                                     MatMulNBitsQuantizer)
+    except ImportError as exc:  # onnx-ir missing is the usual cause
+        raise BackendUnavailableError(f"the int4 quantizer needs onnxruntime's matmul_nbits_quantizer and onnx-ir: "
+                                      f"pip install onnx-ir ({exc})") from exc
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True, accuracy_level=4,
+                                     nodes_to_exclude=sorted(excluded), algo_config=config)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def _quant_census(model: onnx.ModelProto) -> dict[str, int]:
+    counts = Counter(n.op_type for n in model.graph.node if n.op_type in QUANT_OPS)
+    return dict(sorted(counts.items()))
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def check_quantizable(precision: str) -> None:
+    """BackendUnavailableError now (before a long export) if this environment cannot make `precision`."""
+    if precision == "int4":
+        try:
+            import onnx_ir  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailableError("the int4 quantizer (onnxruntime MatMulNBitsQuantizer) needs onnx-ir: "
+                                          "pip install onnx-ir") from exc
+    if precision in QUANTIZED:
+        try:
+            import onnxruntime.quantization  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailableError(f"quantizing needs onnxruntime.quantization ({exc})") from exc
