@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--screen-model", help="a screening model directory (default: the built-in one)")
+    ap.add_argument("--threads", type=int, default=0, help="the screener's onnxruntime threads (0: its choice)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from c4u_engine.data.usability import sample
     from c4u_engine.screening import Screener
 
-    screener = Screener(args.screen_model, threshold=0.001)
+    screener = Screener(args.screen_model, threshold=0.001, threads=args.threads)
     engine = Engine(builtin_model_dir(), screen_model=screener)
     samples = [sample(123, i, label="available", size=args.size) for i in range(args.n)]
     images = [np.asarray(s.generated) for s in samples]
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
            "reps": args.reps, "backend": engine.backend, "machine": report.machine()}
     row["added"] = row["select_with_screening_s"] / row["select_s"] - 1
     row["stage_share"] = row["screen_stage_s"] / row["select_s"]
-    print(f"machine: {row['machine']}; judge backend: {engine.backend}; median of {args.reps} alternating runs\n")
+    print(f"machine: {row['machine']}; judge backend: {engine.backend}; screener threads: {args.threads}; median of "
+          f"{args.reps} alternating runs\n")
     print(report.markdown_table(
         ["N", "comparisons", "select (s)", "select + screening (s)", "added", "screening stage (s)",
          "stage / select"],

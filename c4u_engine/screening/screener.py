@@ -40,12 +40,12 @@ class Verdict:
 
 class Screener:
     """A loaded screening model. threshold: a candidate is unusable when P(available) < threshold
-    (default: the model's own, from screen_config.json). threads: onnxruntime's intra-op threads (1: a batch of a
-    few 64 x 64 images gains little from more, and a service runs many requests at once; measured faster on a busy
-    2-core machine). Safe to call from many threads (onnxruntime sessions are)."""
+    (default: the model's own, from screen_config.json). threads: onnxruntime's intra-op threads (0: its choice, one
+    per physical core, as the judge's runner; 1 was faster on a 2-core machine busy with other jobs, 2 once it
+    calmed down: BENCHMARKS.md). Safe to call from many threads (onnxruntime sessions are)."""
 
     def __init__(self, model_dir: str | Path | None = None, threshold: float | None = None, *, batch: int = 64,
-                 threads: int = 1) -> None:
+                 threads: int = 0) -> None:
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir) if model_dir is not None else BUILTIN_SCREEN_DIR
@@ -54,6 +54,8 @@ class Screener:
         self.batch = batch
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        # No spin-waiting after a call: the judge's own onnxruntime session runs right after on the same cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.model_dir / ONNX_FILE), opts,
                                                 providers=["CPUExecutionProvider"])
