@@ -35,12 +35,14 @@ class Engine:
     its dtype; int8 / int4 run the checkpoint's quantized onnxruntime engine (python -m export CKPT --precision
     int8). None on the built-in model on CPU is its measured default (builtin.DEFAULT_CPU_PRECISION). prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the
     checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
-    Engine(path, prefix_cache_bytes=0, max_queued_requests=64).
+    Engine(path, prefix_cache_bytes=0, max_queued_requests=64). screen_model: the usability screener used by
+    select(..., screen=True): a screening model directory or a c4u_engine.screening.Screener (default: the built-in
+    one, loaded on first use).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None, *,
                  precision: str | None = None, backend: str = "auto", prompt=None, config: EngineConfig | None = None,
-                 **settings: Any) -> None:
+                 screen_model: Any = None, **settings: Any) -> None:
         from c4u_engine.engine.answer import AnswerTokens
         from c4u_engine.engine.kv_store import KVStore
         from c4u_engine.engine.model_engine import ModelEngine
@@ -53,6 +55,9 @@ class Engine:
             raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
         self.config = (config or EngineConfig()).replace(**settings)
         self.model_dir = Path(model_dir)
+        self._screen_model, self._screener, self._screener_lock = screen_model, None, threading.Lock()
+        if screen_model is not None:
+            self.screener  # a wrong screening model directory fails here, naming the problem
         self.prompt = prompt_template(prompt, self.model_dir)
         if precision is None and dtype is None and device == "cpu" and backend in ("auto", "onnxruntime"):
             from c4u_engine.builtin import default_cpu_precision
@@ -120,6 +125,17 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def screener(self):
+        """The usability screener (c4u_engine.screening.Screener), loaded on first use."""
+        with self._screener_lock:
+            if self._screener is None:
+                from c4u_engine.screening import Screener
+
+                source = self._screen_model
+                self._screener = source if isinstance(source, Screener) else Screener(source)
+            return self._screener
+
     # -- generic model access (run on the scheduler's thread, between its steps) -------------------------
     def logits(self, messages: list[dict], assistant_prefix: str = ""):
         """float32 numpy [vocab]: next-token logits after the rendered prompt and `assistant_prefix`."""
@@ -173,7 +189,8 @@ class Engine:
 
     def submit(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
                both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False, use_cache: bool = True,
-               timeout: float | None = None) -> "Future[Selection]":
+               timeout: float | None = None, screen: bool = False, product_image: Any = None,
+               screen_mode: str = "auto") -> "Future[Selection]":
         """Start a selection; returns a concurrent.futures.Future of its Selection (see `select`).
 
         Argument errors, bad images under `strict` and a full queue (OverloadedError) raise here; a missed deadline
@@ -191,11 +208,19 @@ class Engine:
         timer: dict[str, float] = {}
         loaded, rejected = self._load_candidates(images, strict, timer)
         unique, duplicates = _deduplicate(loaded)
+        engine_stats: dict[str, Any] = {"backend": self.backend, "device": self.device, "precision": self.precision}
+        if screen and unique:
+            from c4u_engine.screening import screen_candidates
+
+            t0 = time.perf_counter()
+            unique, duplicates, unusable, engine_stats["screening"] = screen_candidates(
+                self.screener, loaded, unique, duplicates, profile.title, product_image, screen_mode)
+            rejected.update(unusable)
+            timer["screen"] = time.perf_counter() - t0
         if not unique:
             detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
             raise InvalidInputError(f"no valid candidate images ({detail})")
         policy = SelectionPolicy(len(unique), strategy, both_orders, mode)
-        engine_stats = {"backend": self.backend, "device": self.device, "precision": self.precision}
 
         def finish(plan: SelectionPolicy, stats: dict) -> Selection:
             stats = {**stats, **engine_stats, "prefix_cache_entries": len(self._store),
@@ -208,7 +233,8 @@ class Engine:
 
     def select(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
                both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False,
-               use_cache: bool = True, timeout: float | None = None) -> Selection:
+               use_cache: bool = True, timeout: float | None = None, screen: bool = False, product_image: Any = None,
+               screen_mode: str = "auto") -> Selection:
         """Pick the creative this user is most likely to click. See Selection for what comes back.
 
         mode: "fast" (answer-token probabilities, one forward pass per comparison), "reason" (chain of thought for
@@ -216,11 +242,17 @@ class Engine:
         strategy: "knockout" (2(N-1) comparisons with both orders) or "round_robin" (N(N-1)).
         strict: raise on the first invalid image instead of reporting it in Selection.rejected.
         timeout: seconds this request may take (DeadlineExceededError beyond; default config.default_timeout_s).
+        screen: first drop the candidates the usability screener judges unusable (RFNet-style; one batched call):
+        they go to Selection.rejected as "unusable: <class> (p=...)"; Selection.stats["screening"] counts them.
+        product_image: the product cut-out it compares each ad with (path, bytes, PIL, array; transparency kept);
+        without one the screener runs in its image+text mode (weaker: see the screening model card);
+        screen_mode "full" requires it, "text" ignores it. The profile's title is the product description.
         Many threads may call select at once: the engine batches their comparisons together.
         """
         return self.submit(images, profile, mode=mode, strategy=strategy, both_orders=both_orders,
                            max_new_tokens=max_new_tokens, strict=strict, use_cache=use_cache,
-                           timeout=timeout).result()
+                           timeout=timeout, screen=screen, product_image=product_image,
+                           screen_mode=screen_mode).result()
 
     async def select_async(self, images: Sequence[Any], profile: Any, **options: Any) -> Selection:
         """`select` for asyncio: image loading runs in the default executor, the wait does not block the loop;

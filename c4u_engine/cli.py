@@ -27,11 +27,19 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from c4u_engine.profile import Profile
 
     profile = Profile(title=args.title, queries=tuple(args.query or ()), extra=args.extra or "")
-    custom = args.model or args.precision or args.device != "cpu" or args.backend != "auto"
-    engine = Engine(_model_dir(args), device=args.device, backend=args.backend, precision=args.precision) \
-        if custom else default_engine()
+    screening = args.screen or args.product is not None
+    custom_screen = screening and (args.screen_model is not None or args.screen_threshold is not None)
+    custom = args.model or args.precision or args.device != "cpu" or args.backend != "auto" or custom_screen
+    screener = None
+    if custom_screen:
+        from c4u_engine.screening import Screener
+
+        screener = Screener(args.screen_model, threshold=args.screen_threshold)
+    engine = Engine(_model_dir(args), device=args.device, backend=args.backend, precision=args.precision,
+                    screen_model=screener) if custom else default_engine()
     selection = engine.select(args.images, profile, mode=args.mode, strategy=args.strategy,
-                              both_orders=not args.one_order, max_new_tokens=args.max_new_tokens, strict=args.strict)
+                              both_orders=not args.one_order, max_new_tokens=args.max_new_tokens, strict=args.strict,
+                              screen=screening, product_image=args.product)
     if args.json:
         from c4u_engine.serving.schema import selection_json
 
@@ -47,8 +55,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
         from c4u_engine.selection.report import render_html
 
         thumbs = []
-        for i, path in enumerate(args.images):
-            thumbs.append(None if i in selection.rejected else load_image(path).pixels)
+        screened = set(selection.stats.get("screening", {}).get("screened_out", ()))
+        for i, path in enumerate(args.images):  # screened-out candidates are valid images: show them
+            thumbs.append(None if i in selection.rejected and i not in screened else load_image(path).pixels)
         Path(args.report).write_text(render_html(selection, thumbs, profile_text=_profile_text(profile)),
                                      encoding="utf-8")
         print(f"report written to {args.report}", file=sys.stderr)
@@ -85,6 +94,55 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nwhy:\n{selection.explanation}")
     seconds = selection.stats.get("seconds", {}).get("total")
     print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} ({engine.precision}) in {seconds:.2f} s")
+    if not args.no_screen:
+        _demo_screening(engine, group.product, profile, out, args)
+    return 0
+
+
+def _demo_screening(engine, product, profile, out: Path, args: argparse.Namespace) -> None:
+    """Usability screening before selection: renders of the product from the usability generator (the screener's
+    training distribution; the judge's creatives above, cluttered and cropped on purpose, are outside it), one of
+    them with the product floating above its podium."""
+    import numpy as np
+
+    from c4u_engine.data.usability import _cutout, sample
+
+    hue = float(np.random.default_rng(args.seed).uniform(0, 360))
+    renders = [sample(args.seed, i, label="available", size=args.size, product=product, hue=hue) for i in range(3)]
+    renders.append(sample(args.seed, 3, label="space_mismatch", size=args.size, product=product, hue=hue))
+    paths = []
+    for i, r in enumerate(renders):
+        paths.append(str(out / f"render_{i}.png"))
+        r.generated.save(paths[-1])
+    cutout = out / "product_cutout.png"
+    _cutout(product.category, hue, 256).save(cutout)
+    selection = engine.select(paths, profile, mode="fast", strategy=args.strategy, screen=True,
+                              product_image=cutout)
+    s = selection.stats["screening"]
+    print(f"\nusability screening ({s['mode']}) of {len(paths)} renders in {out} (render_3 was made with the product "
+          f"floating): {len(s['screened_out'])} screened out in {1000 * s['seconds']:.0f} ms")
+    for i in s["screened_out"]:
+        print(f"  render_{i}.png: {selection.rejected[i]}")
+    print("ranking of the rest: " + ", ".join(f"render_{i} ({selection.scores[i]:.2f})" for i in selection.ranking))
+
+
+def _cmd_screen(args: argparse.Namespace) -> int:
+    """Usability screening alone: each image usable or not, with the most likely defect."""
+    from c4u_engine.imaging import load_image
+    from c4u_engine.screening import Screener
+
+    screener = Screener(args.model, threshold=args.threshold)
+    verdicts = screener.screen([load_image(p) for p in args.images], args.title, args.product,
+                               "full" if args.product is not None else "text")
+    mode = "image+product+text" if args.product is not None else "image+text (weaker: no product image)"
+    if args.json:
+        print(json.dumps({"mode": mode, "threshold": screener.threshold, "results": [
+            {"image": path, "usable": v.usable, "label": v.label, "probability": v.probability,
+             "p_available": v.p_available, "probs": v.probs} for path, v in zip(args.images, verdicts)]}, indent=2))
+    else:
+        print(f"screening mode: {mode}; threshold P(available) >= {screener.threshold}")
+        for path, v in zip(args.images, verdicts):
+            print(f"{path}: " + (f"usable (p={v.p_available:.2f})" if v.usable else v.reason))
     return 0
 
 
@@ -172,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_sel.add_argument("--json", action="store_true", help="print the selection as JSON")
     p_sel.add_argument("--report", help="write a self-contained HTML report here")
+    p_sel.add_argument("--screen", action="store_true", help="screen out unusable creatives first (RFNet-style)")
+    p_sel.add_argument("--product", help="the product cut-out screening compares with (implies --screen)")
+    p_sel.add_argument("--screen-model", help="a screening model directory (default: the built-in one)")
+    p_sel.add_argument("--screen-threshold", type=float, help="P(available) below this is unusable (default: the "
+                       "screening model's)")
     p_sel.set_defaults(func=_cmd_select)
 
     p_demo = sub.add_parser("demo", help="select among example creatives made by the synthetic generator")
@@ -183,7 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
     p_demo.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
+    p_demo.add_argument("--no-screen", action="store_true", help="skip the usability screening example")
     p_demo.set_defaults(func=_cmd_demo)
+
+    p_scr = sub.add_parser("screen", help="usability screening: is each generated ad usable (RFNet-style)?")
+    p_scr.add_argument("images", nargs="+", help="generated ad image files")
+    p_scr.add_argument("--product", help="the product cut-out (PNG with transparency); without it: image+text mode")
+    p_scr.add_argument("--title", required=True, help="the product's description")
+    p_scr.add_argument("--threshold", type=float, help="P(available) below this is unusable (default: the model's)")
+    p_scr.add_argument("--model", help="a screening model directory (default: the built-in one)")
+    p_scr.add_argument("--json", action="store_true")
+    p_scr.set_defaults(func=_cmd_screen)
 
     p_srv = sub.add_parser("serve", help="the HTTP API (FastAPI + uvicorn; --ray for Ray Serve replicas)")
     p_srv.add_argument("--model", help="a checkpoint directory (default: the built-in model)")

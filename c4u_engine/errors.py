@@ -31,6 +31,14 @@ class ModelFormatError(C4UError):
     """A checkpoint or engine directory is malformed: a missing file or tensor, a shape mismatch, a pickle file."""
 
 
+class ScreeningModelError(ModelFormatError):
+    """A screening model directory is missing, malformed, or made for other inputs or classes than this version's."""
+
+
+class ProductImageError(InvalidImageError):
+    """Screening's product image is missing where the mode needs it, or cannot be read."""
+
+
 class UnsupportedModelError(ModelFormatError):
     """A checkpoint of an architecture c4u_engine does not run."""
 

@@ -161,11 +161,26 @@ def render_html(selection: Selection, images: Sequence[Image.Image | None] | Non
     parts.extend(_comparison_row(n, c, deciding) for n, c in enumerate(selection.comparisons, start=1))
     parts.append("</table>")
 
-    parts.append(f"<h2>Rejected ({len(selection.rejected)})</h2>")
-    if selection.rejected:
+    # Screened out: valid images the usability screener judged unusable (stats["screening"] lists them).
+    screening = selection.stats.get("screening") or {}
+    screened = {i: r for i, r in selection.rejected.items() if i in set(screening.get("screened_out", ()))}
+    if screening:
+        parts.append(f"<h2>Screened out as unusable ({len(screened)} of {screening.get('screened', '?')})</h2>"
+                     f'<p class="muted">usability screening ({_e(screening.get("mode", ""))}): unusable when '
+                     f"P(available) &lt; {_e(screening.get('threshold', ''))}</p>")
+        if screened:
+            parts.append("<table><tr><th>input #</th><th>creative</th><th>reason</th></tr>")
+            parts.extend(f"<tr><td>#{i}</td><td>{_thumb(images, i)}</td><td>{_e(reason)}</td></tr>"
+                         for i, reason in sorted(screened.items()))
+            parts.append("</table>")
+        else:
+            parts.append('<p class="muted">none</p>')
+    others = {i: r for i, r in selection.rejected.items() if i not in screened}
+    parts.append(f"<h2>Rejected ({len(others)})</h2>")
+    if others:
         parts.append("<table><tr><th>input #</th><th>creative</th><th>reason</th></tr>")
         parts.extend(f"<tr><td>#{i}</td><td>{_thumb(images, i)}</td><td>{_e(reason)}</td></tr>"
-                     for i, reason in sorted(selection.rejected.items()))
+                     for i, reason in sorted(others.items()))
         parts.append("</table>")
     else:
         parts.append('<p class="muted">none</p>')

@@ -1,0 +1,71 @@
+"""select(..., screen=True) on a tiny judge and a tiny screener: who is screened out, what Selection says about it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from c4u_engine.api import Engine
+from c4u_engine.data.usability import sample
+from c4u_engine.errors import InvalidInputError, ProductImageError, ScreeningModelError
+from c4u_engine.screening import Screener
+
+SAMPLES = [sample(11, i) for i in range(6)]
+PRODUCT, TITLE = SAMPLES[0].product, SAMPLES[0].text
+IMAGES = [np.asarray(s.generated) for s in SAMPLES]
+
+
+@pytest.fixture(scope="module")
+def p_available(tiny_screen_dir):
+    return Screener(tiny_screen_dir).probabilities(IMAGES, TITLE, PRODUCT)[:, 0]
+
+
+def _engine(tiny_ckpt, tiny_screen_dir, threshold):
+    return Engine(tiny_ckpt, backend="torch", screen_model=Screener(tiny_screen_dir, threshold=threshold))
+
+
+def test_the_unusable_are_rejected_with_class_and_the_rest_ranked(tiny_ckpt, tiny_screen_dir, p_available):
+    order = np.argsort(p_available)
+    threshold = float(p_available[order[1]] + p_available[order[2]]) / 2  # the two least usable fall below
+    engine = _engine(tiny_ckpt, tiny_screen_dir, threshold)
+    sel = engine.select(IMAGES, {"title": TITLE}, screen=True, product_image=PRODUCT)
+    out = {int(order[0]), int(order[1])}
+    assert set(sel.rejected) == out and set(sel.ranking) == set(range(6)) - out
+    for i in out:
+        assert sel.rejected[i].startswith("unusable: ") and "(p=" in sel.rejected[i]
+    s = sel.stats["screening"]
+    assert s["screened"] == 6 and s["screened_out"] == sorted(out) and s["batches"] == 1
+    assert s["mode"] == "image+product+text" and s["threshold"] == threshold
+    assert sel.stats["seconds"]["screen"] > 0
+    plain = engine.select(IMAGES, {"title": TITLE})
+    assert "screening" not in plain.stats and not plain.rejected and len(plain.ranking) == 6
+
+
+def test_a_duplicate_of_a_screened_out_candidate_is_rejected_too(tiny_ckpt, tiny_screen_dir, p_available):
+    worst = int(np.argmin(p_available))
+    threshold = float(np.sort(p_available)[:2].mean())
+    engine = _engine(tiny_ckpt, tiny_screen_dir, threshold)
+    sel = engine.select(IMAGES + [IMAGES[worst]], {"title": TITLE}, screen=True, product_image=PRODUCT)
+    assert set(sel.rejected) == {worst, 6} and sel.rejected[6] == sel.rejected[worst]
+    assert 6 not in sel.duplicates
+
+
+def test_all_screened_out_is_an_error_naming_the_reasons(tiny_ckpt, tiny_screen_dir):
+    engine = _engine(tiny_ckpt, tiny_screen_dir, 0.999)
+    with pytest.raises(InvalidInputError, match="unusable: "):
+        engine.select(IMAGES[:3], {"title": TITLE}, screen=True, product_image=PRODUCT)
+
+
+def test_without_product_image_screening_runs_in_its_image_text_mode(tiny_ckpt, tiny_screen_dir):
+    engine = _engine(tiny_ckpt, tiny_screen_dir, 0.01)
+    sel = engine.select(IMAGES[:3], {"title": TITLE}, screen=True)
+    assert sel.stats["screening"]["mode"] == "image+text" and len(sel.ranking) == 3
+    with pytest.raises(ProductImageError, match="needs the product image"):
+        engine.select(IMAGES[:3], {"title": TITLE}, screen=True, screen_mode="full")
+    with pytest.raises(ProductImageError):
+        engine.select(IMAGES[:3], {"title": TITLE}, screen=True, product_image=b"\x89PNG broken")
+
+
+def test_a_wrong_screen_model_fails_at_engine_construction(tiny_ckpt):
+    with pytest.raises(ScreeningModelError, match="a judge checkpoint"):
+        Engine(tiny_ckpt, backend="torch", screen_model=tiny_ckpt)
