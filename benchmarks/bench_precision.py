@@ -2,8 +2,9 @@
 
     python benchmarks/bench_precision.py [--groups 100] [--test-pairs 300] [--reps 5] [--out results.json]
 
-Per configuration (onnxruntime fp32 = the baseline; int8 with the vision tower float, quantized, or quantized but
-for its first and last layers; int8 with lm_head float; int4; fp16; torch fp32 and bf16):
+Per configuration (onnxruntime fp32 = the baseline; int8 as exported by default (the vision tower's first and last
+layers float), with all of the vision tower float, with none of it float, with lm_head float too; int4; fp16;
+torch fp32 and bf16):
 - time of an N = 8 round-robin fast selection and of a reason-mode selection (N = 4 knockout, up to 256 new
   tokens), median over --reps repetitions of 4 groups, the precisions interleaved within each repetition so that
   load on the machine falls on all of them alike; speed-up = fp32 onnxruntime time / this time;
@@ -43,12 +44,12 @@ import report  # noqa: E402
 # The two int8 variants are the measurements behind export/quantize.py's DEFAULT_FLOAT_KEPT.
 CONFIGS = {
     "onnxruntime fp32": ("onnxruntime", "fp32", "onnx", None),
-    "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", ("vision",)),
-    "onnxruntime int8 + int8 vision": ("onnxruntime", "int8", "onnx-int8-vision", ()),
-    "onnxruntime int8 - float lm_head": ("onnxruntime", "int8", "onnx-int8-lmhead", ("vision", "lm_head")),
-    "onnxruntime int8 + int8 vision blocks": ("onnxruntime", "int8", "onnx-int8-vision-blocks",
-                                              ("vision.patch_embed", "vision.merger")),
-    "onnxruntime int4": ("onnxruntime", "int4", "onnx-int4", ("vision",)),
+    "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", ("vision.patch_embed", "vision.merger")),  # default
+    "onnxruntime int8, vision float": ("onnxruntime", "int8", "onnx-int8-vision-float", ("vision",)),
+    "onnxruntime int8, all vision int8": ("onnxruntime", "int8", "onnx-int8-vision-all", ()),
+    "onnxruntime int8, lm_head float": ("onnxruntime", "int8", "onnx-int8-lmhead",
+                                        ("vision.patch_embed", "vision.merger", "lm_head")),
+    "onnxruntime int4": ("onnxruntime", "int4", "onnx-int4", ("vision.patch_embed", "vision.merger")),
     "onnxruntime fp16": ("onnxruntime", "fp16", "onnx-fp16", None),
     "torch fp32": ("torch", "fp32", None, None),
     "torch bf16": ("torch", "bf16", None, None),
@@ -187,10 +188,10 @@ def main() -> int:
     parser.add_argument("--test-pairs", type=int, default=300, help="held-out test pairs for accuracy")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--work", help="work directory (default: a temporary one); keeps exports and data")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
+    parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated subset of: " + "; ".join(CONFIGS))
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
-    labels = [c.strip() for c in args.configs.split(",") if c.strip()]
+    labels = [c.strip() for c in args.configs.split(";") if c.strip()]
     if BASELINE not in labels or any(c not in CONFIGS for c in labels):
         parser.error(f"--configs must include {BASELINE!r} and name only {list(CONFIGS)}")
     work = Path(args.work or tempfile.mkdtemp(prefix="c4u-precision-"))

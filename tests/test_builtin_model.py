@@ -65,8 +65,8 @@ def test_builtin_onnxruntime_and_torch_agree():
 
 
 def test_builtin_runs_int8_by_default_on_cpu_near_fp32():
-    """The shipped default CPU runtime is the int8 engine; fp32 stays one argument away. Bound: 0.05, about 2.5x
-    the largest |dP(A)| bench_precision.py measured over 5,600 comparisons (BENCHMARKS.md, "Precision")."""
+    """The shipped default CPU runtime is the int8 engine; fp32 stays one argument away. Bound: 0.05, about 1.8x
+    the largest |dP(A)| bench_precision.py measured over 5,600 comparisons (0.028; BENCHMARKS.md, "Precision")."""
     from c4u_engine.api import Engine, default_engine
     from c4u_engine.builtin import DEFAULT_CPU_PRECISION
 

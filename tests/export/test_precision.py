@@ -60,11 +60,13 @@ def test_each_precision_is_written_where_the_runtime_looks(ckpt):
         assert engine_dir.path == ckpt / sub and engine_dir.precision.name == precision
         assert engine_dir.dtype == "float32"
     int4 = load_engine_dir(ckpt, precision="int4").precision
-    assert int4.block_size == 32 and int4.float_kept == ("vision",) and int4.method == "onnxruntime.MatMulNBitsQuantizer"
-    # the tiny decoder has 2 layers x 7 weight MatMuls + lm_head; the vision tower stays float by default
-    assert dict(int4.quantized_ops) == {"vision": {}, "decoder": {"MatMulNBits": 15}}
+    assert int4.block_size == 32 and int4.method == "onnxruntime.MatMulNBitsQuantizer"
+    assert int4.float_kept == ("vision.patch_embed", "vision.merger")
+    # the tiny decoder: 2 layers x 7 weight MatMuls + lm_head; its vision tower: 2 blocks x 5 (qkv, proj, gate, up,
+    # down; its Gemms rewritten as MatMuls), the patch embedding and the merger kept float by default
+    assert dict(int4.quantized_ops) == {"vision": {"MatMulNBits": 10}, "decoder": {"MatMulNBits": 15}}
     int8 = load_engine_dir(ckpt, precision="int8").precision
-    assert int8.quantized_ops["decoder"]["MatMulInteger"] == 15 and int8.quantized_ops["vision"] == {}
+    assert int8.quantized_ops["decoder"]["MatMulInteger"] == 15 and int8.quantized_ops["vision"]["MatMulInteger"] == 10
 
 
 @pytest.mark.parametrize("precision", ["int8", "int4"])
@@ -85,10 +87,13 @@ def test_quantized_selection_stays_near_fp32(ckpt, images, precision):
 
 def test_float_kept_units_stay_float(ckpt, tmp_path):
     manifest = quantize_engine(ckpt / "onnx", tmp_path / "q", "int8", float_kept=("lm_head",), log=_quiet)
-    # lm_head kept: one MatMulInteger fewer in the decoder; the vision tower quantized (Gemms rewritten first)
+    # lm_head kept: one MatMulInteger fewer in the decoder; all of the vision tower quantized (Gemms rewritten first;
+    # the merger's two linear layers now too, the patch embedding is a MatMul already)
     assert manifest["precision"]["quantized_ops"]["decoder"]["MatMulInteger"] == 14
     vision_ops = op_counts(tmp_path / "q" / "vision.onnx")
-    assert vision_ops["MatMulInteger"] > 0 and vision_ops["Gemm"] == 0
+    assert vision_ops["MatMulInteger"] == 13 and vision_ops["Gemm"] == 0
+    kept = quantize_engine(ckpt / "onnx", tmp_path / "v", "int8", float_kept=("vision",), log=_quiet)
+    assert kept["precision"]["quantized_ops"]["vision"] == {} and op_counts(tmp_path / "v" / "vision.onnx")["Gemm"] > 0
     with pytest.raises(InvalidInputError, match="unknown float-kept unit"):
         quantize_engine(ckpt / "onnx", tmp_path / "r", "int8", float_kept=("everything",), log=_quiet)
     with pytest.raises(InvalidInputError, match="block_size must be one of"):
