@@ -70,7 +70,7 @@ def prepare_checkpoint(work: Path, labels: list[str]) -> Path:
     if not ckpt.exists():
         shutil.copytree(builtin_model_dir(), ckpt)
     for label in labels:
-        backend, precision, sub, kept = CONFIGS[label]
+        _, precision, sub, kept = CONFIGS[label]
         if sub is not None and not (ckpt / sub / "manifest.json").is_file():
             export_engine(ckpt, ckpt / sub, precision=precision, float_kept=kept, log=_quiet)
     return ckpt
@@ -79,7 +79,7 @@ def prepare_checkpoint(work: Path, labels: list[str]) -> Path:
 def make_engine(ckpt: Path, label: str):
     from c4u_engine.api import Engine
 
-    backend, precision, sub, _ = CONFIGS[label]
+    _, precision, sub, _ = CONFIGS[label]
     return Engine(ckpt, backend="torch", precision=precision) if sub is None else Engine(ckpt / sub)
 
 
