@@ -78,8 +78,8 @@ class OnnxRuntimeRunner(Runner):
         self.engine_dir: EngineDir = load_engine_dir(model_dir, precision=wanted, verify_hashes=verify_hashes)
         if wanted is not None and self.engine_dir.precision.name != wanted:
             raise BackendUnavailableError(
-                f"precision {wanted!r} asked for, but {self.engine_dir.path} is a {self.engine_dir.precision.name} "
-                f"engine; export one with python -m export CKPT --precision {wanted}")
+                f"precision {wanted!r} asked for, but {self.engine_dir.path} has precision "
+                f"{self.engine_dir.precision.name!r}; export one with python -m export CKPT --precision {wanted}")
         self.dtype = self._check_dtype(dtype)
         self.device = device
         cfg = self.engine_dir.config

@@ -175,7 +175,7 @@ def test_manifest_claiming_another_precision_is_refused(ckpt, tmp_path):
 def test_asking_for_a_precision_the_checkpoint_lacks(ckpt, tiny_ckpt):
     with pytest.raises(BackendUnavailableError, match=r"no exported int8 engine.*--precision int8"):
         create_runner(tiny_ckpt, precision="int8")
-    with pytest.raises(BackendUnavailableError, match="is a int8 engine"):
+    with pytest.raises(BackendUnavailableError, match="has precision .int8."):
         create_runner(ckpt / "onnx-int8", backend="onnxruntime", precision="int4")
     with pytest.raises(BackendUnavailableError, match="torch runtime runs float precisions"):
         create_runner(ckpt, backend="torch", precision="int8")
