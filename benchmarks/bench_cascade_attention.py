@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -110,24 +108,7 @@ def main(argv=None) -> int:
         return 2
 
     def timed(fn) -> float:
-        fn()  # warm-up
-        if cuda:
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(a.reps):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            return statistics.median(times)
-        times = []
-        for _ in range(a.reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return report.median_seconds(fn, a.reps, cuda_events=torch if cuda else None)
 
     ratio = a.q_heads // a.kv_heads
     itemsize = torch.empty((), dtype=getattr(torch, a.dtype)).element_size()

@@ -8,9 +8,7 @@ Prints the machine and a markdown table of medians.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +22,6 @@ import report  # noqa: E402
 
 IMG, MERGE = 151_655, 2
 
-
-def median_seconds(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def rope_reference(ids: np.ndarray, grids: np.ndarray) -> np.ndarray:
@@ -67,10 +56,10 @@ def main() -> None:
 
     np.testing.assert_array_equal(embed_merge(table, ids, images, IMG), numpy_embed())
     np.testing.assert_array_equal(mrope_position_ids(ids, grids, IMG, MERGE)[0], rope_reference(ids, grids))
-    t_np = median_seconds(numpy_embed, a.reps)
-    t_twin = median_seconds(lambda: embed_merge(table, ids, images, IMG), a.reps)
-    t_rope = median_seconds(lambda: rope_reference(ids, grids), a.reps)
-    t_mrope = median_seconds(lambda: mrope_position_ids(ids, grids, IMG, MERGE), a.reps)
+    t_np = report.median_seconds(numpy_embed, a.reps)
+    t_twin = report.median_seconds(lambda: embed_merge(table, ids, images, IMG), a.reps)
+    t_rope = report.median_seconds(lambda: rope_reference(ids, grids), a.reps)
+    t_mrope = report.median_seconds(lambda: mrope_position_ids(ids, grids, IMG, MERGE), a.reps)
     print(f"machine: {report.machine()}")
     print(f"{a.rows} rows x {ids.shape[1]} tokens (2 images of {n_img} tokens each), hidden {a.hidden}, float32")
     print(report.markdown_table(["op", "today's numpy ms", "CPU twin ms", "speedup"], [

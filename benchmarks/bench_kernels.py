@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,24 +40,7 @@ def main(argv=None) -> int:
     dev = torch.device(a.device)
 
     def timed(fn) -> float:
-        fn()
-        if not cuda:
-            times = []
-            for _ in range(a.reps):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            return statistics.median(times)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(a.reps):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e) / 1e3)
-        return statistics.median(times)
+        return report.median_seconds(fn, a.reps, cuda_events=torch if cuda else None)
 
     # A comparison round of Qwen2.5-VL-7B's one layer: 64 rows x ~1,300 slots, 4 KV heads x 128, bf16.
     rows, slots, heads, dim, bs = (8, 100, 2, 64, 16) if a.small else (64, 1300, 4, 128, 16)

@@ -9,9 +9,7 @@ about 300 slots. Prints the machine and a markdown table of medians.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +20,6 @@ from c4u_engine.ops.dispatch import emulated_why_not
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402
 
-
-def median_seconds(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -89,15 +78,15 @@ def main() -> None:
 
     mb = 2 * a.layers * int(lens.sum()) * a.heads * a.head_dim * 4 / 1e6
     rows = []
-    t_stack = median_seconds(contiguous_stack, a.reps)
-    t_gather = median_seconds(gather, a.reps)
-    t_append = median_seconds(append, a.reps)
+    t_stack = report.median_seconds(contiguous_stack, a.reps)
+    t_gather = report.median_seconds(gather, a.reps)
+    t_append = report.median_seconds(append, a.reps)
     rows.append(["contiguous fork (numpy stack)", f"{t_stack * 1e3:.2f}", f"{mb / t_stack / 1e3:.1f}", "1.0x"])
     rows.append(["paged gather, CPU twin", f"{t_gather * 1e3:.2f}", f"{mb / t_gather / 1e3:.1f}",
                  f"{t_stack / t_gather:.1f}x"])
     rows.append(["paged append, CPU twin", f"{t_append * 1e3:.2f}", f"{mb / t_append / 1e3:.1f}", ""])
     if emulated_why_not() is None:
-        t_emu = median_seconds(lambda: gather("emulated"), max(1, a.reps // 10))
+        t_emu = report.median_seconds(lambda: gather("emulated"), max(1, a.reps // 10))
         rows.append(["paged gather, CUDA source under the SIMT emulator", f"{t_emu * 1e3:.1f}",
                      f"{mb / t_emu / 1e3:.2f}", f"{t_stack / t_emu:.3f}x"])
     print(f"machine: {report.machine()}")

@@ -7,9 +7,7 @@ Prints the machine and a markdown table of medians.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +19,6 @@ from c4u_engine.ops.sampling import sample
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402
 
-
-def median_seconds(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -44,11 +33,11 @@ def main() -> None:
               SamplingParams(do_sample=True, temperature=0.7, top_k=50, top_p=0.9, seed=0))]
     rows = []
     for name, kwargs, params in cases:
-        t_numpy = median_seconds(lambda: Sampler(params)(logits), a.reps)
-        t_twin = median_seconds(lambda: sample(logits, seed=1, offsets=np.arange(a.rows), **kwargs), a.reps)
+        t_numpy = report.median_seconds(lambda: Sampler(params)(logits), a.reps)
+        t_twin = report.median_seconds(lambda: sample(logits, seed=1, offsets=np.arange(a.rows), **kwargs), a.reps)
         row = [name, f"{t_numpy * 1e3:.1f}", f"{t_twin * 1e3:.1f}", f"{t_numpy / t_twin:.1f}x"]
         if emulated_why_not() is None:
-            t_emu = median_seconds(lambda: sample(logits, seed=1, device="emulated", **kwargs), 1)
+            t_emu = report.median_seconds(lambda: sample(logits, seed=1, device="emulated", **kwargs), 1)
             row.append(f"{t_emu * 1e3:.0f}")
         rows.append(row)
     print(f"machine: {report.machine()}")
