@@ -12,22 +12,9 @@ import pytest
 
 from c4u_engine.errors import KernelArgumentError
 from c4u_engine.ops import cascade_attention
-from tests.ops.test_paged_kv import TARGETS, make, sentinel
+from tests.ops.test_paged_kv import make, sentinel
 
 EPS = {"float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
-
-
-@pytest.fixture(params=TARGETS)
-def device(request):
-    name, _, order = request.param.partition(":")
-    if name != "emulated":
-        yield name
-        return
-    from c4u_engine.ops.dispatch import emulated_module
-
-    emulated_module().set_schedule(order, 3)
-    yield name
-    emulated_module().set_schedule("forward", 0)
 
 
 def to_f32(x) -> np.ndarray:

@@ -10,30 +10,11 @@ import pytest
 from c4u_engine.errors import KernelArgumentError
 from c4u_engine.models.config import ModelConfig
 from c4u_engine.models.rope import mrope_position_ids as reference_positions
-from c4u_engine.ops.dispatch import emulated_module, emulated_why_not
 from c4u_engine.ops.embed_merge import embed_merge
 from c4u_engine.ops.mrope import mrope_position_ids
 
 IMG = 7  # image-pad token id in these tests
 MERGE = 2
-_NO_EMULATOR = pytest.mark.skipif(emulated_why_not() is not None, reason=f"{emulated_why_not()}")
-TARGETS = [
-    "cpu",
-    pytest.param("emulated:forward", marks=_NO_EMULATOR),
-    pytest.param("emulated:reverse", marks=_NO_EMULATOR),
-    pytest.param("emulated:shuffled", marks=_NO_EMULATOR),
-    pytest.param("cuda", marks=pytest.mark.cuda),
-]
-
-
-@pytest.fixture(params=TARGETS)
-def device(request):
-    name, _, order = request.param.partition(":")
-    if name == "emulated":
-        emulated_module().set_schedule(order, 5)
-    yield name
-    if name == "emulated":
-        emulated_module().set_schedule("forward", 0)
 
 
 def prompt_batch(seed: int, pad: str):

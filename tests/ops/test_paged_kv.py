@@ -10,32 +10,6 @@ import pytest
 
 from c4u_engine.errors import KernelArgumentError
 from c4u_engine.ops import paged_kv
-from c4u_engine.ops.dispatch import emulated_why_not
-
-_NO_EMULATOR = pytest.mark.skipif(emulated_why_not() is not None, reason=f"{emulated_why_not()}")
-# "emulated:<order>" runs the CUDA source under the SIMT emulator with that thread order.
-TARGETS = [
-    "cpu",
-    pytest.param("emulated:forward", marks=_NO_EMULATOR),
-    pytest.param("emulated:reverse", marks=_NO_EMULATOR),
-    pytest.param("emulated:shuffled", marks=_NO_EMULATOR),
-    pytest.param("cuda", marks=pytest.mark.cuda),
-]
-
-
-@pytest.fixture(params=TARGETS)
-def device(request):
-    """The device to pass to ops.paged_kv; for the emulator, its schedule is set for the test."""
-    name, _, order = request.param.partition(":")
-    if name != "emulated":
-        yield name
-        return
-    from c4u_engine.ops.dispatch import emulated_module
-
-    emulated_module().set_schedule(order, 3)
-    yield name
-    emulated_module().set_schedule("forward", 0)
-
 
 # (kv_heads, head_dim, block_size, seq_lens, append_lens): lengths around block edges, empty rows, odd batches.
 SHAPES = [
