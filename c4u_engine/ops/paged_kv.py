@@ -62,6 +62,24 @@ def _check_data(op: str, name: str, value: Any, shape: tuple[int, ...] | None, d
     return d
 
 
+def _row_pair(op: str, names: tuple[str, str, str], keys: Any, values: Any, pool: _Data, batch: int
+              ) -> tuple[_Data, _Data]:
+    """Per-row K and V [batch, kv_heads, length, head_dim] matching the pools' heads, head_dim, dtype and device.
+    names: the K argument's, the V argument's and the length's names, for the messages."""
+    k_name, v_name, length = names
+    heads, head_dim = pool.shape[1], pool.shape[3]
+    dk = _check_data(op, k_name, keys, None, pool.dtype)
+    if len(dk.shape) != 4 or dk.shape[0] != batch or dk.shape[1] != heads or dk.shape[3] != head_dim:
+        raise KernelArgumentError(
+            f"{op}: {k_name} must be [batch={batch}, kv_heads={heads}, {length}, head_dim={head_dim}], got {dk.shape}"
+        )
+    dv = _check_data(op, v_name, values, dk.shape, pool.dtype)
+    for name, d in ((k_name, dk), (v_name, dv)):
+        if d.device != pool.device:
+            raise KernelArgumentError(f"{op}: {name} is on {d.device}, the pools on {pool.device}")
+    return dk, dv
+
+
 def _pools(op: str, pool_k: Any, pool_v: Any) -> tuple[_Data, _Data]:
     k = _check_data(op, "pool_k", pool_k, None, None)
     if len(k.shape) != 4:
@@ -144,7 +162,7 @@ def append(pool_k, pool_v, block_tables, seq_lens, append_lens, src_k, src_v, sr
     op = "paged_kv.append"
     k, v = _pools(op, pool_k, pool_v)
     device = _device(op, device, k)
-    num_blocks, heads, block_size, head_dim = k.shape
+    num_blocks, _, block_size, _ = k.shape
     tables = _int32_2d(op, block_tables)
     batch, max_blocks = tables.shape
     seq_lens = _int32(op, "seq_lens", seq_lens, (batch,))
@@ -153,15 +171,7 @@ def append(pool_k, pool_v, block_tables, seq_lens, append_lens, src_k, src_v, sr
     for name, arr in (("seq_lens", seq_lens), ("append_lens", append_lens), ("src_start", src_start)):
         if batch and arr.min() < 0:
             raise KernelArgumentError(f"{op}: {name} must be >= 0, got {arr.tolist()}")
-    sk = _check_data(op, "src_k", src_k, None, k.dtype)
-    if len(sk.shape) != 4 or sk.shape[0] != batch or sk.shape[1] != heads or sk.shape[3] != head_dim:
-        raise KernelArgumentError(
-            f"{op}: src_k must be [batch={batch}, kv_heads={heads}, src_len, head_dim={head_dim}], got {sk.shape}"
-        )
-    sv = _check_data(op, "src_v", src_v, sk.shape, k.dtype)
-    for name, d in (("src_k", sk), ("src_v", sv)):
-        if d.device != k.device:
-            raise KernelArgumentError(f"{op}: {name} is on {d.device}, the pools on {k.device}")
+    sk, sv = _row_pair(op, ("src_k", "src_v", "src_len"), src_k, src_v, k, batch)
     src_len = sk.shape[2]
     if batch and (src_start.astype(np.int64) + append_lens).max() > src_len:
         raise KernelArgumentError(f"{op}: src_start + append_lens exceeds src_len {src_len}")
@@ -214,21 +224,13 @@ def gather(pool_k, pool_v, block_tables, seq_lens, out_k, out_v, *, device=None)
     op = "paged_kv.gather"
     k, v = _pools(op, pool_k, pool_v)
     device = _device(op, device, k)
-    num_blocks, heads, block_size, head_dim = k.shape
+    num_blocks, _, block_size, _ = k.shape
     tables = _int32_2d(op, block_tables)
     batch, max_blocks = tables.shape
     seq_lens = _int32(op, "seq_lens", seq_lens, (batch,))
     if batch and seq_lens.min() < 0:
         raise KernelArgumentError(f"{op}: seq_lens must be >= 0, got {seq_lens.tolist()}")
-    ok = _check_data(op, "out_k", out_k, None, k.dtype)
-    if len(ok.shape) != 4 or ok.shape[0] != batch or ok.shape[1] != heads or ok.shape[3] != head_dim:
-        raise KernelArgumentError(
-            f"{op}: out_k must be [batch={batch}, kv_heads={heads}, out_len, head_dim={head_dim}], got {ok.shape}"
-        )
-    ov = _check_data(op, "out_v", out_v, ok.shape, k.dtype)
-    for name, d in (("out_k", ok), ("out_v", ov)):
-        if d.device != k.device:
-            raise KernelArgumentError(f"{op}: {name} is on {d.device}, the pools on {k.device}")
+    ok, ov = _row_pair(op, ("out_k", "out_v", "out_len"), out_k, out_v, k, batch)
     out_len = ok.shape[2]
     if batch and seq_lens.max() > out_len:
         raise KernelArgumentError(f"{op}: seq_lens {seq_lens.tolist()} exceed out_len {out_len}")
