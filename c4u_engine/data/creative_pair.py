@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,9 +136,9 @@ def _unique_ids(records: list) -> None:
         seen[record.id] = record.source
 
 
-def _parse_file(path: Path, build: Any, check_files: bool) -> list:
-    records = []
-    root = path.parent
+def jsonl_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, "path:line", object) for each non-blank line of a JSONL file; InvalidInputError naming the
+    file and line for a line that is not a JSON object."""
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -150,8 +150,11 @@ def _parse_file(path: Path, build: Any, check_files: bool) -> list:
                 raise InvalidInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             if not isinstance(obj, dict):
                 raise InvalidInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            records.append(build(obj, where, root, check_files))
-    return records
+            yield number, where, obj
+
+
+def _parse_file(path: Path, build: Any, check_files: bool) -> list:
+    return [build(obj, where, path.parent, check_files) for _, where, obj in jsonl_objects(path)]
 
 
 def _field(obj: dict, name: str, where: str, kind: type | tuple[type, ...], required: bool = True) -> Any:

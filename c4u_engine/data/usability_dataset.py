@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from c4u_engine.data.creative_pair import jsonl_objects
 from c4u_engine.data.usability import CLASSES, sample
 from c4u_engine.errors import InvalidInputError
 
@@ -72,29 +73,19 @@ def load_usability(root: str | os.PathLike[str], split: str = "train", *,
         have = sorted(p.stem for p in root.glob("*.jsonl")) if root.is_dir() else []
         raise InvalidInputError(f"no usability split {split!r} in {root} (no {path.name}; splits found: {have})")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{where}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InvalidInputError(f"{where}: expected a JSON object")
-            label, text = obj.get("label"), obj.get("text")
-            if label not in CLASSES:
-                raise InvalidInputError(f"{where}: field 'label'={label!r}; valid labels: {CLASSES}")
-            if not isinstance(text, str):
-                raise InvalidInputError(f"{where}: field 'text' must be a string")
-            difficulty = obj.get("difficulty")
-            if difficulty is not None and not isinstance(difficulty, (int, float)):
-                raise InvalidInputError(f"{where}: field 'difficulty' must be a number")
-            records.append(UsabilityRecord(
-                id=str(obj.get("id", f"{split}:{n}")),
-                generated=_image_path(root, obj.get("generated"), where, "generated", check_files),
-                product=_image_path(root, obj.get("product"), where, "product", check_files),
-                text=text, label=label, difficulty=None if difficulty is None else float(difficulty),
-                meta=obj.get("meta")))
+    for n, where, obj in jsonl_objects(path):
+        label, text = obj.get("label"), obj.get("text")
+        if label not in CLASSES:
+            raise InvalidInputError(f"{where}: field 'label'={label!r}; valid labels: {CLASSES}")
+        if not isinstance(text, str):
+            raise InvalidInputError(f"{where}: field 'text' must be a string")
+        difficulty = obj.get("difficulty")
+        if difficulty is not None and not isinstance(difficulty, (int, float)):
+            raise InvalidInputError(f"{where}: field 'difficulty' must be a number")
+        records.append(UsabilityRecord(
+            id=str(obj.get("id", f"{split}:{n}")),
+            generated=_image_path(root, obj.get("generated"), where, "generated", check_files),
+            product=_image_path(root, obj.get("product"), where, "product", check_files),
+            text=text, label=label, difficulty=None if difficulty is None else float(difficulty),
+            meta=obj.get("meta")))
     return records
