@@ -4,7 +4,6 @@ rewrite and the precision plumbing (Engine, create_runner, CLI) behave."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from engine_files import edit_manifest
 from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine
@@ -131,34 +131,27 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _edit(engine_dir: Path, edit) -> None:
-    path = engine_dir / "manifest.json"
-    manifest = json.loads(path.read_text())
-    edit(manifest)
-    path.write_text(json.dumps(manifest))
-
-
 def test_manifest_claiming_another_precision_is_refused(ckpt, tmp_path):
     float_dir = _copy(ckpt / "onnx", tmp_path / "float")
-    _edit(float_dir, lambda m: m.update(precision={"name": "int8", "method": "x", "block_size": None,
+    edit_manifest(float_dir, lambda m: m.update(precision={"name": "int8", "method": "x", "block_size": None,
                                                    "float_kept": [], "quantized_ops": {
                                                        "vision": {}, "decoder": {"MatMulInteger": 15}}}))
     with pytest.raises(EngineArtifactError, match=r"claims precision 'int8'.*holds none"):
         load_engine_dir(float_dir)
 
     int8_dir = _copy(ckpt / "onnx-int8", tmp_path / "int8")
-    _edit(int8_dir, lambda m: m.pop("precision"))  # now it says fp32 (the dtype's precision) over int8 graphs
+    edit_manifest(int8_dir, lambda m: m.pop("precision"))  # now it says fp32 (the dtype's precision) over int8 graphs
     with pytest.raises(EngineArtifactError, match=r"claims precision 'fp32'.*MatMulInteger"):
         load_engine_dir(int8_dir)
 
     swapped = _copy(ckpt / "onnx-int8", tmp_path / "swapped")  # an fp32 decoder under the int8 manifest, rehashed
     shutil.copyfile(ckpt / "onnx" / "decoder.onnx", swapped / "decoder.onnx")
-    _edit(swapped, lambda m: m["graphs"]["decoder"].update(sha256=onnx_sha256(swapped / "decoder.onnx")))
+    edit_manifest(swapped, lambda m: m["graphs"]["decoder"].update(sha256=onnx_sha256(swapped / "decoder.onnx")))
     with pytest.raises(EngineArtifactError, match=r"claims precision 'int8'.*decoder"):
         load_engine_dir(swapped)
 
     empty = _copy(ckpt / "onnx", tmp_path / "empty")  # an int8 claim with an empty census
-    _edit(empty, lambda m: m.update(precision={"name": "int8", "quantized_ops": {"vision": {}, "decoder": {}}}))
+    edit_manifest(empty, lambda m: m.update(precision={"name": "int8", "quantized_ops": {"vision": {}, "decoder": {}}}))
     with pytest.raises(EngineArtifactError, match="no graph has a MatMulInteger"):
         load_engine_dir(empty)
 
@@ -167,7 +160,7 @@ def test_manifest_claiming_another_precision_is_refused(ckpt, tmp_path):
                        ({"name": "int4", "block_size": None, "quantized_ops": {}}, "block_size"),
                        ({"name": "int8", "quantized_ops": {"decoder": {}}}, "census for each graph")):
         target = _copy(ckpt / "onnx", tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
-        _edit(target, lambda m, bad=bad: m.update(precision=bad))
+        edit_manifest(target, lambda m, bad=bad: m.update(precision=bad))
         with pytest.raises(EngineArtifactError, match=match):
             load_engine_dir(target)
 

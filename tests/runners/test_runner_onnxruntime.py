@@ -16,6 +16,7 @@ import torch
 
 sys.path.append(str(Path(__file__).resolve().parents[2]))  # `import export` (a repo-level package, not installed)
 
+from engine_files import edit_manifest  # noqa: E402
 from tiny_checkpoint import make_test_image  # noqa: E402
 
 from c4u_engine.api import Engine  # noqa: E402
@@ -220,12 +221,6 @@ def engine_copy(ckpt_with_export, tmp_path):
     return copy
 
 
-def _edit_manifest(path: Path, edit) -> None:
-    manifest = json.loads((path / "manifest.json").read_text())
-    edit(manifest)
-    (path / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_refuses_a_missing_file(engine_copy):
     (engine_copy / "tokenizer.json").unlink()
     with pytest.raises(EngineArtifactError, match="tokenizer.json.*missing"):
@@ -248,7 +243,7 @@ def test_refuses_a_changed_byte(engine_copy, file):
 
 
 def test_refuses_another_exporter_format_version(engine_copy):
-    _edit_manifest(engine_copy, lambda m: m.update(format_version=99))
+    edit_manifest(engine_copy, lambda m: m.update(format_version=99))
     with pytest.raises(EngineArtifactError, match="format version 99"):
         OnnxRuntimeRunner(engine_copy)
 
@@ -257,7 +252,7 @@ def test_refuses_a_manifest_that_does_not_match_the_graph(engine_copy):
     def widen(manifest):
         manifest["graphs"]["decoder"]["inputs"][0]["shape"] = ["batch", "seq", 65]
 
-    _edit_manifest(engine_copy, widen)
+    edit_manifest(engine_copy, widen)
     with pytest.raises(EngineArtifactError, match=r"decoder.onnx: graph input inputs_embeds float32\[batch, seq, 64\]"):
         OnnxRuntimeRunner(engine_copy)
 
@@ -266,7 +261,7 @@ def test_refuses_a_manifest_that_breaks_the_runner_contract(engine_copy):
     def rename(manifest):
         manifest["graphs"]["decoder"]["outputs"][1]["name"] = "key_cache_0"
 
-    _edit_manifest(engine_copy, rename)
+    edit_manifest(engine_copy, rename)
     with pytest.raises(EngineArtifactError, match="present_key_0"):
         OnnxRuntimeRunner(engine_copy)
 
