@@ -24,6 +24,7 @@ units and the census of quantization operators per graph, which the runtime chec
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import sys
@@ -38,9 +39,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from c4u_engine.errors import BackendUnavailableError, InvalidInputError
-from c4u_engine.runners.engine_dir import GRAPH_NAMES, MANIFEST_FILE, load_engine_dir, read_manifest
+from c4u_engine.runners.engine_dir import GRAPH_NAMES, MANIFEST_FILE, load_engine_dir
 from c4u_engine.runners.precision import QUANT_OPS, QUANTIZED, PrecisionEntry
 
+from export.build_tensorrt import onnx_sha256
 from export.manifest import write_manifest
 
 INT4_BLOCK_SIZES = (32, 64, 128)
@@ -91,7 +93,7 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
         raise InvalidInputError(f"the quantized engine needs its own directory, not {src_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    manifest = read_manifest(src_dir / MANIFEST_FILE)
+    manifest = copy.deepcopy(src.manifest)  # the checked source manifest, rewritten for the new engine
 
     census: dict[str, dict[str, int]] = {}
     for name in GRAPH_NAMES:
@@ -117,8 +119,6 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
         structure = onnx.load(str(out_dir / entry["file"]), load_external_data=False)
         entry["external_data"] = sorted({e.value for t in structure.graph.initializer for e in t.external_data
                                          if e.key == "location"})
-        from export.build_tensorrt import onnx_sha256
-
         entry["sha256"] = onnx_sha256(out_dir / entry["file"])
 
     for name in (*manifest["files"], manifest["embeddings"]["file"]):
