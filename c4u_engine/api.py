@@ -33,8 +33,8 @@ class Engine:
     device: "cpu" or "cuda[:N]"; dtype: None (float32 on CPU, the checkpoint's dtype on CUDA), "float32",
     "bfloat16" or "float16". precision: None or "fp32" | "fp16" | "bf16" | "int8" | "int4": a float precision is
     its dtype; int8 / int4 run the checkpoint's quantized onnxruntime engine (python -m export CKPT --precision
-    int8). None on the built-in model on CPU is its measured default (builtin.DEFAULT_CPU_PRECISION). prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the
-    checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
+    int8; the built-in model ships one). int8 results depend slightly on batch composition (README "Precision").
+    prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
     Engine(path, prefix_cache_bytes=0, max_queued_requests=64). screen_model: the usability screener used by
     select(..., screen=True): a screening model directory or a c4u_engine.screening.Screener (default: the built-in
     one, loaded on first use).
@@ -59,10 +59,6 @@ class Engine:
         if screen_model is not None:
             self.screener  # a wrong screening model directory fails here, naming the problem
         self.prompt = prompt_template(prompt, self.model_dir)
-        if precision is None and dtype is None and device == "cpu" and backend in ("auto", "onnxruntime"):
-            from c4u_engine.builtin import default_cpu_precision
-
-            precision = default_cpu_precision(self.model_dir)
         self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision)
         self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
         self.answer = AnswerTokens.resolve(

@@ -8,9 +8,11 @@ from pathlib import Path
 from c4u_engine.errors import ModelFormatError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_model"
-# The built-in model's CPU runtime when no precision is asked for: int8 kept its held-out accuracy and pick agreement
-# within the bounds of the precision issue while running selections faster (BENCHMARKS.md, "Precision").
-DEFAULT_CPU_PRECISION = "int8"
+# Quantized engines shipped beside the fp32 one (onnx/), for Engine(builtin_model_dir(), precision="int8"). Not the
+# default: dynamic int8 quantizes each batch's activations with one scale, so a comparison's P(A) depends on what
+# else is in its batch (up to 0.021, benchmarks/bench_batch_invariance.py); fp32 gives every request the same answer
+# whatever runs beside it (BENCHMARKS.md, "Batch invariance").
+SHIPPED_QUANTIZED = ("int8",)
 
 
 def builtin_model_dir() -> Path:
@@ -22,16 +24,3 @@ def builtin_model_dir() -> Path:
         )
     return BUILTIN_DIR
 
-
-def default_cpu_precision(model_dir: Path) -> str | None:
-    """The precision to run `model_dir` in on CPU when none is asked for: the built-in model's default when
-    model_dir is the built-in model and this installation has that engine, else None (the runner's default)."""
-    from c4u_engine.runners.engine_dir import MANIFEST_FILE, engine_subdir
-
-    try:
-        builtin = Path(model_dir).resolve() == BUILTIN_DIR
-    except OSError:
-        return None
-    if builtin and (BUILTIN_DIR / engine_subdir(DEFAULT_CPU_PRECISION) / MANIFEST_FILE).is_file():
-        return DEFAULT_CPU_PRECISION
-    return None

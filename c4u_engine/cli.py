@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from c4u_engine.errors import C4UError
-from c4u_engine.builtin import DEFAULT_CPU_PRECISION
 from c4u_engine.runners import BACKENDS
 from c4u_engine.runners.precision import PRECISIONS
 from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
@@ -203,8 +202,8 @@ def _profile_text(profile) -> str:
     return f"{profile.title} | queries: {queries}" + (f" | {profile.extra}" if profile.extra else "")
 
 
-PRECISION_HELP = (f"default: {DEFAULT_CPU_PRECISION} for the built-in model on CPU (measured: BENCHMARKS.md), "
-                  f"the checkpoint's dtype otherwise; int8/int4 need python -m export CKPT --precision P")
+PRECISION_HELP = ("default: the checkpoint's dtype (fp32 on CPU); the built-in model also ships int8 (faster, "
+                  "BENCHMARKS.md); int8/int4 need python -m export CKPT --precision P")
 
 
 def build_parser() -> argparse.ArgumentParser:

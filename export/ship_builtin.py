@@ -5,8 +5,7 @@
         [--notes NOTES.md]
 
 Copies the Hugging Face layout files (safetensors only), exports the ONNX graphs into DEST/onnx and the built-in
-model's default CPU precision (c4u_engine.builtin.DEFAULT_CPU_PRECISION) into DEST/onnx-<precision> (the CPU
-runtime, so `c4u_engine.select` needs no torch), and writes DEST/MODEL_CARD.md from the evaluation reports that
+model's quantized engines (c4u_engine.builtin.SHIPPED_QUANTIZED) into DEST/onnx-<precision> (the CPU runtime, so `c4u_engine.select` needs no torch), and writes DEST/MODEL_CARD.md from the evaluation reports that
 `python -m c4u_engine.train eval --json` wrote. Refuses a checkpoint holding pickle files.
 """
 
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notes", help="a Markdown file appended to the card (status, history, findings)")
     args = p.parse_args(argv)
     try:
-        from c4u_engine.builtin import DEFAULT_CPU_PRECISION
+        from c4u_engine.builtin import SHIPPED_QUANTIZED
         from export.onnx_export import export_engine
 
         src, dest = Path(args.ckpt), Path(args.dest)
@@ -140,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         reports = {name: _read_report(path) for name, path in rows if path}
         copy_checkpoint(src, dest)
         export_engine(dest)
-        if DEFAULT_CPU_PRECISION != "fp32":
-            export_engine(dest, precision=DEFAULT_CPU_PRECISION)
+        for precision in SHIPPED_QUANTIZED:
+            export_engine(dest, precision=precision)
         card = model_card(dest, reports, args.recipe) + ("\n" + notes if notes else "")
         (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         print(f"shipped {src} -> {dest}")

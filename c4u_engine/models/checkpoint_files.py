@@ -14,7 +14,6 @@ package's module names:
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 

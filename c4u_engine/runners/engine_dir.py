@@ -37,7 +37,6 @@ for the model type) that names the file and the problem.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
