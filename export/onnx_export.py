@@ -182,17 +182,18 @@ def export_engine(
 
 def _export_quantized(ckpt_dir: Path, out_dir: str | Path | None, precision: str, block_size: int | None,
                       float_kept: Sequence[str] | None, log: Callable[[str], None], **options: Any) -> ExportResult:
-    from export.quantize import DEFAULT_FLOAT_KEPT, check_quantizable, quantize_engine
+    from export.quantize import DEFAULT_FLOAT_KEPT, check_options, check_quantizable, quantize_engine
 
     started = time.perf_counter()
-    check_quantizable(precision)  # before minutes of tracing
+    float_kept = DEFAULT_FLOAT_KEPT if float_kept is None else float_kept
+    check_options(precision, block_size, float_kept)  # before minutes of tracing
+    check_quantizable(precision)
     out = Path(out_dir) if out_dir is not None else ckpt_dir / engine_subdir(precision)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-fp32-") as tmp:
         base = export_engine(ckpt_dir, tmp, dtype="float32", log=log, **options)
         t0 = time.perf_counter()
-        manifest = quantize_engine(tmp, out, precision, block_size=block_size,
-                                   float_kept=DEFAULT_FLOAT_KEPT if float_kept is None else float_kept, log=log)
+        manifest = quantize_engine(tmp, out, precision, block_size=block_size, float_kept=float_kept, log=log)
     seconds = {**{k: v for k, v in base.seconds.items() if k != "total"}, "quantize": time.perf_counter() - t0,
                "total": time.perf_counter() - started}
     log(f"[export] wrote {out} ({precision}) in {seconds['total']:.1f} s")

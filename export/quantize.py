@@ -74,17 +74,7 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
                     ) -> dict[str, Any]:
     """Write a `precision` (int8 | int4) copy of the fp32 engine directory src_dir into out_dir; returns the
     manifest. The source is loaded and checked first (hashes included); out_dir's manifest is written last."""
-    if precision not in QUANTIZED:
-        raise InvalidInputError(f"quantize_engine makes {' or '.join(QUANTIZED)} engines, not {precision!r}")
-    if precision == "int4":
-        block_size = DEFAULT_INT4_BLOCK if block_size is None else block_size
-        if block_size not in INT4_BLOCK_SIZES:
-            raise InvalidInputError(f"int4 block_size must be one of {INT4_BLOCK_SIZES}, got {block_size!r}")
-    elif block_size is not None:
-        raise InvalidInputError("block_size applies to int4 only (int8 is per channel)")
-    unknown = [u for u in float_kept if u not in FLOAT_UNITS]
-    if unknown:
-        raise InvalidInputError(f"unknown float-kept unit(s) {unknown}; valid: {sorted(FLOAT_UNITS)}")
+    block_size = check_options(precision, block_size, float_kept)
     src = load_engine_dir(src_dir)
     if src.precision.name != "fp32":
         raise InvalidInputError(f"{src.path}: quantizing needs an fp32 engine, this one is {src.precision.name}")
@@ -130,6 +120,23 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
     write_manifest(out_dir, manifest)
     load_engine_dir(out_dir)  # the runtime's own checks on what was just written
     return manifest
+
+
+def check_options(precision: str, block_size: int | None, float_kept: Sequence[str]) -> int | None:
+    """InvalidInputError for options quantize_engine cannot take (checked before minutes of export); returns the
+    block size to use (int4's default when None)."""
+    if precision not in QUANTIZED:
+        raise InvalidInputError(f"quantize_engine makes {' or '.join(QUANTIZED)} engines, not {precision!r}")
+    if precision == "int4":
+        block_size = DEFAULT_INT4_BLOCK if block_size is None else block_size
+        if block_size not in INT4_BLOCK_SIZES:
+            raise InvalidInputError(f"int4 block_size must be one of {INT4_BLOCK_SIZES}, got {block_size!r}")
+    elif block_size is not None:
+        raise InvalidInputError("block_size applies to int4 only (int8 is per channel)")
+    unknown = [u for u in float_kept if u not in FLOAT_UNITS]
+    if unknown:
+        raise InvalidInputError(f"unknown float-kept unit(s) {unknown}; valid: {sorted(FLOAT_UNITS)}")
+    return block_size
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:

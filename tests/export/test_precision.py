@@ -249,3 +249,14 @@ def test_concurrency_and_tiny_budgets_fp32_exact_int8_within_its_bound(ckpt, mod
                 assert [(c.first, c.second) for c in g.comparisons] == [(c.first, c.second) for c in ref.comparisons]
                 assert max(abs(a.prob_a - b.prob_a) for a, b in zip(g.comparisons, ref.comparisons)) <= \
                     DRIFT_BOUND["int8"]
+
+
+def test_export_command_line_refuses_contradicting_options(ckpt, tmp_path, capsys):
+    from export.__main__ import main
+
+    assert main([str(ckpt), "--out", str(tmp_path / "x"), "--precision", "int8", "--dtype", "float32"]) == 2
+    assert "--dtype float32 and --precision int8 disagree" in capsys.readouterr().err
+    assert main([str(ckpt), "--out", str(tmp_path / "y"), "--precision", "fp32", "--block-size", "32"]) == 2
+    assert "apply to int8 / int4 exports only" in capsys.readouterr().err
+    assert main([str(ckpt), "--out", str(tmp_path / "z"), "--precision", "int8", "--keep-float", "everything"]) == 2
+    assert "unknown float-kept unit" in capsys.readouterr().err
