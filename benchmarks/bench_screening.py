@@ -51,16 +51,18 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - t0, sel
 
     run(False), run(True)  # warm-up: sessions, allocator, the screener's graph
-    plain, screened, stage = [], [], []
+    plain, screened, stage, wait = [], [], [], []
     for _ in range(args.reps):
         t, a = run(False)
         plain.append(t)
         t, b = run(True)
         screened.append(t)
         stage.append(b.stats["seconds"]["screen"])
+        wait.append(b.stats["seconds"]["screen_wait"])
         assert a.ranking == b.ranking and not b.rejected, "screening changed the judged work"
     row = {"n": args.n, "comparisons": len(a.comparisons), "select_s": statistics.median(plain),
            "select_with_screening_s": statistics.median(screened), "screen_stage_s": statistics.median(stage),
+           "screen_wait_s": statistics.median(wait),
            "reps": args.reps, "backend": engine.backend, "machine": report.machine()}
     row["added"] = row["select_with_screening_s"] / row["select_s"] - 1
     row["stage_share"] = row["screen_stage_s"] / row["select_s"]
@@ -68,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.reps} alternating runs\n")
     print(report.markdown_table(
         ["N", "comparisons", "select (s)", "select + screening (s)", "added", "screening stage (s)",
-         "stage / select"],
+         "stage / select", "caller waited for it (s)"],
         [[row["n"], row["comparisons"], f"{row['select_s']:.3f}", f"{row['select_with_screening_s']:.3f}",
-          f"{100 * row['added']:+.1f}%", f"{row['screen_stage_s']:.4f}", f"{100 * row['stage_share']:.1f}%"]]))
+          f"{100 * row['added']:+.1f}%", f"{row['screen_stage_s']:.4f}", f"{100 * row['stage_share']:.1f}%",
+          f"{row['screen_wait_s']:.4f}"]]))
     if args.out:
         Path(args.out).write_text(json.dumps(row, indent=2) + "\n")
     return 0

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from c4u_engine.comparison import JUDGE_MODES, Comparison
 from c4u_engine.engine.config import EngineConfig, check_seconds
-from c4u_engine.errors import C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError
+from c4u_engine.errors import (C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError,
+                               RequestCancelledError)
 from c4u_engine.profile import Profile
 from c4u_engine.runners import BACKENDS
 from c4u_engine.selection.policy import PairPolicy, SelectionPolicy, check_mode, check_strategy
@@ -56,6 +58,8 @@ class Engine:
         self.config = (config or EngineConfig()).replace(**settings)
         self.model_dir = Path(model_dir)
         self._screen_model, self._screener, self._screener_lock = screen_model, None, threading.Lock()
+        self._screen_pool: ThreadPoolExecutor | None = None
+        self._closed = False
         if screen_model is not None:
             self.screener  # a wrong screening model directory fails here, naming the problem
         self.prompt = prompt_template(prompt, self.model_dir)
@@ -114,6 +118,10 @@ class Engine:
     def close(self) -> None:
         """Stop the scheduler: requests still queued or running fail with RequestCancelledError."""
         self._scheduler.close()
+        with self._screener_lock:
+            self._closed = True
+            if self._screen_pool is not None:
+                self._screen_pool.shutdown(wait=False)
 
     def __enter__(self) -> "Engine":
         return self
@@ -131,6 +139,17 @@ class Engine:
                 source = self._screen_model
                 self._screener = source if isinstance(source, Screener) else Screener(source)
             return self._screener
+
+    def _screening_pool(self) -> ThreadPoolExecutor:
+        """Threads that screen while the callers' threads preprocess for the judge (one per concurrent caller up to
+        the cores: the screener's onnxruntime session is safe to share)."""
+        with self._screener_lock:
+            if self._closed:
+                raise RequestCancelledError("the engine is closed")
+            if self._screen_pool is None:
+                self._screen_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                                       thread_name_prefix="c4u-screen")
+            return self._screen_pool
 
     # -- generic model access (run on the scheduler's thread, between its steps) -------------------------
     def logits(self, messages: list[dict], assistant_prefix: str = ""):
@@ -205,14 +224,25 @@ class Engine:
         loaded, rejected = self._load_candidates(images, strict, timer)
         unique, duplicates = _deduplicate(loaded)
         engine_stats: dict[str, Any] = {"backend": self.backend, "device": self.device, "precision": self.precision}
+        pixels = None
         if screen and unique:
+            from c4u_engine.engine.request import preprocess_missing
             from c4u_engine.screening import screen_candidates
 
             t0 = time.perf_counter()
-            unique, duplicates, unusable, engine_stats["screening"] = screen_candidates(
-                self.screener, loaded, unique, duplicates, profile.title, product_image, screen_mode)
+            screening = self._screening_pool().submit(screen_candidates, self.screener, loaded, unique, duplicates,
+                                                      profile.title, product_image, screen_mode)
+            # The judge's preprocessing of every candidate runs meanwhile (both release the GIL); the screened-out
+            # candidates' share of it is the price of the overlap.
+            try:
+                pixels = dict(zip(unique, preprocess_missing(self._core, [loaded[i] for i in unique], use_cache,
+                                                             timer)))
+            finally:
+                t1 = time.perf_counter()
+                unique, duplicates, unusable, engine_stats["screening"] = screening.result()
             rejected.update(unusable)
-            timer["screen"] = time.perf_counter() - t0
+            timer["screen"] = engine_stats["screening"]["seconds"]
+            timer["screen_wait"] = time.perf_counter() - t1  # what screening added beyond the overlap
         if not unique:
             detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
             raise InvalidInputError(f"no valid candidate images ({detail})")
@@ -225,7 +255,7 @@ class Engine:
 
         modes = {"fast", "reason"} if mode == "hybrid" else {mode}
         return self._submit([loaded[i] for i in unique], profile, policy, modes, finish, max_new_tokens,
-                            use_cache, timeout, t_start, timer)
+                            use_cache, timeout, t_start, timer, None if pixels is None else [pixels[i] for i in unique])
 
     def select(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
                both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False,
@@ -259,7 +289,8 @@ class Engine:
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _submit(self, images: list, profile: Profile, plan, modes: set[str], finish: Callable, max_new_tokens: int,
-                use_cache: bool, timeout: float | None, t_start: float, seconds: dict[str, float]) -> Future:
+                use_cache: bool, timeout: float | None, t_start: float, seconds: dict[str, float],
+                pixels: list | None = None) -> Future:
         from c4u_engine.engine.request import make_request
 
         timeout = self.config.default_timeout_s if timeout is None else check_seconds("timeout", timeout)
@@ -269,7 +300,7 @@ class Engine:
             return future
         request = make_request(self._core, self.prompt, self.answer, self._scheduler.new_id(), images, profile, plan,
                                modes, finish, max_new_tokens=max_new_tokens, use_cache=use_cache, timeout=timeout,
-                               submitted=t_start, seconds=seconds)
+                               submitted=t_start, seconds=seconds, pixels=pixels)
         self._scheduler.submit(request)
         return request.future
 

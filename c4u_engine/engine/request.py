@@ -80,19 +80,10 @@ class Request:
         return self.spans.prefix_a_key(self.images[candidate].content_hash, self.grids[candidate])
 
 
-def make_request(core, template, answer, request_id: int, images: list[LoadedImage], profile, plan: Plan,
-                 modes: set[str], finish: Callable[[Plan, dict], Any], *, max_new_tokens: int, use_cache: bool,
-                 timeout: float | None, submitted: float, seconds: dict[str, float]) -> Request:
-    """Everything a request needs before the scheduler sees it, computed in the caller's thread: prompt spans, the
-    context check for every grid pair and mode the plan may use, preprocessed pixels of the images the encoder cache
-    lacks (one native call; it releases the GIL), and the estimates admission and step budgets use."""
-
-    spans = ComparisonSpans(core, template, answer, profile, scope="" if use_cache else f"request-{request_id}")
-    grids = [core.grid_of(im) for im in images]
-    distinct = sorted(set(grids))
-    for mode in sorted(modes):
-        longest = max(len(spans.layout(a, b, mode).ids) for a in distinct for b in distinct)
-        core.check_context(longest, max_new_tokens if mode == "reason" else 0)
+def preprocess_missing(core, images: Sequence[LoadedImage], use_cache: bool,
+                       seconds: dict[str, float]) -> list[np.ndarray | None]:
+    """Preprocessed pixels of the images the encoder cache lacks (None for the others), in one native call that
+    releases the GIL: the caller may run it while its screening runs on another thread."""
     t0 = time.perf_counter()
     pixels: list[np.ndarray | None] = [None] * len(images)
     key = (core.preprocess_params.key(), core.fingerprint)
@@ -102,7 +93,29 @@ def make_request(core, template, answer, request_id: int, images: list[LoadedIma
         bounds = np.cumsum([0, *(int(np.prod(g)) for g in grid)])
         for k, i in enumerate(todo):
             pixels[i] = values[bounds[k] : bounds[k + 1]]
-    seconds["preprocess"] = time.perf_counter() - t0
+    seconds["preprocess"] = seconds.get("preprocess", 0.0) + time.perf_counter() - t0
+    return pixels
+
+
+def make_request(core, template, answer, request_id: int, images: list[LoadedImage], profile, plan: Plan,
+                 modes: set[str], finish: Callable[[Plan, dict], Any], *, max_new_tokens: int, use_cache: bool,
+                 timeout: float | None, submitted: float, seconds: dict[str, float],
+                 pixels: list[np.ndarray | None] | None = None) -> Request:
+    """Everything a request needs before the scheduler sees it, computed in the caller's thread: prompt spans, the
+    context check for every grid pair and mode the plan may use, preprocessed pixels of the images the encoder cache
+    lacks (`pixels` when the caller already has them, from preprocess_missing), and the estimates admission and step
+    budgets use."""
+
+    spans = ComparisonSpans(core, template, answer, profile, scope="" if use_cache else f"request-{request_id}")
+    grids = [core.grid_of(im) for im in images]
+    distinct = sorted(set(grids))
+    for mode in sorted(modes):
+        longest = max(len(spans.layout(a, b, mode).ids) for a in distinct for b in distinct)
+        core.check_context(longest, max_new_tokens if mode == "reason" else 0)
+    if pixels is None:
+        pixels = preprocess_missing(core, images, use_cache, seconds)
+    elif len(pixels) != len(images):
+        raise ValueError(f"{len(pixels)} preprocessed images for {len(images)} images")
     pairs, mode = plan.next_round()
     firsts = len({a for a, _ in pairs})
     a_tokens = max(len(spans.prefix_a(g)[0]) for g in distinct) - len(spans.prefix_ids)

@@ -69,3 +69,31 @@ def test_without_product_image_screening_runs_in_its_image_text_mode(tiny_ckpt, 
 def test_a_wrong_screen_model_fails_at_engine_construction(tiny_ckpt):
     with pytest.raises(ScreeningModelError, match="a judge checkpoint"):
         Engine(tiny_ckpt, backend="torch", screen_model=tiny_ckpt)
+
+
+def test_a_screened_selection_judges_the_kept_candidates_exactly_as_a_plain_selection_of_them(
+        tiny_ckpt, tiny_screen_dir, p_available):
+    # Screening runs while the caller preprocesses every candidate for the judge; the kept ones' pixels must reach
+    # the judge unchanged (cold and warm caches: the second call finds the images in the encoder cache).
+    worst = int(np.argmin(p_available))
+    engine = _engine(tiny_ckpt, tiny_screen_dir, float(np.sort(p_available)[:2].mean()))
+    kept = [i for i in range(6) if i != worst]
+    plain = engine.select([IMAGES[i] for i in kept], {"title": TITLE}, use_cache=False)
+    for use_cache in (False, True, True):
+        sel = engine.select(IMAGES, {"title": TITLE}, screen=True, product_image=PRODUCT, use_cache=use_cache)
+        assert set(sel.rejected) == {worst}
+        assert sel.ranking == [kept[i] for i in plain.ranking]
+        got = {(c.first, c.second): c.prob_a for c in sel.comparisons}
+        want = {(kept[c.first], kept[c.second]): c.prob_a for c in plain.comparisons}
+        assert got.keys() == want.keys()
+        assert max(abs(got[k] - want[k]) for k in got) < 1e-5
+        assert sel.stats["seconds"]["screen_wait"] >= 0
+
+
+def test_screening_on_a_closed_engine_is_a_typed_error(tiny_ckpt, tiny_screen_dir):
+    from c4u_engine.errors import RequestCancelledError
+
+    engine = _engine(tiny_ckpt, tiny_screen_dir, 0.01)
+    engine.close()
+    with pytest.raises(RequestCancelledError, match="closed"):
+        engine.select(IMAGES[:3], {"title": TITLE}, screen=True, product_image=PRODUCT)
