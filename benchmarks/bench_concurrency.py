@@ -1,11 +1,11 @@
 """Many requests at once: one Engine, the same selections run one at a time and by C concurrent client threads.
 
-    python benchmarks/bench_concurrency.py --requests 48 --clients 1 4 8 16 --modes fast reason
+    python benchmarks/bench_concurrency.py --requests 48 --clients 1 4 8 16 --modes fast reason [--lanes 1 2]
 
 Workload: `--requests` selections of `--candidates` creatives each, every one for its own product and user (its own
 profile and its own creatives, drawn from the synthetic generator at 112x112: nothing is shared across requests, so
 any gain is batching, not caching); knockout with both orders. Baseline: the same requests, one `select` after the
-other, on the same engine, in the same run. Caches are cleared before every phase, so every phase starts cold.
+other, on the same engine, in the same run (with --lanes 1 2, also against the one-lane engine's). Caches are cleared before every phase, so every phase starts cold.
 Reports throughput (selections/s, and the ratio to one-at-a-time) and p50/p99 request latency per client count;
 checks that every concurrent result equals the one-at-a-time result (rankings, P(A) within 1e-5).
 Models: `builtin` (default; onnxruntime on CPU), `workload` (bench_select's ~40M checkpoint with random weights),
@@ -122,31 +122,38 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lanes", type=int, nargs="+", default=[1], help="EngineConfig.lanes values, one engine each "
+                   "(the last column compares with the first value's one-at-a-time run)")
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args()
 
     from c4u_engine.api import Engine
-    engine = Engine(model_dir(args.model), backend=args.backend, device=args.device)
     rows = []
-    for mode in args.modes:
-        n = args.requests if mode == "fast" else args.reason_requests
-        requests = workload(n, args.candidates, args.size, args.seed)
-        options = dict(mode=mode, strategy=args.strategy, max_new_tokens=args.max_new_tokens)
-        run_phase(engine, requests, max(args.clients), options)  # warm-up: every batch shape the phases will see
-        run_phase(engine, requests[:4], 0, options)
-        base_s, base_lat, base_sel = run_phase(engine, requests, 0, options)
-        rows.append(dict(mode=mode, clients="one at a time", requests=n, seconds=base_s, throughput=n / base_s,
-                         ratio=1.0, p50=float(np.percentile(base_lat, 50)), p99=float(np.percentile(base_lat, 99)),
-                         same_results=f"{n}/{n}"))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        for c in args.clients:
-            secs, lat, sels = run_phase(engine, requests, c, options)
-            agree = sum(same(a, b) for a, b in zip(sels, base_sel))
-            rows.append(dict(mode=mode, clients=c, requests=n, seconds=secs, throughput=n / secs,
-                             ratio=base_s / secs, p50=float(np.percentile(lat, 50)),
-                             p99=float(np.percentile(lat, 99)), same_results=f"{agree}/{n}"))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    desc = (f"{args.model} model on {engine.backend}/{engine.device}; {args.candidates} candidates, "
+    first_base: dict[str, float] = {}  # mode -> one-at-a-time seconds of the first --lanes value
+    for lanes in args.lanes:
+        engine = Engine(model_dir(args.model), backend=args.backend, device=args.device, lanes=lanes)
+        for mode in args.modes:
+            n = args.requests if mode == "fast" else args.reason_requests
+            requests = workload(n, args.candidates, args.size, args.seed)
+            options = dict(mode=mode, strategy=args.strategy, max_new_tokens=args.max_new_tokens)
+            run_phase(engine, requests, max(args.clients), options)  # warm-up: every batch shape the phases see
+            run_phase(engine, requests[:4], 0, options)
+            base_s, base_lat, base_sel = run_phase(engine, requests, 0, options)
+            first_base.setdefault(mode, base_s)
+
+            def row(clients, secs, lat, agree):
+                rows.append(dict(lanes=lanes, mode=mode, clients=clients, requests=n, seconds=secs,
+                                 throughput=n / secs, ratio=base_s / secs, ratio_first=first_base[mode] / secs,
+                                 p50=float(np.percentile(lat, 50)), p99=float(np.percentile(lat, 99)),
+                                 same_results=f"{agree}/{n}"))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
+            row("one at a time", base_s, base_lat, n)
+            for c in args.clients:
+                secs, lat, sels = run_phase(engine, requests, c, options)
+                row(c, secs, lat, sum(same(a, b) for a, b in zip(sels, base_sel)))
+        engine.close()
+    desc = (f"{args.model} model on {engine.backend}/{engine.device}, lanes {args.lanes}; {args.candidates} candidates, "
             f"{args.strategy}, both orders, {args.size}x{args.size}; reason max_new_tokens={args.max_new_tokens}")
     where = machine()
     if args.device.startswith("cuda"):
@@ -155,10 +162,11 @@ def main() -> None:
         where += f", {torch.cuda.get_device_name(torch.device(args.device))}"
     print(f"\nmachine: {where}\nworkload: {desc}\n")
     print(markdown_table(
-        ["mode", "clients", "requests", "seconds", "selections/s", "vs one at a time", "p50 latency s",
-         "p99 latency s", "same results"],
-        [[r["mode"], r["clients"], r["requests"], f"{r['seconds']:.2f}", f"{r['throughput']:.2f}",
-          f"{r['ratio']:.2f}x", f"{r['p50']:.3f}", f"{r['p99']:.3f}", r["same_results"]] for r in rows]))
+        ["lanes", "mode", "clients", "requests", "seconds", "selections/s", "vs one at a time",
+         f"vs lanes={args.lanes[0]} one at a time", "p50 latency s", "p99 latency s", "same results"],
+        [[r["lanes"], r["mode"], r["clients"], r["requests"], f"{r['seconds']:.2f}", f"{r['throughput']:.2f}",
+          f"{r['ratio']:.2f}x", f"{r['ratio_first']:.2f}x", f"{r['p50']:.3f}", f"{r['p99']:.3f}",
+          r["same_results"]] for r in rows]))
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": machine(), "workload": desc, "rows": rows}, indent=2))
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import threading
 import time
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from c4u_engine.comparison import JUDGE_MODES, Comparison
 from c4u_engine.engine.config import EngineConfig, check_seconds
+from c4u_engine.engine.lanes import pick_lane
 from c4u_engine.errors import (C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError,
                                RequestCancelledError)
 from c4u_engine.profile import Profile
@@ -47,6 +50,7 @@ class Engine:
                  screen_model: Any = None, **settings: Any) -> None:
         from c4u_engine.engine.answer import AnswerTokens
         from c4u_engine.engine.kv_store import KVStore
+        from c4u_engine.engine.lanes import check_lanes, lane_threads, make_lanes
         from c4u_engine.engine.model_engine import ModelEngine
         from c4u_engine.engine.prompt import prompt_template
         from c4u_engine.engine.scheduler import Scheduler
@@ -63,18 +67,26 @@ class Engine:
         if screen_model is not None:
             self.screener  # a wrong screening model directory fails here, naming the problem
         self.prompt = prompt_template(prompt, self.model_dir)
-        self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision)
+        self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision,
+                                    intra_op_threads=lane_threads(self.config.lanes))
+        check_lanes(self.config.lanes, self.runner)
         self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
         self.answer = AnswerTokens.resolve(
             self._core.tokenizer, lambda prefix: self._core.render([{"role": "user", "content": "x"}], prefix),
             self.prompt)
-        if self.config.kv_layout == "paged":
-            from c4u_engine.engine.paged_kv_store import PagedKVStore
 
-            self._store = PagedKVStore(self.config.prefix_cache_bytes, self.runner, self.config.kv_block_size)
-        else:
-            self._store = KVStore(self.config.prefix_cache_bytes, self.runner.kv_nbytes)
-        self._scheduler = Scheduler(self._core, self._store, self.answer, self.prompt.reason_prefix, self.config)
+        def make_store(capacity: int) -> KVStore:
+            if self.config.kv_layout == "paged":
+                from c4u_engine.engine.paged_kv_store import PagedKVStore
+
+                return PagedKVStore(capacity, self.runner, self.config.kv_block_size)
+            return KVStore(capacity, self.runner.kv_nbytes)
+
+        self._lanes = make_lanes(self.config.lanes, make_store, lambda store: Scheduler(
+            self._core, store, self.answer, self.prompt.reason_prefix, self.config), self.config.prefix_cache_bytes)
+        # Lane 0 also runs the generic model calls (logits, chat).
+        self._scheduler, self._store = self._lanes[0].scheduler, self._lanes[0].store
+        self._request_ids = itertools.count(1)
         check_spans(self._core, self.prompt, self.answer)
 
     # -- facts -----------------------------------------------------------------------------------------
@@ -101,23 +113,34 @@ class Engine:
         return self.answer.ids
 
     def load_stats(self) -> dict[str, Any]:
-        """Queue depth, live requests, scheduler steps, rows per decoder call, cache sizes and hit counts."""
-        s, enc = self._scheduler, self._core.encoder_cache
-        return {"queue_depth": s.queue_depth, "active_requests": s.active_requests, "steps": s.steps,
-                "batch_rows": list(s.batch_rows[-256:]), "model_calls": s.calls, "model_call_rows": s.rows_total,
-                "model_call_rows_histogram": list(s.rows_histogram), "prefix_cache_entries": len(self._store),
-                "prefix_cache_bytes": self._store.nbytes, "prefix_cache_pinned_bytes": self._store.pinned_bytes,
-                "prefix_cache_hits": self._store.hits, "prefix_cache_misses": self._store.misses,
-                "encoder_cache_hits": enc.hits, "encoder_cache_misses": enc.misses}
+        """Queue depth, live requests, scheduler steps, rows per decoder call, cache sizes and hit counts (summed over
+        the lanes; "lanes" has each lane's queue depth, live requests and steps)."""
+        schedulers, stores, enc = [lane.scheduler for lane in self._lanes], [lane.store for lane in self._lanes], \
+            self._core.encoder_cache
+        histogram = [sum(column) for column in zip(*(s.rows_histogram for s in schedulers))]
+        return {"queue_depth": sum(s.queue_depth for s in schedulers),
+                "active_requests": sum(s.active_requests for s in schedulers),
+                "steps": sum(s.steps for s in schedulers),
+                "batch_rows": [n for s in schedulers for n in s.batch_rows[-256:]],
+                "model_calls": sum(s.calls for s in schedulers), "model_call_rows": sum(s.rows_total for s in schedulers),
+                "model_call_rows_histogram": histogram, "prefix_cache_entries": sum(len(t) for t in stores),
+                "prefix_cache_bytes": sum(t.nbytes for t in stores),
+                "prefix_cache_pinned_bytes": sum(t.pinned_bytes for t in stores),
+                "prefix_cache_hits": sum(t.hits for t in stores), "prefix_cache_misses": sum(t.misses for t in stores),
+                "encoder_cache_hits": enc.hits, "encoder_cache_misses": enc.misses,
+                "lanes": [{"queue_depth": lane.scheduler.queue_depth, "active_requests": lane.scheduler.active_requests,
+                           "steps": lane.scheduler.steps} for lane in self._lanes]}
 
     def clear_caches(self) -> None:
         """Forget cached image embeddings and every unpinned KV entry (live requests keep theirs)."""
         self._core.encoder_cache.clear()
-        self._scheduler.call(self._store.clear)
+        for lane in self._lanes:
+            lane.scheduler.call(lane.store.clear)
 
     def close(self) -> None:
-        """Stop the scheduler: requests still queued or running fail with RequestCancelledError."""
-        self._scheduler.close()
+        """Stop the schedulers: requests still queued or running fail with RequestCancelledError."""
+        for lane in self._lanes:
+            lane.scheduler.close()
         with self._screener_lock:
             self._closed = True
             if self._screen_pool is not None:
@@ -249,8 +272,8 @@ class Engine:
         policy = SelectionPolicy(len(unique), strategy, both_orders, mode)
 
         def finish(plan: SelectionPolicy, stats: dict) -> Selection:
-            stats = {**stats, **engine_stats, "prefix_cache_entries": len(self._store),
-                     "prefix_cache_bytes": self._store.nbytes}
+            stats = {**stats, **engine_stats, "prefix_cache_entries": sum(len(lane.store) for lane in self._lanes),
+                     "prefix_cache_bytes": sum(lane.store.nbytes for lane in self._lanes)}
             return plan.selection(unique, duplicates=duplicates, rejected=rejected, stats=stats)
 
         modes = {"fast", "reason"} if mode == "hybrid" else {mode}
@@ -298,10 +321,12 @@ class Engine:
             future: Future = Future()
             future.set_result(finish(plan, {"seconds": {"total": round(time.perf_counter() - t_start, 6)}}))
             return future
-        request = make_request(self._core, self.prompt, self.answer, self._scheduler.new_id(), images, profile, plan,
+        request = make_request(self._core, self.prompt, self.answer, next(self._request_ids), images, profile, plan,
                                modes, finish, max_new_tokens=max_new_tokens, use_cache=use_cache, timeout=timeout,
                                submitted=t_start, seconds=seconds, pixels=pixels)
-        self._scheduler.submit(request)
+        lane = self._lanes[0] if len(self._lanes) == 1 else pick_lane(
+            self._lanes, zlib.crc32(request.spans.prefix_ids.tobytes()))
+        lane.scheduler.submit(request)
         return request.future
 
     def _profile(self, profile: Any) -> Profile:

@@ -11,6 +11,7 @@ from c4u_engine.errors import InvalidInputError
 
 
 KV_LAYOUTS = ("contiguous", "paged")
+MAX_LANES = 64
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class EngineConfig:
         (block pools through the paged-KV kernels, engine/paged_kv_store.py: a [prefix + A] entry shares its
         prefix's full blocks). Both give the same results; "paged" needs a runner exposing its KV buffers.
     kv_block_size: slots per block of the paged layout.
+    lanes: schedulers working side by side on one loaded model, each with its own thread, KV store (the
+        prefix_cache_bytes budget split evenly) and decode batch; a request goes to the least loaded lane. On a
+        CPU, two one-thread lanes compute more than one two-thread scheduler once several requests are live
+        (BENCHMARKS.md, "Lanes"); a lone request then runs on one lane's threads. Needs a runner whose calls may
+        run at the same time (onnxruntime; torch and TensorRT serialize theirs).
     """
 
     max_candidates: int = 64
@@ -49,6 +55,7 @@ class EngineConfig:
     default_timeout_s: float | None = None
     kv_layout: str = "contiguous"
     kv_block_size: int = 16
+    lanes: int = 1
 
     def __post_init__(self) -> None:
         positive = ("max_candidates", "max_image_pixels", "max_batch_rows", "max_batch_tokens", "max_step_tokens",
@@ -56,6 +63,9 @@ class EngineConfig:
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("kv_block_size", self.kv_block_size, minimum=1)
+        _check_int("lanes", self.lanes, minimum=1)
+        if self.lanes > MAX_LANES:
+            raise InvalidInputError(f"EngineConfig.lanes must be at most {MAX_LANES}, got {self.lanes}")
         if self.kv_layout not in KV_LAYOUTS:
             raise InvalidInputError(f"EngineConfig.kv_layout must be one of {KV_LAYOUTS}, got {self.kv_layout!r}")
         for name in ("encoder_cache_bytes", "prefix_cache_bytes"):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import bisect
-import itertools
 import threading
 import weakref
 import time
@@ -75,7 +74,6 @@ class Scheduler:
         self._decode = self._new_decode_batch()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._ids = itertools.count(1)
         self.steps = 0
         self.batch_rows: list[int] = []  # rows per decoder call of the last steps (bounded; for metrics)
         self.calls = 0  # decoder calls made, rows they held, and how many calls had <= ROW_BUCKETS[i] rows
@@ -87,9 +85,6 @@ class Scheduler:
         return reasoning_batch(self.runner, self.core.tokenizer, self.answer)
 
     # -- the caller's side ----------------------------------------------------------------------------------
-    def new_id(self) -> int:
-        return next(self._ids)
-
     def submit(self, request: Request) -> None:
         """Queue a request (FIFO); OverloadedError when max_queued_requests are already waiting."""
         with self._cond:

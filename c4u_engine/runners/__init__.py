@@ -78,13 +78,14 @@ def _tensorrt_reason(model_dir: Path, device: str) -> str | None:
 
 
 def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu", dtype: str | None = None,
-                  precision: str | None = None) -> Runner:
+                  precision: str | None = None, intra_op_threads: int | None = None) -> Runner:
     """The runner for `backend` on `device`. precision (fp32 | fp16 | bf16 | int8 | int4, runners/precision.py):
     a float precision is the same as its dtype (both given must agree); int8 / int4 are onnxruntime engines
     (model_dir/onnx-int8/, python -m export CKPT --precision int8). "auto": on CPU onnxruntime when an exported engine directory exists
     (model_dir/onnx/ or model_dir itself) and can run the asked dtype, else torch; on CUDA tensorrt (when
     tensorrt is installed and the engine directory holds built plans that load on this GPU), onnxruntime, torch
-    in that order. BackendUnavailableError says why each candidate could not run."""
+    in that order. BackendUnavailableError says why each candidate could not run. intra_op_threads: onnxruntime's
+    threads per call (None: $C4U_ORT_THREADS, else its default); the other runtimes keep their own."""
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     if precision is not None:
@@ -99,7 +100,7 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
         for name in order:
             if reasons[name] is None:
                 try:
-                    return _create(name, model_dir, device, dtype, precision)
+                    return _create(name, model_dir, device, dtype, precision, intra_op_threads)
                 except BackendUnavailableError as exc:  # e.g. an export in another dtype: try the next runtime
                     reasons[name] = str(exc)
                 except EngineArtifactError as exc:
@@ -110,10 +111,11 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
         raise BackendUnavailableError(f"no runtime can run {model_dir} on {device}: {why}")
     if reasons[backend] is not None:
         raise BackendUnavailableError(f"backend {backend!r} cannot run here: {reasons[backend]}")
-    return _create(backend, model_dir, device, dtype, precision)
+    return _create(backend, model_dir, device, dtype, precision, intra_op_threads)
 
 
-def _create(backend: str, model_dir: Path, device: str, dtype: str | None, precision: str | None) -> Runner:
+def _create(backend: str, model_dir: Path, device: str, dtype: str | None, precision: str | None,
+            intra_op_threads: int | None = None) -> Runner:
     if backend == "torch":
         from c4u_engine.runners.torch_runner import TorchRunner
 
@@ -121,7 +123,8 @@ def _create(backend: str, model_dir: Path, device: str, dtype: str | None, preci
     if backend == "onnxruntime":
         from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(model_dir, device=device, dtype=dtype, precision=precision)
+        return OnnxRuntimeRunner(model_dir, device=device, dtype=dtype, precision=precision,
+                                 intra_op_threads=intra_op_threads)
     if backend == "tensorrt":
         from c4u_engine.runners.tensorrt_runner import TensorRTRunner
 

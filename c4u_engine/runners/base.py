@@ -34,6 +34,8 @@ class Runner(ABC):
     # True: encode_images also takes pixel values as a torch tensor on the runner's device, so the engine
     # preprocesses on the GPU (engine/pixels.py) instead of uploading host pixels.
     takes_device_pixels: bool = False
+    # True: calls from several threads run at the same time (engine lanes, engine/lanes.py); False: they queue.
+    runs_concurrently: bool = False
     num_layers: int
     num_kv_heads: int
     head_dim: int

@@ -56,6 +56,7 @@ class OrtKV:
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
+    runs_concurrently = True  # InferenceSession.run is thread-safe; per-call state lives in the call
 
     def __init__(
         self,

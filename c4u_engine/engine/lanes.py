@@ -1,0 +1,64 @@
+"""Lanes: several schedulers side by side on one loaded model (EngineConfig.lanes), and which one takes a request.
+
+Each lane is a Scheduler with its own thread, KV store and decode batch; the model (runner, tokenizer, encoder
+cache) is shared. A request runs wholly in one lane, so its results are what one scheduler gives. On a CPU this is
+how more cores turn into throughput: one-thread model calls of two lanes run at the same time, where one scheduler's
+two-thread calls over a few rows leave cores waiting at every operator (BENCHMARKS.md, "Lanes").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from c4u_engine.errors import InvalidInputError
+
+if TYPE_CHECKING:  # the API imports this module at import time; the scheduler is loaded with the first Engine
+    from c4u_engine.engine.kv_store import KVStore
+    from c4u_engine.engine.scheduler import Scheduler
+
+
+@dataclass
+class Lane:
+    scheduler: "Scheduler"
+    store: "KVStore"
+
+    @property
+    def load(self) -> int:
+        """Requests waiting or live in this lane."""
+        return self.scheduler.queue_depth + self.scheduler.active_requests
+
+
+def make_lanes(count: int, make_store: Callable[[int], KVStore], make_scheduler: Callable[[KVStore], Scheduler],
+               cache_bytes: int) -> list[Lane]:
+    """`count` lanes, the KV budget split evenly between their stores."""
+    lanes = []
+    for _ in range(count):
+        store = make_store(cache_bytes // count)
+        lanes.append(Lane(make_scheduler(store), store))
+    return lanes
+
+
+def pick_lane(lanes: list[Lane], affinity: int) -> Lane:
+    """The least loaded lane; among equals the one `affinity` (a hash of the request's prompt prefix) names first,
+    so repeated requests of one user meet their cached KV while the lanes are not busy."""
+    start = affinity % len(lanes)
+    ordered = lanes[start:] + lanes[:start]
+    return min(ordered, key=lambda lane: lane.load)
+
+
+def lane_threads(lanes: int) -> int | None:
+    """onnxruntime intra-op threads per model call when there are `lanes`: the cores shared between them. None
+    (the runtime's own choice) for one lane, or when $C4U_ORT_THREADS says it explicitly."""
+    from c4u_engine.runners.onnxruntime_runner import THREADS_ENV
+
+    if lanes == 1 or os.environ.get(THREADS_ENV):
+        return None
+    return max(1, (os.cpu_count() or 1) // lanes)
+
+
+def check_lanes(lanes: int, runner) -> None:
+    if lanes > 1 and not runner.runs_concurrently:
+        raise InvalidInputError(f"lanes={lanes} needs a runner whose calls may run at the same time (onnxruntime); "
+                                f"the {runner.name} runner serializes its calls, so more lanes would only queue")
