@@ -165,7 +165,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from c4u_engine.errors import BackendUnavailableError
 
     given = (("max_queued_requests", args.max_queued), ("max_active_requests", args.max_active),
-             ("max_candidates", args.max_candidates))
+             ("max_candidates", args.max_candidates), ("lanes", args.lanes))
     settings = {k: v for k, v in given if v is not None}
     try:
         from c4u_engine.serving.server import read_api_key
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_srv.add_argument("--max-queued", type=int, help="requests waiting beyond the running ones (503 beyond)")
     p_srv.add_argument("--max-active", type=int, help="requests the engine works on at once (the rest queue)")
     p_srv.add_argument("--max-candidates", type=int, help="images per request (413 beyond)")
+    p_srv.add_argument("--lanes", type=int, help="schedulers side by side on the model (onnxruntime; on a CPU, 2 "
+                       "one-thread lanes serve more concurrent requests than one two-thread scheduler)")
     p_srv.add_argument("--max-body-mib", type=int, default=64)
     p_srv.add_argument("--max-image-mib", type=int, default=16)
     p_srv.add_argument("--device", default="cpu")
