@@ -3,7 +3,9 @@
 The caller's thread checks the arguments and loads and validates the images (rejects and duplicates are sorted out
 here); engine.request.make_request then preprocesses what the encoder cache lacks and cuts the prompt into spans,
 still in the caller's thread, and the request goes to the engine's scheduler, which batches its work with every
-other live request (engine/scheduler.py). The selection policy (selection/policy.py) says what to judge.
+other live request (engine/scheduler.py; with EngineConfig.lanes > 1, to the least loaded of several schedulers,
+engine/lanes.py). With screen=True the usability screener runs on the engine's screening threads meanwhile. The
+selection policy (selection/policy.py) says what to judge.
 """
 
 from __future__ import annotations
