@@ -63,6 +63,9 @@ class Runner(ABC):
         (concatenated in order). The engine guarantees the counts match."""
 
     image_token_id: int
+    # runners/kernel_mode.py's KernelMode while the engine's per-token work runs through the native kernels
+    # (TorchRunner.use_kernels); None: each runner's own path
+    kernels = None
 
     def _set_model_facts(self, config: Any) -> None:
         """The model facts above from a Qwen2.5-VL config (models/config.py: .text and .image_token_id), once."""
@@ -146,6 +149,10 @@ class Runner(ABC):
         """A new KV of `length` slots (zeros) for `batch` rows, `reserve` as in forward: the buffer the paged store
         gathers entries into (its kv_layers are then written in place)."""
         raise NotImplementedError(f"the {self.name} runner does not expose its KV buffers (no paged KV layout)")
+
+    def kv_release(self, kv: KV) -> None:
+        """The caller is done with `kv` (a decode cohort that emptied): a KV holding pool blocks (runners/
+        paged_rows.py) gives them back now instead of at garbage collection. Nothing to do for plain buffers."""
 
     def embeds_nbytes(self, embeds: Embeds) -> int:
         """Bytes an embedding block holds (for cache budgets)."""
