@@ -10,6 +10,9 @@ the engine's business: it passes an attention mask with every forward call, so p
 A runner may keep spare capacity behind a KV (`reserve`) and append to it in place. The rule that keeps this safe:
 a KV passed as `past` to forward is handed over; the caller uses only the returned KV afterwards. Shared KVs (the
 KV store's entries, engine/kv_store.py) are therefore only ever read through kv_select / kv_stack, which copy.
+One exception, in the torch runner's kernel mode (runners/kernel_mode.py): decode rows kept in the paged store's
+block pools (runners/paged_rows.py) share their entry's blocks by reference count; kv_select / kv_stack hand those
+rows over instead of copying, and kv_release gives their blocks back.
 """
 
 from __future__ import annotations
