@@ -69,6 +69,25 @@ def test_engine_through_the_kernels_matches_the_reference(tiny_ckpt, images, ref
     assert engine._store.pool.blocks_in_use == _held_blocks(engine._store)
 
 
+def test_rows_joining_a_running_paged_batch(tiny_ckpt, images, references, monkeypatch):
+    """max_batch_tokens=64: the round's comparisons join the decode batch over several steps, so cohorts of paged rows
+    are merged (block tables concatenated, no copy) and rows leave at different times; same results, no leak."""
+    from c4u_engine.runners.paged_rows import PagedRows
+
+    stacked = []
+    original = PagedRows.stack
+    monkeypatch.setattr(PagedRows, "stack", staticmethod(lambda parts, length: stacked.append(len(parts))
+                                                         or original(parts, length)))
+    engine = Engine(tiny_ckpt, backend="torch", kv_layout="paged", max_batch_tokens=64)
+    assert engine.runner.use_kernels("cpu") is None
+    case = CASES[0]
+    got = engine.select(images[-case[2]:], PROFILE, mode=case[0], strategy=case[1], max_new_tokens=6)
+    assert stacked and max(stacked) >= 2
+    for a, b in zip(got.comparisons, references[case].comparisons):
+        assert a.raw_text == b.raw_text and abs(a.prob_a - b.prob_a) <= 1e-4
+    assert engine._store.pool.blocks_in_use == _held_blocks(engine._store)
+
+
 def test_contiguous_store_in_kernel_mode_matches(tiny_ckpt, images, references):
     """Kernel mode without the paged store: decode attention through the cascade view of contiguous KVs."""
     engine = Engine(tiny_ckpt, backend="torch")
