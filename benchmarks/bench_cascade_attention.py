@@ -139,12 +139,19 @@ def main(argv=None) -> int:
                     print(f"cascade and SDPA disagree by {err} (> {tol}) at groups={groups} rows/group={per_group} "
                           f"shared={shared}", file=sys.stderr)
                     return 1
+                # split-KV of the shared part (ops.cascade_attention.split_count picks it on cuda) against one pass
+                splits = cascade_attention.split_count(
+                    groups, a.kv_heads, per_group * ratio, shared,
+                    torch.cuda.get_device_properties(dev).multi_processor_count if cuda else 0)
+                t_1 = timed(lambda: cascade_attention.decode(q, pk, pv, **meta, device=a.device, shared_splits=1)) \
+                    if cuda and splits > 1 and not a.dry_run else float("nan")
                 t_c = timed(cascade) if not a.dry_run else float("nan")
                 t_s = timed(sdpa) if not a.dry_run else float("nan")
                 # KV bytes the cascade must read at least: shared once per group, own slots once per row.
                 gb = (groups * shared + rows * a.own) * a.kv_heads * a.head_dim * 2 * itemsize / 1e9
                 rows_out.append(dict(groups=groups, rows_per_group=per_group, shared=shared, own=a.own,
-                                     cascade_ms=t_c * 1e3, sdpa_gathered_ms=t_s * 1e3, speedup=t_s / t_c,
+                                     cascade_ms=t_c * 1e3, shared_splits=splits, one_split_ms=t_1 * 1e3,
+                                     sdpa_gathered_ms=t_s * 1e3, speedup=t_s / t_c,
                                      cascade_gbps=gb / t_c, max_abs_diff=err))
     where = "CUDA events" if cuda else "wall clock, CPU twin vs torch CPU"
     print(f"machine: {report.machine()}" + (f"; GPU: {torch.cuda.get_device_name(dev)}" if cuda else ""))
@@ -153,9 +160,11 @@ def main(argv=None) -> int:
           (" [dry run: nothing timed]" if a.dry_run else ""))
     print(report.markdown_table(
         ["groups", "rows/group", "shared slots", "cascade ms", "gather+SDPA ms", "speedup", "cascade GB/s (min KV)",
-         "max |diff|"],
+         "max |diff|", "shared splits (1 split ms)"],
         [[r["groups"], r["rows_per_group"], r["shared"], f"{r['cascade_ms']:.3f}", f"{r['sdpa_gathered_ms']:.3f}",
-          f"{r['speedup']:.2f}x", f"{r['cascade_gbps']:.1f}", f"{r['max_abs_diff']:.1e}"] for r in rows_out]))
+          f"{r['speedup']:.2f}x", f"{r['cascade_gbps']:.1f}", f"{r['max_abs_diff']:.1e}",
+          f"{r['shared_splits']}" + (f" ({r['one_split_ms']:.3f})" if r["shared_splits"] > 1 else "")]
+         for r in rows_out]))
     if a.json is not None:
         a.json.write_text(json.dumps(dict(device=a.device, dtype=a.dtype, rows=rows_out), indent=1))
     return 0

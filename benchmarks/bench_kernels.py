@@ -2,8 +2,9 @@
 (median after a warm-up) with GB/s against the device's peak bandwidth (--peak-gbps; H200: 4800); on "cpu" the CPU
 twins' wall clock (the same table, for a baseline and for CI). Run:
     python benchmarks/bench_kernels.py [--device cpu|cuda] [--small] [--reps 20] [--peak-gbps 4800] [--json out.json]
---small: shapes a CI machine runs in seconds. Not yet timed here: embed merge and M-RoPE (bench_embed_merge.py
-times their CPU twins).
+--small: shapes a CI machine runs in seconds. Embed merge and M-RoPE are timed for a comparison batch (rows of two
+448x448 images: 256 image tokens each); their calls include the host work the ops do per call (checking the ids,
+walking the spans, uploading the metadata), which CUDA events then count too (the GPU idles meanwhile).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from c4u_engine.ops import paged_kv, sampling
+from c4u_engine.ops.embed_merge import embed_merge
+from c4u_engine.ops.mrope import mrope_position_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402
@@ -69,10 +72,29 @@ def main(argv=None) -> int:
     add("sampling.sample T=0.7 top-k 50 top-p 0.9",
         timed(lambda: sampling.sample(logits, temperature=0.7, top_k=50, top_p=0.9, seed=1, device=a.device)),
         lbytes)
+    # Embedding merge and M-RoPE of a comparison batch: rows of [text, image A, text, image B, text].
+    image_token, hidden = 151_655, (256 if a.small else 3584)
+    grid = (1, 8, 8) if a.small else (1, 32, 32)  # 448x448: 32x32 patches, 256 tokens after the 2x2 merge
+    n_img = grid[1] * grid[2] // 4
+    rng = np.random.default_rng(0)
+    row = [*rng.integers(0, 1000, 120), *[image_token] * n_img, *rng.integers(0, 1000, 12),
+           *[image_token] * n_img, *rng.integers(0, 1000, 30)]
+    ids = np.array([row] * rows, np.int64)
+    table = torch.randn((152_064 if not a.small else 2048, hidden), device=dev).to(dtype)
+    if a.small:
+        ids[ids == image_token] = 2047
+        image_token = 2047
+    image_rows = [torch.randn((n_img, hidden), device=dev).to(dtype) for _ in range(2 * rows)]
+    out_bytes = ids.size * hidden * table.element_size()
+    add("embed_merge", timed(lambda: embed_merge(table, ids, image_rows, image_token, device=a.device)),
+        2 * out_bytes)
+    grids = np.array([grid] * (2 * rows), np.int64)
+    add("mrope positions", timed(lambda: mrope_position_ids(ids, grids, image_token, 2, device=a.device)),
+        3 * ids.size * 8)
     machine = report.machine() + (f"; GPU: {torch.cuda.get_device_name(dev)}" if cuda else "")
     print(f"machine: {machine}")
     print(f"{rows} rows x {slots} slots, {heads} KV heads x {dim}, {str(dtype).removeprefix('torch.')}, block size "
-          f"{bs}; vocab {vocab}; median of {a.reps} ({'CUDA events' if cuda else 'wall clock, CPU twins'})")
+          f"{bs}; vocab {vocab}; embed/M-RoPE: {rows} rows x {ids.shape[1]} tokens, hidden {hidden}; median of {a.reps} ({'CUDA events' if cuda else 'wall clock, CPU twins'})")
     print(report.markdown_table(["kernel", "median ms", "GB/s", f"% of {a.peak_gbps:.0f} GB/s"],
                                 [[r["kernel"], f"{r['ms']:.3f}", f"{r['gbps']:.1f}", f"{r['peak_pct']:.1f}"]
                                  for r in results]))

@@ -151,7 +151,8 @@ mrope_positions_cuda = mrope_positions_cpu
 
 # Cascade (shared-prefix) decode attention over paged KV (csrc/include/c4u/cascade_attention.h); Python face:
 # c4u_engine/ops/cascade_attention.py. shape: (num_blocks, kv_heads, block_size, head_dim, q_heads, elem_bytes,
-# is_bf16); workspace: float32 [2, rows, q_heads, head_dim + 2]. cascade_attention_cuda exists only in CUDA builds.
+# is_bf16); workspace: float32 [shared_splits + 1, rows, q_heads, head_dim + 2] (the twin uses [2, ...] and ignores
+# shared_splits). cascade_attention_cuda exists only in CUDA builds.
 def cascade_attention_cpu(
     shape: tuple[int, int, int, int, int, int, int],
     scale: float,
@@ -171,5 +172,6 @@ def cascade_attention_cpu(
     out: int,
     workspace: int,
     stream: int,
+    shared_splits: int = 1,
 ) -> None: ...
 cascade_attention_cuda = cascade_attention_cpu

@@ -44,12 +44,13 @@ class Engine:
     prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
     Engine(path, prefix_cache_bytes=0, max_queued_requests=64). screen_model: the usability screener used by
     select(..., screen=True): a screening model directory or a c4u_engine.screening.Screener (default: the built-in
-    one, loaded on first use).
+    one, loaded on first use). runner: an already-built runner over model_dir's model, used instead of loading one
+    (e.g. train/engine_bridge.py's InMemoryRunner over weights already on a device).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None, *,
                  precision: str | None = None, backend: str = "auto", prompt=None, config: EngineConfig | None = None,
-                 screen_model: Any = None, **settings: Any) -> None:
+                 screen_model: Any = None, runner: Any = None, **settings: Any) -> None:
         from c4u_engine.engine.answer import AnswerTokens
         from c4u_engine.engine.kv_store import KVStore
         from c4u_engine.engine.lanes import check_lanes, lane_threads, make_lanes
@@ -69,8 +70,11 @@ class Engine:
         if screen_model is not None:
             self.screener  # a wrong screening model directory fails here, naming the problem
         self.prompt = prompt_template(prompt, self.model_dir)
-        self.runner = create_runner(self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision,
-                                    intra_op_threads=lane_threads(self.config.lanes))
+        # runner: an already-built runner over model_dir's model (benchmarks/bench_gpu_end_to_end.py shares one
+        # set of in-memory weights with transformers); backend, device, dtype and precision are then its own
+        self.runner = runner if runner is not None else create_runner(
+            self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision,
+            intra_op_threads=lane_threads(self.config.lanes))
         check_lanes(self.config.lanes, self.runner)
         self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
         self.answer = AnswerTokens.resolve(

@@ -27,6 +27,20 @@ class TransformersJudge:
             self.model_dir, dtype=dtype or torch.float32).to(device).eval()
         self.device = device
 
+    @classmethod
+    def from_model(cls, model_dir: str | Path, model: Any, device: str) -> "TransformersJudge":
+        """A judge over an already-built Qwen2_5_VLForConditionalGeneration (random weights made on the device by
+        benchmarks/bench_gpu_end_to_end.py), with model_dir's tokenizer and image processor."""
+        import torch
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        judge = cls.__new__(cls)
+        judge.torch, judge.model_dir, judge.device = torch, Path(model_dir), device
+        judge.tokenizer = AutoTokenizer.from_pretrained(judge.model_dir)
+        judge.image_processor = AutoImageProcessor.from_pretrained(judge.model_dir)
+        judge.model = model.eval()
+        return judge
+
     def inputs(self, messages: list[dict], assistant_prefix: str = "") -> dict:
         from c4u_engine.imaging import load_image
 

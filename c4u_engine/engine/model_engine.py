@@ -115,8 +115,16 @@ class ModelEngine:
         ids = self.tokenizer.encode(self.render(messages, assistant_prefix))
         ids = expand_image_pads(ids, [self.image_token_count(g) for g in grids], self.tokenizer.image_pad_id)
         ids = np.asarray(ids, dtype=np.int64)
-        positions, _ = mrope_position_ids(ids[None, :], grids, self.config)
+        positions = self.position_ids(ids[None, :], grids)
         return Prompt(ids=ids, images=list(images), grids=grids, positions=np.asarray(positions)[:, 0, :])
+
+    def position_ids(self, input_ids: np.ndarray, grids: np.ndarray) -> np.ndarray:
+        """M-RoPE position ids int64 [3, B, S] of prompts [B, S] holding images of `grids` (in order): numpy
+        (models/rope.py), or ops.mrope on the runner's kernel device in kernel mode (runners/kernel_mode.py)."""
+        kernels = getattr(self.runner, "kernels", None)
+        if kernels is None:
+            return mrope_position_ids(input_ids, grids, self.config)[0]
+        return kernels.positions(input_ids, grids, self.config.image_token_id, self.config.vision.spatial_merge_size)
 
     def check_context(self, n_tokens: int, max_new_tokens: int = 0) -> None:
         if n_tokens + max_new_tokens > self.max_context:

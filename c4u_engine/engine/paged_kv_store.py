@@ -10,6 +10,13 @@ Forks. `fork` gathers the entries' blocks into one new contiguous runner KV (zer
 runner's forward takes), exactly what KVStore.fork builds with runner.kv_stack. On CPU all of it runs through the
 CPU twins; on CUDA the same calls run the kernels.
 
+Decode rows. With a kernel-mode runner (runners/kernel_mode.py), `decode_rows` moves a comparison batch's reasoning
+rows into the pools after their prefill: each row shares its [prefix + A] entry's blocks (the cascade kernel reads
+them once per group of rows) and gets own blocks for its comparison tokens and what it decodes
+(runners/paged_rows.py). An entry with padding holes is not shared: that row's real slots are copied compactly.
+Those blocks are the decode batch's, outside the budget (as contiguous decode KVs are). The store's own kernel calls
+then run on the runner's kernel device ("emulated" included).
+
 Budget. An entry is charged for every block its table names, shared or not, so the store's byte count is an
 upper bound of the pool memory in use: sharing saves memory but never lets the pools outgrow the budget's count.
 The pools grow (doubling) when pinned entries need more blocks than the budget holds, as KVStore lets them.
@@ -119,7 +126,13 @@ class PagedKVStore(KVStore):
         self.runner = runner
         self.block_size = block_size
         self.pool: BlockPool | None = None
-        self.device = "cuda" if str(getattr(runner, "device", "cpu")).startswith("cuda") else "cpu"
+        self._data_device = "cuda" if str(getattr(runner, "device", "cpu")).startswith("cuda") else "cpu"
+
+    @property
+    def device(self) -> str:
+        """Where the store's kernels run: the runner's kernel device in kernel mode, else where its data lives."""
+        kernels = getattr(self.runner, "kernels", None)
+        return kernels.device if kernels is not None else self._data_device
 
     def insert(self, key: PrefixKey, kv: Any, mask: np.ndarray, last_position: int, *, retain: bool = True,
                parent: KVEntry | None = None) -> KVEntry:
@@ -153,6 +166,56 @@ class PagedKVStore(KVStore):
             paged_kv.gather(self.pool.keys[layer], self.pool.values[layer], tables, lens, keys[layer], values[layer],
                             device=self.device)
         return out, mask
+
+    def decode_rows(self, runner, kv: Any, mask: np.ndarray, pasts, lens) -> Any:
+        """A continuation batch's rows (kv from prefill_continuations over `pasts`, mask bool [R, slots], lens: new
+        tokens per row) as decode rows in the pools (runners/paged_rows.py); kv is no longer needed after."""
+        import torch
+
+        from c4u_engine.runners.paged_rows import PagedRow, PagedRows
+
+        keys, values, _ = runner.kv_layers(kv)
+        if self.pool is None:
+            self.pool = BlockPool(keys[0], len(keys), self.block_size)
+        pool, bs = self.pool, self.block_size
+        mask = np.asarray(mask, bool)
+        past_w = mask.shape[1] - max(lens)
+        rows, sources = [], []
+        for r, (entry, n) in enumerate(zip(pasts, lens)):
+            e = entry.slots
+            share = (isinstance(entry.kv, PagedKV) and e > 0 and entry.kv.length == e and bool(entry.mask.all())
+                     and bool(mask[r, :e].all()) and not mask[r, e:past_w].any())
+            if share:
+                held = list(entry.kv.blocks)  # the shared pass reads the partly filled last block too
+                pool.incref(held)
+                table, shared_len = held[: e // bs], e
+                idx = np.arange(past_w, past_w + n)
+            else:  # holes in the entry: this row reads its real slots from its own blocks, compact
+                held, table, shared_len = [], [], 0
+                idx = np.flatnonzero(mask[r, : past_w + n])
+            own = pool.alloc(-(-(shared_len + len(idx)) // bs) - len(table))
+            rows.append(PagedRow(table + own, tuple(entry.kv.blocks) if share else (), shared_len,
+                                 shared_len + len(idx), held + own))
+            sources.append(idx)
+        width = max(len(i) for i in sources)
+        index = np.zeros((len(rows), max(width, 1)), np.int64)
+        for r, idx in enumerate(sources):
+            index[r, : len(idx)] = idx
+        tables = np.zeros((len(rows), max(len(row.table) for row in rows)), np.int32)
+        for r, row in enumerate(rows):
+            tables[r, : len(row.table)] = row.table
+        at = np.array([row.shared_len for row in rows], np.int32)
+        counts = np.array([len(i) for i in sources], np.int32)
+        with torch.inference_mode():
+            dev = keys[0].device
+            row_t = torch.arange(len(rows), device=dev)[:, None]
+            index_t = torch.from_numpy(index).to(dev)
+            for layer in range(pool.layers):  # [R, width, kvH, D] -> [R, kvH, width, D]: the rows' real slots
+                src_k = keys[layer][row_t, :, index_t].permute(0, 2, 1, 3).contiguous()
+                src_v = values[layer][row_t, :, index_t].permute(0, 2, 1, 3).contiguous()
+                paged_kv.append(pool.keys[layer], pool.values[layer], tables, at, counts, src_k, src_v,
+                                device=self.device)
+        return PagedRows(pool, rows, mask.shape[1])
 
     # -- blocks ------------------------------------------------------------------------------------------
     def _charge(self, kv: PagedKV) -> int:

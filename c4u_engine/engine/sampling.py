@@ -30,6 +30,26 @@ class Sampler:
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
         self._rng = np.random.default_rng(params.seed)
+        self._draws = 0  # rows drawn through the kernel: each draw's Philox counter (fresh noise per row and step)
+
+    def sample_with(self, kernels, logits: np.ndarray) -> np.ndarray:
+        """As __call__, through ops.sampling on the kernel mode's device (runners/kernel_mode.py). Greedy gives the
+        same tokens (lowest id on ties, as argmax); sampling draws from the same distribution with Philox noise,
+        so its tokens differ from numpy's generator (the same seed gives the same tokens on every kernel device)."""
+        from c4u_engine.ops.sampling import sample
+
+        p, batch = self.params, logits.shape[0]
+        offsets = self._draws + np.arange(batch, dtype=np.int64)
+        self._draws += batch
+        data = np.ascontiguousarray(logits, dtype=np.float32)
+        if kernels.device == "cuda":  # the runner returns host logits; the kernel takes them on the device
+            import torch
+
+            data = torch.from_numpy(data).cuda()
+        kernels.calls["sample"] += 1
+        out = sample(data, temperature=p.temperature if p.do_sample else 0.0, top_k=p.top_k if p.do_sample else 0,
+                     top_p=p.top_p if p.do_sample else 1.0, seed=p.seed or 0, offsets=offsets, device=kernels.device)
+        return np.asarray(out.cpu() if hasattr(out, "cpu") else out).astype(np.int64)
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """logits float32 [B, V] -> token ids int64 [B]."""

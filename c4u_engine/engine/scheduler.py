@@ -584,7 +584,9 @@ class Scheduler:
 
     def _judge(self, items: list, mode: str) -> None:
         reserve = 0
-        if mode == "reason":
+        # kernel mode with the paged store: reasoning rows decode in the store's pools (runners/paged_rows.py)
+        paged_rows = mode == "reason" and getattr(self.runner, "kernels", None) is not None and hasattr(self.store, "decode_rows")
+        if mode == "reason" and not paged_rows:
             reserve = max(r.max_new_tokens for r, _ in items)
         # One call per mode and step, oldest rows first: the decode batch steps between calls, so a request's
         # reasoning rows are not held up behind a flood of other requests' comparisons.
@@ -613,6 +615,8 @@ class Scheduler:
                 drows = [DecodeRow((r, i), r.sampler, r.max_new_tokens) for r, i in chunk]
                 for r, _ in chunk:
                     r.decoding += 1
+                if paged_rows:
+                    kv = self.store.decode_rows(self.runner, kv, mask, pasts, lens)
                 self._decode.join(drows, kv, mask, logits, np.array([lay.next_position for lay in layouts]))
 
     # -- decode ---------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import numpy as np
 from c4u_engine.comparison import JUDGE_MODES
 from c4u_engine.engine.kv_store import PrefixKey, make_key
 from c4u_engine.errors import ModelFormatError
-from c4u_engine.models.rope import mrope_position_ids
 
 Grid = tuple[int, int, int]
 
@@ -99,7 +98,7 @@ class ComparisonSpans:
         hit = self._prefix_a.get(grid)
         if hit is None:
             ids = np.concatenate([self.prefix_ids, self._image_span(grid)])
-            positions, _ = mrope_position_ids(ids, np.array([grid]), self._engine.config)
+            positions = self._engine.position_ids(ids[None], np.array([grid]))
             hit = self._prefix_a[grid] = (ids, positions[:, 0, :])
         return hit
 
@@ -110,7 +109,7 @@ class ComparisonSpans:
         if hit is None:
             head, _ = self.prefix_a(grid_a)
             ids = np.concatenate([head, self._middle, self._image_span(grid_b), self._tails[mode]])
-            positions, _ = mrope_position_ids(ids, np.array([grid_a, grid_b]), self._engine.config)
+            positions = self._engine.position_ids(ids[None], np.array([grid_a, grid_b]))
             hit = self._layouts[key] = ComparisonLayout(ids, positions[:, 0, :], len(self.prefix_ids), len(head))
         return hit
 

@@ -98,6 +98,13 @@ class Attention(nn.Module):
         out = attend(q, key_buffer[:, :, : past + s], value_buffer[:, :, : past + s], mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
+    def forward_with(self, x, cos, sin, attend):
+        """As forward_into, with the cache owned by `attend(q, k, v) -> out [B, H, S, D]` (it stores k, v where it
+        keeps the cache and attends over it; runners/kernel_mode.py: paged KV in block pools)."""
+        b, s, _ = x.shape
+        q, k, v = self.project(x, cos, sin)
+        return self.o_proj(attend(q, k, v).transpose(1, 2).reshape(b, s, -1))
+
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
@@ -123,6 +130,10 @@ class DecoderLayer(nn.Module):
     def forward_into(self, x, cos, sin, mask, key_buffer, value_buffer, past: int, decode_attention=None):
         x = x + self.self_attn.forward_into(self.input_layernorm(x), cos, sin, mask, key_buffer, value_buffer, past,
                                             decode_attention)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def forward_with(self, x, cos, sin, attend):
+        x = x + self.self_attn.forward_with(self.input_layernorm(x), cos, sin, attend)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -206,6 +217,17 @@ class LanguageModel(nn.Module):
         x = inputs_embeds
         for layer, kb, vb in zip(self.layers, key_buffers, value_buffers):
             x = layer.forward_into(x, cos, sin, mask, kb, vb, past, self.decode_attention)
+        return self._logits(x, logits_index)
+
+    def forward_with(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, attend,
+                     logits_index: torch.Tensor | None = None) -> torch.Tensor:
+        """forward for a cache this module does not hold: `attend(layer, q, k, v) -> out [B, H, S, D]` stores the
+        new tokens' k, v [B, kvH, S, D] and attends q [B, H, S, D] over the row's whole cache (the attention rules
+        are then attend's). Returns the logits."""
+        cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
+        x = inputs_embeds
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_with(x, cos, sin, lambda q, k, v, i=i: attend(i, q, k, v))
         return self._logits(x, logits_index)
 
     @staticmethod

@@ -25,13 +25,32 @@ from c4u_engine.ops.dispatch import require
 from c4u_engine.ops.paged_kv import _SUFFIX, _check_data, _check_tables, _device, _int32, _int32_1d, _pools, \
     _stream, _upload
 
-__all__ = ["decode", "MAX_HEAD_DIM"]
+__all__ = ["MAX_HEAD_DIM", "MAX_SHARED_SPLITS", "decode", "split_count"]
 
 MAX_HEAD_DIM = 128  # c4u::cascade::kMaxHeadDim: four dims per lane
+MAX_SHARED_SPLITS = 64  # c4u::cascade::kMaxSharedSplits
+_TILE, _QUERIES_PER_BLOCK = 32, 16  # c4u::cascade::kTile, kQueriesPerBlock
+
+
+def split_count(groups: int, kv_heads: int, group_queries: int, max_shared: int, sm_count: int) -> int:
+    """Shared-part splits for one launch: enough shared-part blocks for two waves over sm_count multiprocessors, each
+    split at least 4 tiles (128 positions: fewer would cost more in the merge than they save); 1 when sm_count is 0
+    (host devices) or the groups alone fill the GPU."""
+    if sm_count <= 0 or groups == 0 or max_shared <= 0:
+        return 1
+    blocks = groups * kv_heads * -(-max(group_queries, 1) // _QUERIES_PER_BLOCK)
+    want = -(-2 * sm_count // blocks)
+    return int(max(1, min(want, max_shared // (4 * _TILE), MAX_SHARED_SPLITS)))
+
+
+def _sm_count(pool_like: Any) -> int:
+    import torch
+
+    return int(torch.cuda.get_device_properties(pool_like.device).multi_processor_count)
 
 
 def decode(q, pool_k, pool_v, group_rows, shared_tables, shared_lens, block_tables, seq_lens, out=None, *,
-           scale: float | None = None, device: str | None = None):
+           scale: float | None = None, device: str | None = None, shared_splits: int | None = None):
     """out[r, qh] = softmax(q[r, qh] . K_r^T * scale) V_r over row r's seq_lens[r] positions (cascade order).
 
     q [rows, q_heads, head_dim]; pool_k, pool_v [num_blocks, kv_heads, block_size, head_dim] (q_heads a multiple
@@ -40,6 +59,9 @@ def decode(q, pool_k, pool_v, group_rows, shared_tables, shared_lens, block_tabl
     block_tables int32 [rows, max_blocks]; seq_lens int32 [rows], each >= its group's shared_lens; out
     [rows, q_heads, head_dim] of q's dtype, allocated when None. scale defaults to 1 / sqrt(head_dim).
     Returns out. A row with no position gets zeros.
+    shared_splits: split-KV of the shared part on "cuda" / "emulated" (each group's shared positions cut into that
+    many chunks scored by separate blocks, merged with the rest by log-sum-exp; 1 to 64); None picks it on "cuda"
+    (split_count: enough blocks to fill the GPU) and 1 elsewhere. The CPU twin always runs one pass.
     """
     op = "cascade_attention.decode"
     k, v = _pools(op, pool_k, pool_v)
@@ -89,14 +111,21 @@ def decode(q, pool_k, pool_v, group_rows, shared_tables, shared_lens, block_tabl
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     if not math.isfinite(scale):
         raise KernelArgumentError(f"{op}: scale must be finite, got {scale}")
-    workspace = _workspace(device, pool_k, 2 * rows * q_heads * (head_dim + 2))
+    max_group_rows = int(np.diff(grp).max(initial=0))
+    if shared_splits is None:
+        shared_splits = split_count(groups, kv_heads, max_group_rows * (q_heads // kv_heads),
+                                    int(slen.max(initial=0)), _sm_count(pool_k) if device == "cuda" else 0)
+    if isinstance(shared_splits, bool) or not isinstance(shared_splits, (int, np.integer)) \
+            or not 1 <= shared_splits <= MAX_SHARED_SPLITS:
+        raise KernelArgumentError(f"{op}: shared_splits must be an int in [1, {MAX_SHARED_SPLITS}], got "
+                                  f"{shared_splits!r}")
+    workspace = _workspace(device, pool_k, (int(shared_splits) + 1) * rows * q_heads * (head_dim + 2))
     mod = require(op, device)
     ptrs, keep = _upload(device, pool_k, [grp, stab, slen, tab, lens])
-    max_group_rows = int(np.diff(grp).max(initial=0))
     shape = (num_blocks, kv_heads, block_size, head_dim, q_heads, k.itemsize, int(k.dtype == "bfloat16"))
     getattr(mod, "cascade_attention" + _SUFFIX[device])(
         shape, scale, qd.ptr, k.ptr, v.ptr, ptrs[0], groups, ptrs[1], stab.shape[1], ptrs[2], ptrs[3], rows,
-        tab.shape[1], ptrs[4], max_group_rows, od.ptr, _ptr(workspace), _stream(device, pool_k),
+        tab.shape[1], ptrs[4], max_group_rows, od.ptr, _ptr(workspace), _stream(device, pool_k), int(shared_splits),
     )
     del keep, workspace  # on "cuda" the caching allocator keeps them alive for queued work on this stream
     return out

@@ -10,6 +10,9 @@ the engine's business: it passes an attention mask with every forward call, so p
 A runner may keep spare capacity behind a KV (`reserve`) and append to it in place. The rule that keeps this safe:
 a KV passed as `past` to forward is handed over; the caller uses only the returned KV afterwards. Shared KVs (the
 KV store's entries, engine/kv_store.py) are therefore only ever read through kv_select / kv_stack, which copy.
+One exception, in the torch runner's kernel mode (runners/kernel_mode.py): decode rows kept in the paged store's
+block pools (runners/paged_rows.py) share their entry's blocks by reference count; kv_select / kv_stack hand those
+rows over instead of copying, and kv_release gives their blocks back.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class Runner(ABC):
         (concatenated in order). The engine guarantees the counts match."""
 
     image_token_id: int
+    # runners/kernel_mode.py's KernelMode while the engine's per-token work runs through the native kernels
+    # (TorchRunner.use_kernels); None: each runner's own path
+    kernels = None
 
     def _set_model_facts(self, config: Any) -> None:
         """The model facts above from a Qwen2.5-VL config (models/config.py: .text and .image_token_id), once."""
@@ -146,6 +152,10 @@ class Runner(ABC):
         """A new KV of `length` slots (zeros) for `batch` rows, `reserve` as in forward: the buffer the paged store
         gathers entries into (its kv_layers are then written in place)."""
         raise NotImplementedError(f"the {self.name} runner does not expose its KV buffers (no paged KV layout)")
+
+    def kv_release(self, kv: KV) -> None:
+        """The caller is done with `kv` (a decode cohort that emptied): a KV holding pool blocks (runners/
+        paged_rows.py) gives them back now instead of at garbage collection. Nothing to do for plain buffers."""
 
     def embeds_nbytes(self, embeds: Embeds) -> int:
         """Bytes an embedding block holds (for cache budgets)."""

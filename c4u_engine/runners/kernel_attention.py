@@ -9,8 +9,9 @@ How a decode step (one new token per row) maps onto the kernel, per layer:
 - groups: consecutive rows whose leading attended slots hold bit-identical K and V (the copies of one [prefix + A]
   entry a comparison round forks) form a group; its common leading slots are the shared part, attended once for
   the group, each row's remaining slots its own part.
-On "cuda" the same view is built on the device (a transposed copy of each layer's KV per step: correct, not yet
-fast); passing the paged store's own pool and tables instead is issue 15 item 2's remaining work.
+On "cuda" the same view is built on the device (a transposed copy of each layer's KV per step: correct, not fast).
+This is the kernel mode's path for contiguous KVs; with the paged store, decode reads the store's own pools and
+block tables instead (runners/paged_rows.py, runners/kernel_mode.py), with no per-step view.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import numpy as np
 
 from c4u_engine.errors import BackendUnavailableError, InvalidInputError
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
+from c4u_engine.runners.paged_rows import PagedRows
 
 try:
     import torch
@@ -62,6 +63,23 @@ class TorchRunner(Runner):
         # torch modules are not re-entrant across threads on the same weights under inference_mode only by
         # convention; the engine serializes calls, this lock guards direct users of the runner.
         self._lock = threading.Lock()
+        self.kernels = None  # a KernelMode once use_kernels(...) chose a kernel device (runners/kernel_mode.py)
+
+    def use_kernels(self, device: str | None, *, strict: bool = True) -> str | None:
+        """Kernel dispatch mode (runners/kernel_mode.py): embedding merge, M-RoPE positions, sampling and decode
+        (paged rows in the paged store's pools, or cascade attention over a view of contiguous KVs) through the
+        kernels on `device`: "cuda" (a CUDA runner with the CUDA build), "cpu" (CPU twins) or "emulated" (SIMT
+        emulator, tests only) on a CPU runner. None: today's torch / numpy path (the default). Where the kernels
+        cannot run (no CUDA build, dtype, head_dim) it raises BackendUnavailableError with the reason, or with
+        strict=False keeps today's path and returns the reason. Returns None when the kernels are in use."""
+        reason = self.use_kernel_attention(device, strict=strict)
+        if device is None or reason is not None:
+            self.kernels = None
+            return reason
+        from c4u_engine.runners.kernel_mode import KernelMode
+
+        self.kernels = KernelMode(device)
+        return None
 
     def use_kernel_attention(self, device: str | None, *, check_against_sdpa: bool = False,
                              strict: bool = True) -> str | None:
@@ -108,6 +126,9 @@ class TorchRunner(Runner):
 
     def embed(self, input_ids: np.ndarray, image_embeds: Sequence[Embeds]) -> Embeds:
         with self._lock, torch.inference_mode():
+            if self.kernels is not None:
+                return self.kernels.embed(self.model.language.embed_tokens.weight, input_ids, image_embeds,
+                                          self.image_token_id)
             ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._torch_device)
             embeds = self.model.language.embed(ids)
             if len(image_embeds):
@@ -127,6 +148,8 @@ class TorchRunner(Runner):
             mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=bool)).to(dev)
             index = torch.from_numpy(np.ascontiguousarray(logits_index, dtype=np.int64)).to(dev)
             b, s = embeds.shape[0], embeds.shape[1]
+            if isinstance(past, PagedRows):
+                return self._forward_paged(embeds, pos, past, attention_mask, index), past
             p = 0 if past is None else past.length
             if past is None or past.capacity < p + s:
                 kv = self._alloc(b, p + s + reserve)
@@ -138,6 +161,19 @@ class TorchRunner(Runner):
             logits = self.model.language.forward_into(embeds, pos, kv.keys, kv.values, p, mask, index)
             return logits.float().cpu().numpy(), TorchKV(kv.keys, kv.values, p + s)
 
+    def _forward_paged(self, embeds, pos, rows: PagedRows, attention_mask, index):
+        """A decode step of rows kept in the paged store's pools (runners/paged_rows.py), appended in place."""
+        if self.kernels is None:
+            raise InvalidInputError("paged decode rows need the kernel mode (TorchRunner.use_kernels)")
+        if embeds.shape[1] != 1:
+            raise InvalidInputError(f"paged decode rows take one new token per row, got {embeds.shape[1]}")
+        real = np.asarray(attention_mask, bool).sum(axis=1)
+        want = np.array([r.seq_len + 1 for r in rows.rows])
+        if not np.array_equal(real, want):  # the mask's real slots must be the rows' compact slots + the new one
+            raise InvalidInputError(f"attention_mask counts {real.tolist()} real slots, the paged rows hold "
+                                    f"{want.tolist()} (with the new token)")
+        return self.kernels.decode_paged(self.model.language, embeds, pos, rows, index).float().cpu().numpy()
+
     # -- KV plumbing -----------------------------------------------------------------------------------
     def _alloc(self, batch: int, capacity: int) -> TorchKV:
         shape = (batch, self.num_kv_heads, capacity, self.head_dim)
@@ -145,6 +181,8 @@ class TorchRunner(Runner):
         return TorchKV([new() for _ in range(self.num_layers)], [new() for _ in range(self.num_layers)], 0)
 
     def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:
+        if isinstance(kv, PagedRows):  # rows handed over, no copy; blocks are allocated as rows grow
+            return kv.select(rows, length)
         length = kv.length if length is None else length
         with torch.inference_mode():
             idx = torch.as_tensor(list(rows), dtype=torch.long, device=self._torch_device)
@@ -158,6 +196,11 @@ class TorchRunner(Runner):
             return out
 
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
+        paged = [isinstance(kv, PagedRows) for kv in kvs]
+        if any(paged):
+            if not all(paged):
+                raise InvalidInputError("kv_stack: paged decode rows cannot be stacked with contiguous KVs")
+            return PagedRows.stack(kvs, length)
         with torch.inference_mode():
             if max(kv.length for kv in kvs) > length:
                 raise InvalidInputError(f"kv_stack: a KV of {max(kv.length for kv in kvs)} slots does not fit {length}")
@@ -185,7 +228,13 @@ class TorchRunner(Runner):
         out.length = length
         return out
 
+    def kv_release(self, kv: KV) -> None:
+        if isinstance(kv, PagedRows):
+            kv.release()
+
     def kv_nbytes(self, kv: KV) -> int:
+        if isinstance(kv, PagedRows):
+            return kv.nbytes
         return sum(t.nelement() * t.element_size() for t in (*kv.keys, *kv.values))
 
 

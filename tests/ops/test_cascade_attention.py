@@ -184,3 +184,35 @@ def test_head_dim_over_128_rejected():
         cascade_attention.decode(np.zeros((1, 1, 160), np.float32), pool, pool.copy(), np.array([0, 1], np.int32),
                                  np.zeros((1, 1), np.int32), np.zeros(1, np.int32), np.zeros((1, 1), np.int32),
                                  np.zeros(1, np.int32), device="cpu")
+
+
+# Split-KV of the shared part: long and short shared parts, a split count that leaves empty splits (7 splits of a
+# 45-slot part: whole tiles of 32, so only the first two hold positions), an empty shared part, GQA.
+SPLIT_GROUPS = [(300, [1, 9, 0]), (45, [3]), (0, [2]), (97, [40, 1])]
+
+
+@pytest.mark.parametrize("splits", [1, 2, 3, 7])
+def test_shared_splits_match_fp32_reference(device, splits):
+    case = build_case(2, 3, 64, 16, SPLIT_GROUPS, seed=splits)
+    meta = {n: case[n] for n in ("group_rows", "shared_tables", "shared_lens", "block_tables", "seq_lens")}
+    data = {n: make(case[n], "float32", device) for n in ("q", "pool_k", "pool_v")}
+    out = to_f32(cascade_attention.decode(data["q"], data["pool_k"], data["pool_v"], **meta, device=device,
+                                          shared_splits=splits))
+    want = reference(case["q"], case["pool_k"], case["pool_v"], **meta, scale=64**-0.5)
+    np.testing.assert_allclose(out, want, atol=2e-5, rtol=0)
+    assert (out[case["seq_lens"] == 0] == 0).all()
+
+
+def test_split_count_fills_the_gpu_but_keeps_splits_long():
+    # 8 groups x 4 KV heads x 1 query chunk = 32 blocks; 132 SMs want 264 blocks: 9 splits, if the part is long enough
+    assert cascade_attention.split_count(8, 4, 16, 2000, 132) == 9
+    assert cascade_attention.split_count(8, 4, 16, 600, 132) == 600 // 128  # at least 4 tiles per split
+    assert cascade_attention.split_count(64, 4, 112, 2000, 132) == 1  # the groups alone fill the GPU
+    assert cascade_attention.split_count(8, 4, 16, 2000, 0) == 1  # host devices: one pass
+    assert cascade_attention.split_count(8, 4, 16, 100, 132) == 1
+
+
+@pytest.mark.parametrize("bad", [0, 65, 2.0, True])
+def test_bad_shared_splits_named(bad):
+    with pytest.raises(KernelArgumentError, match="shared_splits must be an int in"):
+        cascade_attention.decode(**_args(), device="cpu", shared_splits=bad)

@@ -4,11 +4,13 @@
 // runtime API; each launcher passes a `launch(kernel, grid, block, dynamic_smem_bytes, args...)` callable.
 //
 // Three launches on one stream:
-//   1. partial_kernel<part 0>, grid (groups, kv_heads, query chunks): a block stages tiles of 32 shared slots of one
-//      KV head in shared memory (as float) ONCE and scores up to 16 queries against them (the group's rows x the
-//      query heads of that KV head): the shared [prefix + A] is read once per group and chunk, not once per row.
+//   1. partial_kernel<part 0>, grid (groups x shared_splits, kv_heads, query chunks): a block stages tiles of 32
+//      shared slots of one KV head in shared memory (as float) ONCE and scores up to 16 queries against them (the
+//      group's rows x the query heads of that KV head): the shared [prefix + A] is read once per group and chunk,
+//      not once per row. With shared_splits > 1 each block takes one consecutive chunk of the shared positions
+//      (split-KV: more blocks in flight when there are few groups but long shared parts).
 //   2. partial_kernel<part 1>, grid (rows, kv_heads, query chunks): the same over each row's own positions.
-//   3. merge_kernel, grid (rows): log-sum-exp merge of the two states into out.
+//   3. merge_kernel, grid (rows): log-sum-exp merge of the shared_splits + 1 states into out.
 // Inside partial_kernel, warp w owns queries 4w .. 4w + 3; lane t scores slot t of the tile, then the warp runs the
 // online softmax (running max m, sum l, unnormalised o; each lane owns dims lane, lane + 32, ...).
 #pragma once
@@ -31,6 +33,7 @@ constexpr int kQueriesPerBlock = kQueriesPerWarp * static_cast<int>(kThreads / 3
 constexpr int kMaxDimsPerLane = 4;  // head_dim <= 128
 constexpr int64_t kMaxHeadDim = 32 * kMaxDimsPerLane;
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int64_t kMaxSharedSplits = 64;
 
 inline size_t partial_smem_bytes(int64_t head_dim) {
   // K and V tiles [kTile, head_dim + 1] (the +1 staggers the rows across banks), queries [16, head_dim].
@@ -47,9 +50,11 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// part 0: segment = group blockIdx.x, positions [0, shared_lens[g]) through shared_tables[g], rows of the group.
+// part 0: group g = blockIdx.x / shared_splits, split j = blockIdx.x % shared_splits: positions [j c, (j + 1) c)
+//         of [0, shared_lens[g]) through shared_tables[g], rows of the group (c: the split's length, whole tiles).
 // part 1: segment = row blockIdx.x, positions [shared_lens[its group], seq_lens[r]) through block_tables[r].
-// Writes the state (o[head_dim], m, l) of each of its queries to workspace[part, row, query head].
+// Writes the state (o[head_dim], m, l) of each of its queries to workspace[j or shared_splits, row, query head];
+// an empty range writes (0, -inf, 0), which the merge weighs 0.
 template <int K>
 __global__ void partial_kernel(CascadeAttentionArgs a, int part) {
   C4U_DYNAMIC_SHARED(float, smem);
@@ -57,15 +62,19 @@ __global__ void partial_kernel(CascadeAttentionArgs a, int part) {
   float* ks = smem;
   float* vs = ks + kTile * stride;
   float* qs = vs + kTile * stride;
-  const int64_t seg = blockIdx.x, h = blockIdx.y;
+  const int64_t splits = a.shared_splits, h = blockIdx.y;
+  const int64_t seg = part == 0 ? blockIdx.x / splits : blockIdx.x;
   const int64_t ratio = a.q_heads / a.kv_heads;
-  int64_t row_begin, row_end, start, end;
+  int64_t row_begin, row_end, start, end, slot;
   const int32_t* table;
   if (part == 0) {
     row_begin = a.group_rows[seg];
     row_end = a.group_rows[seg + 1];
-    start = 0;
-    end = a.shared_lens[seg];
+    const int64_t len = a.shared_lens[seg], split = blockIdx.x % splits;
+    const int64_t chunk = ((len + splits - 1) / splits + kTile - 1) / kTile * kTile;  // whole tiles per split
+    start = split * chunk < len ? split * chunk : len;
+    end = start + chunk < len ? start + chunk : len;
+    slot = split;
     table = a.shared_tables + seg * a.max_shared_blocks;
   } else {
     int64_t lo = 0, hi = a.groups;  // the group g with group_rows[g] <= seg < group_rows[g + 1]
@@ -77,6 +86,7 @@ __global__ void partial_kernel(CascadeAttentionArgs a, int part) {
     row_end = seg + 1;
     start = a.shared_lens[lo];
     end = a.seq_lens[seg];
+    slot = splits;
     table = a.block_tables + seg * a.max_blocks;
   }
   const int64_t n_q = (row_end - row_begin) * ratio, q0 = static_cast<int64_t>(blockIdx.z) * kQueriesPerBlock;
@@ -145,7 +155,7 @@ __global__ void partial_kernel(CascadeAttentionArgs a, int part) {
     const int64_t i = warp * kQueriesPerWarp + j;
     if (i >= nq) break;
     const int64_t gi = q0 + i, row = row_begin + gi / ratio, qh = h * ratio + gi % ratio;
-    float* st = a.workspace + ((part * a.rows + row) * a.q_heads + qh) * (D + 2);
+    float* st = a.workspace + ((slot * a.rows + row) * a.q_heads + qh) * (D + 2);
     for (int k = 0; k < kMaxDimsPerLane; ++k) {
       const int64_t d = lane + 32 * k;
       if (d < D) st[d] = o[j][k];
@@ -157,17 +167,25 @@ __global__ void partial_kernel(CascadeAttentionArgs a, int part) {
   }
 }
 
-// grid (rows): out[r, qh, d] = (w0 o0 + w1 o1) / (w0 l0 + w1 l1), w_i = exp(m_i - max(m0, m1)); 0 for no position.
+// grid (rows): out[r, qh, d] = sum_i w_i o_i / sum_i w_i l_i over the shared_splits + 1 states (the shared splits,
+// then the own part), w_i = exp(m_i - max_j m_j) (0 for an empty state); 0 for a row with no position. With one
+// split this is merge_weight's two-state formula, term for term.
 template <int K>
 __global__ void merge_kernel(CascadeAttentionArgs a) {
-  const int64_t r = blockIdx.x, D = a.head_dim;
+  const int64_t r = blockIdx.x, D = a.head_dim, parts = a.shared_splits + 1;
+  const int64_t part_stride = a.rows * a.q_heads * (D + 2);
   for (int64_t e = threadIdx.x; e < a.q_heads * D; e += blockDim.x) {
     const int64_t qh = e / D, d = e % D;
     const float* s0 = a.workspace + (r * a.q_heads + qh) * (D + 2);
-    const float* s1 = a.workspace + ((a.rows + r) * a.q_heads + qh) * (D + 2);
-    const float w0 = attn::merge_weight(s0[D], s1[D]), w1 = attn::merge_weight(s1[D], s0[D]);
-    const float den = w0 * s0[D + 1] + w1 * s1[D + 1];
-    const float num = (w0 > 0.f ? w0 * s0[d] : 0.f) + (w1 > 0.f ? w1 * s1[d] : 0.f);
+    float m = -INFINITY;
+    for (int64_t i = 0; i < parts; ++i) m = fmaxf(m, s0[i * part_stride + D]);
+    float den = 0.f, num = 0.f;
+    for (int64_t i = 0; i < parts; ++i) {
+      const float* si = s0 + i * part_stride;
+      const float w = attn::merge_weight(si[D], m);
+      den += w * si[D + 1];
+      num += w > 0.f ? w * si[d] : 0.f;
+    }
     attn::store_word<K>(a.out, (r * a.q_heads + qh) * D + d, den > 0.f ? num / den : 0.f);
   }
 }
@@ -183,8 +201,8 @@ void run_typed(Launch& launch, const CascadeAttentionArgs& a) {
   const size_t smem = partial_smem_bytes(a.head_dim);
   const dim3 block(kThreads);
   if (a.groups > 0) {
-    launch(partial_kernel<K>, dim3(static_cast<unsigned>(a.groups), static_cast<unsigned>(a.kv_heads),
-                                   query_chunks(a.max_group_rows * ratio)),
+    launch(partial_kernel<K>, dim3(static_cast<unsigned>(a.groups * a.shared_splits),
+                                   static_cast<unsigned>(a.kv_heads), query_chunks(a.max_group_rows * ratio)),
            block, smem, a, 0);
   }
   launch(partial_kernel<K>, dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(a.kv_heads),
@@ -201,6 +219,9 @@ void run(Launch launch, const CascadeAttentionArgs& a) {
   if (a.head_dim < 1 || a.head_dim > kMaxHeadDim) throw std::invalid_argument("cascade_attention: head_dim > 128");
   if (a.kv_heads < 1 || a.q_heads % a.kv_heads != 0) {
     throw std::invalid_argument("cascade_attention: q_heads must be a multiple of kv_heads");
+  }
+  if (a.shared_splits < 1 || a.shared_splits > kMaxSharedSplits) {
+    throw std::invalid_argument("cascade_attention: shared_splits must be in [1, 64]");
   }
   if (a.elem_bytes == 4) {
     run_typed<attn::kF32>(launch, a);

@@ -32,14 +32,20 @@ struct CascadeAttentionArgs {
   const int32_t* block_tables = nullptr;   // [device, int32]: [rows, max_blocks]
   const int32_t* seq_lens = nullptr;       // [device, int32]: [rows], each >= its group's shared_lens
   void* out = nullptr;                     // [device, dtype]: [rows, q_heads, head_dim]
-  // [device, float32]: [2, rows, q_heads, head_dim + 2]: the shared (0) and own (1) partial states (o..., m, l).
+  // [device, float32]: [shared_splits + 1, rows, q_heads, head_dim + 2]: the partial states (o..., m, l) of each
+  // split of the shared part (0 .. shared_splits - 1) and of the own part (shared_splits). The CPU twin uses [2, ...].
   float* workspace = nullptr;
   int64_t rows = 0, groups = 0, max_shared_blocks = 0, max_blocks = 0;
   int64_t max_group_rows = 0;  // the largest group's row count (the launch geometry needs it)
+  // Split-KV of the shared part (FlashInfer): the kernel cuts each group's shared positions into this many
+  // consecutive chunks (whole tiles of 32), scored by separate blocks, so a few groups with long shared parts still
+  // fill the GPU; the merge then combines shared_splits + 1 states. >= 1; the CPU twin ignores it (one pass).
+  int64_t shared_splits = 1;
 };
 
-inline int64_t cascade_attention_workspace_floats(int64_t rows, int64_t q_heads, int64_t head_dim) {
-  return 2 * rows * q_heads * (head_dim + 2);
+inline int64_t cascade_attention_workspace_floats(int64_t rows, int64_t q_heads, int64_t head_dim,
+                                                  int64_t shared_splits = 1) {
+  return (shared_splits + 1) * rows * q_heads * (head_dim + 2);
 }
 
 // CPU twin: the same contract on host memory ([device, ...] above reads [host, ...]).

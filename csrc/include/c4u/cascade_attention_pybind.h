@@ -1,6 +1,7 @@
 // The Python signature of cascade decode attention, defined once for c4u_engine._C (CPU twin and CUDA launcher,
 // csrc/bindings.cpp) and c4u_engine._C_emulated (CUDA source under the SIMT emulator). Raw addresses as ints; the
-// shape as (num_blocks, kv_heads, block_size, head_dim, q_heads, elem_bytes, is_bf16); a stream handle (0 on host).
+// shape as (num_blocks, kv_heads, block_size, head_dim, q_heads, elem_bytes, is_bf16); a stream handle (0 on host);
+// shared_splits last (default 1; the CPU twin ignores it).
 #pragma once
 #include <pybind11/pybind11.h>
 
@@ -20,7 +21,7 @@ void bind_cascade_attention(pybind11::module_& m, const char* suffix, Run run) {
       [run](const std::array<int64_t, 7>& shape, double scale, uintptr_t q, uintptr_t pool_k, uintptr_t pool_v,
             uintptr_t group_rows, int64_t groups, uintptr_t shared_tables, int64_t max_shared_blocks,
             uintptr_t shared_lens, uintptr_t block_tables, int64_t rows, int64_t max_blocks, uintptr_t seq_lens,
-            int64_t max_group_rows, uintptr_t out, uintptr_t workspace, uintptr_t stream) {
+            int64_t max_group_rows, uintptr_t out, uintptr_t workspace, uintptr_t stream, int64_t shared_splits) {
         CascadeAttentionArgs a;
         a.num_blocks = shape[0];
         a.kv_heads = shape[1];
@@ -45,6 +46,7 @@ void bind_cascade_attention(pybind11::module_& m, const char* suffix, Run run) {
         a.max_group_rows = max_group_rows;
         a.out = reinterpret_cast<void*>(out);
         a.workspace = reinterpret_cast<float*>(workspace);
+        a.shared_splits = shared_splits;
         py::gil_scoped_release release;
         run(a, stream);
       },
@@ -52,7 +54,7 @@ void bind_cascade_attention(pybind11::module_& m, const char* suffix, Run run) {
       py::arg("scale"), py::arg("q"), py::arg("pool_k"), py::arg("pool_v"), py::arg("group_rows"), py::arg("groups"),
       py::arg("shared_tables"), py::arg("max_shared_blocks"), py::arg("shared_lens"), py::arg("block_tables"),
       py::arg("rows"), py::arg("max_blocks"), py::arg("seq_lens"), py::arg("max_group_rows"), py::arg("out"),
-      py::arg("workspace"), py::arg("stream"));
+      py::arg("workspace"), py::arg("stream"), py::arg("shared_splits") = 1);
 }
 
 }  // namespace c4u
