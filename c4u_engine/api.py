@@ -138,8 +138,11 @@ class Engine:
                            "steps": lane.scheduler.steps} for lane in self._lanes]}
 
     def clear_caches(self) -> None:
-        """Forget cached image embeddings and every unpinned KV entry (live requests keep theirs)."""
+        """Forget cached image embeddings, screening verdicts and every unpinned KV entry (live requests keep
+        theirs)."""
         self._core.encoder_cache.clear()
+        if self._screener is not None:
+            self._screener.clear_cache()
         for lane in self._lanes:
             lane.scheduler.call(lane.store.clear)
 
@@ -260,7 +263,7 @@ class Engine:
 
             t0 = time.perf_counter()
             screening = self._screening_pool().submit(screen_candidates, self.screener, loaded, unique, duplicates,
-                                                      profile.title, product_image, screen_mode)
+                                                      profile.title, product_image, screen_mode, use_cache)
             # The judge's preprocessing of every candidate runs meanwhile (both release the GIL); the screened-out
             # candidates' share of it is the price of the overlap.
             try:

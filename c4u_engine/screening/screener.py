@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from c4u_engine.data.usability import CLASSES
+from c4u_engine.engine.lru import ByteLRU
 from c4u_engine.errors import InvalidInputError, ProductImageError, ScreeningModelError
 from c4u_engine.screening.model_dir import BUILTIN_SCREEN_DIR, ONNX_FILE, read_screen_config
 from c4u_engine.screening.preprocess import generated_planes, product_planes, text_ids
@@ -45,13 +47,19 @@ class Screener:
     calmed down: BENCHMARKS.md). Safe to call from many threads (onnxruntime sessions are)."""
 
     def __init__(self, model_dir: str | Path | None = None, threshold: float | None = None, *, batch: int = 64,
-                 threads: int = 0) -> None:
+                 threads: int = 0, cache_bytes: int = 4 << 20) -> None:
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir) if model_dir is not None else BUILTIN_SCREEN_DIR
         self.config = read_screen_config(self.model_dir)
         self.threshold = check_threshold(self.config["threshold"] if threshold is None else threshold)
         self.batch = batch
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise InvalidInputError(f"screening cache_bytes must be an int >= 0, got {cache_bytes!r}")
+        # A verdict depends on the ad, the cut-out and the text, not on the user: a product's creatives screened
+        # for one user's request are not screened again for the next (cache_bytes=0: always recompute).
+        self._verdicts = ByteLRU(cache_bytes, lambda probs: probs.nbytes + 200)
+        self._products = ByteLRU(cache_bytes, lambda planes: planes.nbytes)  # cut-out planes by content
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         # No spin-waiting after a call: the judge's own onnxruntime session runs right after on the same cores.
@@ -74,9 +82,16 @@ class Screener:
     def measured(self) -> dict[str, Any]:
         return dict(self.config.get("measured", {}))
 
-    def probabilities(self, images: Sequence[Any], text: str, product: Any = None, mode: str = "auto") -> np.ndarray:
+    def probabilities(self, images: Sequence[Any], text: str, product: Any = None, mode: str = "auto", *,
+                      use_cache: bool = True) -> np.ndarray:
         """float32 [N, classes]. images: LoadedImage, PIL images or uint8 [H, W, 3] arrays; product: a cut-out
-        (anything screening.product_image.load_product_image reads) or None; mode as MODES."""
+        (anything screening.product_image.load_product_image reads) or None; mode as MODES. use_cache: reuse (and
+        keep) the verdicts of images already screened with the same cut-out and text."""
+        return self.probabilities_and_hits(images, text, product, mode, use_cache=use_cache)[0]
+
+    def probabilities_and_hits(self, images: Sequence[Any], text: str, product: Any = None, mode: str = "auto", *,
+                               use_cache: bool = True) -> tuple[np.ndarray, int]:
+        """`probabilities`, and how many of them came from the cache."""
         from c4u_engine.screening.product_image import load_product_image
 
         if mode not in MODES:
@@ -88,23 +103,52 @@ class Screener:
                                     " or use mode 'text' (image+text, weaker)")
         use_product = product is not None and mode != "text"
         side = self.config["side"]
-        prod = np.zeros((4, side, side), np.uint8)
+        prod, product_key = np.zeros((4, side, side), np.uint8), None
         if use_product:
-            prod = product_planes(load_product_image(product))
+            prod, product_key = self._product_planes(load_product_image(product), use_cache)
         ids = text_ids(text)
-        out = []
-        for i in range(0, len(images), self.batch):
-            chunk = images[i: i + self.batch]
-            gen = np.stack([generated_planes(getattr(im, "pixels", im)) for im in chunk])
+        out = np.empty((len(images), len(CLASSES)), np.float32)
+        keys = [(_image_key(im), product_key, ids.tobytes()) for im in images] if use_cache else []
+        todo = []
+        for k in range(len(images)):
+            hit = self._verdicts.get(keys[k]) if use_cache else None
+            if hit is None:
+                todo.append(k)
+            else:
+                out[k] = hit
+        for i in range(0, len(todo), self.batch):
+            chunk = todo[i: i + self.batch]
+            gen = np.stack([generated_planes(getattr(images[k], "pixels", images[k])) for k in chunk])
             # One product row for all ads: the graph encodes the cut-out and the text once and broadcasts them.
             feeds = {"generated": gen, "product": prod[None], "text": ids[None],
                      "has_product": np.full(1, 1.0 if use_product else 0.0, np.float32)}
-            out.append(self.session.run(["probs"], feeds)[0])
-        return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+            probs = self.session.run(["probs"], feeds)[0]
+            out[chunk] = probs
+            if use_cache:
+                for k, row in zip(chunk, probs):
+                    self._verdicts.put(keys[k], row.copy())
+        return out, len(images) - len(todo)
 
-    def screen(self, images: Sequence[Any], text: str, product: Any = None, mode: str = "auto") -> list[Verdict]:
+    def _product_planes(self, cutout, use_cache: bool) -> tuple[np.ndarray, str]:
+        """The cut-out's planes and its content key (cached by content: one product, many requests)."""
+        from c4u_engine.imaging import content_hash
+
+        key = content_hash(np.asarray(cutout))
+        planes = self._products.get(key) if use_cache else None
+        if planes is None:
+            planes = product_planes(cutout)
+            if use_cache:
+                self._products.put(key, planes)
+        return planes, key
+
+    def clear_cache(self) -> None:
+        self._verdicts.clear()
+        self._products.clear()
+
+    def screen(self, images: Sequence[Any], text: str, product: Any = None, mode: str = "auto", *,
+               use_cache: bool = True) -> list[Verdict]:
         """One Verdict per image (see `probabilities` for the arguments)."""
-        return [self.verdict(p) for p in self.probabilities(images, text, product, mode)]
+        return [self.verdict(p) for p in self.probabilities(images, text, product, mode, use_cache=use_cache)]
 
     def verdict(self, probs: np.ndarray) -> Verdict:
         p_avail = float(probs[0])
@@ -120,11 +164,14 @@ def check_threshold(value: Any) -> float:
 
 
 def screen_candidates(screener: Screener, loaded: dict, unique: list[int], duplicates: dict[int, int], text: str,
-                      product: Any, mode: str = "auto") -> tuple[list[int], dict[int, int], dict[int, str], dict]:
+                      product: Any, mode: str = "auto",
+                      use_cache: bool = True) -> tuple[list[int], dict[int, int], dict[int, str], dict]:
     """Screen the unique candidates (input index -> LoadedImage) in one batch. Returns the unique ones kept, the
     duplicates of kept ones, the rejected (index -> reason; a duplicate shares its original's) and the stats."""
     t0 = time.perf_counter()
-    verdicts = screener.screen([loaded[i] for i in unique], text, product, mode)
+    probs, hits = screener.probabilities_and_hits([loaded[i] for i in unique], text, product, mode,
+                                                  use_cache=use_cache)
+    verdicts = [screener.verdict(p) for p in probs]
     rejected = {i: v.reason for i, v in zip(unique, verdicts) if not v.usable}
     for d, o in duplicates.items():
         if o in rejected:
@@ -132,6 +179,19 @@ def screen_candidates(screener: Screener, loaded: dict, unique: list[int], dupli
     kept = [i for i in unique if i not in rejected]
     stats = {"mode": "image+product+text" if product is not None and mode != "text" else "image+text",
              "screened": len(unique), "screened_out": sorted(rejected), "threshold": screener.threshold,
-             "batches": -(-len(unique) // screener.batch), "seconds": round(time.perf_counter() - t0, 6),
+             "batches": -(-(len(unique) - hits) // screener.batch), "cached": hits,
+             "seconds": round(time.perf_counter() - t0, 6),
              "p_available": {i: round(v.p_available, 4) for i, v in zip(unique, verdicts)}}
     return kept, {d: o for d, o in duplicates.items() if o not in rejected}, rejected, stats
+
+
+def _image_key(image: Any) -> str:
+    """The content hash of an ad: a LoadedImage carries it; a PIL image or an array is hashed here."""
+    from c4u_engine.imaging import content_hash
+
+    known = getattr(image, "content_hash", None)
+    if known is not None:
+        return known
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+    return content_hash(np.ascontiguousarray(np.asarray(image, np.uint8)))

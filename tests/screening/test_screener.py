@@ -53,7 +53,36 @@ def test_the_product_image_changes_the_answer(screener):
 def test_chunked_batches_equal_one_batch(tiny_screen_dir, screener):
     small = Screener(tiny_screen_dir, batch=2)
     args = ([s.generated for s in SAMPLES], SAMPLES[1].text, SAMPLES[1].product)
-    assert np.abs(small.probabilities(*args) - screener.probabilities(*args)).max() < 1e-5
+    got = small.probabilities(*args, use_cache=False)
+    assert np.abs(got - screener.probabilities(*args, use_cache=False)).max() < 1e-5
+
+
+def test_verdicts_are_cached_by_ad_cutout_and_text(tiny_screen_dir):
+    cached = Screener(tiny_screen_dir)
+    ads = [s.generated for s in SAMPLES]
+    s0, s1 = SAMPLES[0], SAMPLES[1]
+    first, hits = cached.probabilities_and_hits(ads[:3], s0.text, s0.product)
+    assert hits == 0
+    again, hits = cached.probabilities_and_hits(ads, s0.text, s0.product)  # 3 known, 2 new
+    assert hits == 3 and np.array_equal(again[:3], first)
+    fresh = Screener(tiny_screen_dir, cache_bytes=0)
+    assert np.abs(again - fresh.probabilities(ads, s0.text, s0.product)).max() < 1e-5
+    # another cut-out, another text, the image+text mode: each its own verdicts
+    for args in ((s0.text, s1.product), (s1.text, s0.product), (s0.text, None)):
+        probs, hits = cached.probabilities_and_hits(ads[:2], *args)
+        assert hits == 0
+        assert np.abs(probs - fresh.probabilities(ads[:2], *args)).max() < 1e-5
+    # the same ad as a PIL image, an array, or a LoadedImage is one key
+    from c4u_engine.imaging import load_image
+
+    for form in (Image.fromarray(np.asarray(ads[0])), np.asarray(ads[0]), load_image(np.asarray(ads[0]))):
+        assert cached.probabilities_and_hits([form], s0.text, s0.product)[1] == 1
+    assert cached.probabilities_and_hits(ads, s0.text, s0.product, use_cache=False)[1] == 0
+    cached.clear_cache()
+    assert cached.probabilities_and_hits(ads[:1], s0.text, s0.product)[1] == 0
+    assert fresh.probabilities_and_hits(ads[:1], s0.text, s0.product)[1] == 0  # cache_bytes=0 keeps nothing
+    with pytest.raises(InvalidInputError, match="cache_bytes"):
+        Screener(tiny_screen_dir, cache_bytes=-1)
 
 
 def test_verdicts_follow_the_threshold(tiny_screen_dir):

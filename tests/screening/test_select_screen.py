@@ -97,3 +97,16 @@ def test_screening_on_a_closed_engine_is_a_typed_error(tiny_ckpt, tiny_screen_di
     engine.close()
     with pytest.raises(RequestCancelledError, match="closed"):
         engine.select(IMAGES[:3], {"title": TITLE}, screen=True, product_image=PRODUCT)
+
+
+def test_a_repeated_selection_reuses_its_screening_verdicts(tiny_ckpt, tiny_screen_dir):
+    engine = _engine(tiny_ckpt, tiny_screen_dir, 0.01)
+    first = engine.select(IMAGES[:4], {"title": TITLE}, screen=True, product_image=PRODUCT)
+    other_user = engine.select(IMAGES[:4], {"title": TITLE, "queries": ["gift"]}, screen=True, product_image=PRODUCT)
+    cold = engine.select(IMAGES[:4], {"title": TITLE}, screen=True, product_image=PRODUCT, use_cache=False)
+    assert first.stats["screening"]["cached"] == 0 and other_user.stats["screening"]["cached"] == 4
+    assert other_user.stats["screening"]["batches"] == 0 and cold.stats["screening"]["cached"] == 0
+    assert other_user.stats["screening"]["p_available"] == first.stats["screening"]["p_available"]
+    engine.clear_caches()
+    assert engine.select(IMAGES[:4], {"title": TITLE}, screen=True,
+                         product_image=PRODUCT).stats["screening"]["cached"] == 0
