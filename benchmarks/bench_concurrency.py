@@ -107,6 +107,15 @@ def same(a, b) -> bool:
         for x, y in zip(a.comparisons, b.comparisons)) and len(a.comparisons) == len(b.comparisons)
 
 
+def _lanes(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"lanes: an int or auto, not {text!r}") from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="builtin", help="builtin | workload | tiny | a checkpoint directory")
@@ -122,8 +131,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lanes", type=int, nargs="+", default=[1], help="EngineConfig.lanes values, one engine each "
-                   "(the last column compares with the first value's one-at-a-time run)")
+    p.add_argument("--lanes", type=_lanes, nargs="+", default=["auto"], help="EngineConfig.lanes values (ints or "
+                   "auto, the default: a lane per core for onnxruntime on a CPU), one engine each; the last column "
+                   "compares with the first value's one-at-a-time run")
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args()
 
@@ -131,7 +141,9 @@ def main() -> None:
     rows = []
     first_base: dict[str, float] = {}  # mode -> one-at-a-time seconds of the first --lanes value
     for lanes in args.lanes:
-        engine = Engine(model_dir(args.model), backend=args.backend, device=args.device, lanes=lanes)
+        engine = Engine(model_dir(args.model), backend=args.backend, device=args.device,
+                        lanes=None if lanes == "auto" else lanes)
+        lanes = f"{engine.config.lanes}" + (" (auto)" if lanes == "auto" else "")
         for mode in args.modes:
             n = args.requests if mode == "fast" else args.reason_requests
             requests = workload(n, args.candidates, args.size, args.seed)

@@ -53,7 +53,7 @@ class Engine:
                  screen_model: Any = None, runner: Any = None, **settings: Any) -> None:
         from c4u_engine.engine.answer import AnswerTokens
         from c4u_engine.engine.kv_store import KVStore
-        from c4u_engine.engine.lanes import check_lanes, lane_threads, make_lanes
+        from c4u_engine.engine.lanes import lane_threads, make_lanes, planned_lanes, resolve_lanes
         from c4u_engine.engine.model_engine import ModelEngine
         from c4u_engine.engine.prompt import prompt_template
         from c4u_engine.engine.scheduler import Scheduler
@@ -72,10 +72,12 @@ class Engine:
         self.prompt = prompt_template(prompt, self.model_dir)
         # runner: an already-built runner over model_dir's model (benchmarks/bench_gpu_end_to_end.py shares one
         # set of in-memory weights with transformers); backend, device, dtype and precision are then its own
+        planned = planned_lanes(self.config.lanes, device)
         self.runner = runner if runner is not None else create_runner(
             self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision,
-            intra_op_threads=lane_threads(self.config.lanes))
-        check_lanes(self.config.lanes, self.runner)
+            intra_op_threads=lane_threads(planned))
+        self.config = self.config.replace(lanes=resolve_lanes(self.config.lanes, planned, self.runner,
+                                                              built_here=runner is None))
         self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
         self.answer = AnswerTokens.resolve(
             self._core.tokenizer, lambda prefix: self._core.render([{"role": "user", "content": "x"}], prefix),

@@ -12,6 +12,7 @@ from c4u_engine.errors import InvalidInputError
 
 KV_LAYOUTS = ("contiguous", "paged")
 MAX_LANES = 64
+AUTO_MAX_LANES = 4  # each lane gets 1/lanes of the KV budget: more would cut its reuse
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,10 @@ class EngineConfig:
     kv_block_size: slots per block of the paged layout.
     lanes: schedulers working side by side on one loaded model, each with its own thread, KV store (the
         prefix_cache_bytes budget split evenly) and decode batch; a request goes to the least loaded lane. On a
-        CPU, two one-thread lanes compute more than one two-thread scheduler once several requests are live
-        (BENCHMARKS.md, "Lanes"); a lone request then runs on one lane's threads. Needs a runner whose calls may
-        run at the same time (onnxruntime; torch and TensorRT serialize theirs).
+        CPU, two one-thread lanes compute more than one two-thread scheduler once several requests are live, and
+        about as fast for a lone request (BENCHMARKS.md, "Lanes"). Needs a runner whose calls may run at the same
+        time (onnxruntime; torch and TensorRT serialize theirs). None (default): one lane per available core, at
+        most AUTO_MAX_LANES, for onnxruntime on a CPU; one lane otherwise (a GPU wants one scheduler's big batches).
     """
 
     max_candidates: int = 64
@@ -55,7 +57,7 @@ class EngineConfig:
     default_timeout_s: float | None = None
     kv_layout: str = "contiguous"
     kv_block_size: int = 16
-    lanes: int = 1
+    lanes: int | None = None
 
     def __post_init__(self) -> None:
         positive = ("max_candidates", "max_image_pixels", "max_batch_rows", "max_batch_tokens", "max_step_tokens",
@@ -63,8 +65,9 @@ class EngineConfig:
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("kv_block_size", self.kv_block_size, minimum=1)
-        _check_int("lanes", self.lanes, minimum=1)
-        if self.lanes > MAX_LANES:
+        if self.lanes is not None:
+            _check_int("lanes", self.lanes, minimum=1)
+        if self.lanes is not None and self.lanes > MAX_LANES:
             raise InvalidInputError(f"EngineConfig.lanes must be at most {MAX_LANES}, got {self.lanes}")
         if self.kv_layout not in KV_LAYOUTS:
             raise InvalidInputError(f"EngineConfig.kv_layout must be one of {KV_LAYOUTS}, got {self.kv_layout!r}")

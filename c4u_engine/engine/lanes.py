@@ -48,6 +48,19 @@ def pick_lane(lanes: list[Lane], affinity: int) -> Lane:
     return min(ordered, key=lambda lane: lane.load)
 
 
+def planned_lanes(lanes: int | None, device: str) -> int:
+    """The lanes to plan for before the runner exists: `lanes` when given; for None, one per core available to
+    this process on a CPU (at most AUTO_MAX_LANES), 1 on a GPU."""
+    from c4u_engine.engine.config import AUTO_MAX_LANES
+
+    if lanes is not None:
+        return lanes
+    if device != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(AUTO_MAX_LANES, cores))
+
+
 def lane_threads(lanes: int) -> int | None:
     """onnxruntime intra-op threads per model call when there are `lanes`: the cores shared between them. None
     (the runtime's own choice) for one lane, or when $C4U_ORT_THREADS says it explicitly."""
@@ -55,10 +68,16 @@ def lane_threads(lanes: int) -> int | None:
 
     if lanes == 1 or os.environ.get(THREADS_ENV):
         return None
-    return max(1, (os.cpu_count() or 1) // lanes)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // lanes)
 
 
-def check_lanes(lanes: int, runner) -> None:
+def resolve_lanes(lanes: int | None, planned: int, runner, built_here: bool) -> int:
+    """The lanes the engine runs: `lanes` as asked (refused where the runner serializes its calls); for None the
+    planned count where the runner runs calls side by side on a CPU and was built here for it, else 1."""
+    if lanes is None:
+        return planned if built_here and runner.runs_concurrently and runner.device == "cpu" else 1
     if lanes > 1 and not runner.runs_concurrently:
         raise InvalidInputError(f"lanes={lanes} needs a runner whose calls may run at the same time (onnxruntime); "
                                 f"the {runner.name} runner serializes its calls, so more lanes would only queue")
+    return lanes

@@ -12,7 +12,7 @@ from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine
 from c4u_engine.engine.config import EngineConfig
-from c4u_engine.engine.lanes import Lane, check_lanes, lane_threads, pick_lane
+from c4u_engine.engine.lanes import Lane, lane_threads, pick_lane, planned_lanes, resolve_lanes
 from c4u_engine.errors import DeadlineExceededError, InvalidInputError, RequestCancelledError
 
 MAX_NEW = 6
@@ -72,7 +72,7 @@ def run_clients(engine, reqs, clients: int, **options) -> list:
 @pytest.mark.parametrize("mode,strategy", [("fast", "knockout"), ("fast", "round_robin"), ("reason", "knockout"),
                                            ("hybrid", "knockout")])
 def test_two_lanes_under_concurrent_clients_give_one_schedulers_results(builtin, requests, mode, strategy):
-    one = Engine(builtin, prefix_cache_bytes=0, encoder_cache_bytes=0)
+    one = Engine(builtin, lanes=1, prefix_cache_bytes=0, encoder_cache_bytes=0)
     alone = [one.select(im, p, mode=mode, strategy=strategy, max_new_tokens=MAX_NEW, use_cache=False)
              for im, p in requests]
     one.close()
@@ -89,15 +89,38 @@ def test_two_lanes_under_concurrent_clients_give_one_schedulers_results(builtin,
     two.close()
 
 
+def _cores(monkeypatch, n: int) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(n)), raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: n)
+
+
 def test_lanes_split_the_kv_budget_and_use_one_thread_each(builtin, monkeypatch):
     monkeypatch.delenv("C4U_ORT_THREADS", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    _cores(monkeypatch, 4)
     assert lane_threads(1) is None and lane_threads(2) == 2 and lane_threads(4) == 1 and lane_threads(8) == 1
     monkeypatch.setenv("C4U_ORT_THREADS", "3")
     assert lane_threads(2) is None  # the user's explicit setting wins
     eng = Engine(builtin, lanes=2, prefix_cache_bytes=1001)
     assert [lane.store.capacity for lane in eng._lanes] == [500, 500]
     eng.close()
+
+
+def test_by_default_onnxruntime_on_a_cpu_gets_a_lane_per_core_and_the_rest_one(builtin, tiny_ckpt, monkeypatch):
+    monkeypatch.delenv("C4U_ORT_THREADS", raising=False)
+    for cores, want in ((1, 1), (2, 2), (3, 3), (16, 4)):
+        _cores(monkeypatch, cores)
+        assert planned_lanes(None, "cpu") == want and planned_lanes(None, "cuda:0") == 1
+        assert planned_lanes(5, "cuda") == 5
+    _cores(monkeypatch, 2)
+    eng = Engine(builtin)
+    assert eng.config.lanes == 2 and len(eng._lanes) == 2 and eng.runner._options.intra_op_num_threads == 1
+    assert Engine(builtin, lanes=1).config.lanes == 1
+    torch_engine = Engine(tiny_ckpt, backend="torch")
+    assert torch_engine.config.lanes == 1 and len(torch_engine._lanes) == 1
+    # a runner built elsewhere keeps one lane unless asked: its threads were not chosen for lanes
+    assert Engine(builtin, runner=eng.runner).config.lanes == 1
+    for e in (eng, torch_engine):
+        e.close()
 
 
 def test_lanes_are_refused_where_the_runner_serializes_its_calls(tiny_ckpt):
@@ -124,13 +147,13 @@ def test_a_request_goes_to_the_least_loaded_lane_and_ties_follow_its_prefix():
     assert [idle.index(pick_lane(idle, affinity=a)) for a in range(6)] == [0, 1, 2, 0, 1, 2]
 
 
-def test_check_lanes_names_the_runner():
+def test_resolve_lanes_names_the_runner_that_serializes():
     class Serial:
-        name, runs_concurrently = "tensorrt", False
+        name, device, runs_concurrently = "tensorrt", "cuda", False
 
-    check_lanes(1, Serial())
+    assert resolve_lanes(1, 4, Serial(), built_here=True) == 1 and resolve_lanes(None, 4, Serial(), True) == 1
     with pytest.raises(InvalidInputError, match="tensorrt"):
-        check_lanes(3, Serial())
+        resolve_lanes(3, 3, Serial(), built_here=True)
 
 
 def test_deadlines_cancellation_and_close_hold_in_every_lane(builtin, requests):
