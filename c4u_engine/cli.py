@@ -266,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_srv.add_argument("--max-queued", type=int, help="requests waiting beyond the running ones (503 beyond)")
     p_srv.add_argument("--max-active", type=int, help="requests the engine works on at once (the rest queue)")
     p_srv.add_argument("--max-candidates", type=int, help="images per request (413 beyond)")
-    p_srv.add_argument("--lanes", type=int, help="schedulers side by side on the model (onnxruntime; on a CPU, 2 "
-                       "one-thread lanes serve more concurrent requests than one two-thread scheduler)")
+    p_srv.add_argument("--lanes", type=int, help="schedulers side by side on the model (default: one per core, at "
+                       "most 4, for onnxruntime on a CPU; 1 for one scheduler, e.g. several replicas on one machine)")
     p_srv.add_argument("--max-body-mib", type=int, default=64)
     p_srv.add_argument("--max-image-mib", type=int, default=16)
     p_srv.add_argument("--device", default="cpu")
