@@ -21,6 +21,9 @@ def build_app(model: str | None = None, *, num_replicas: int | None = 1, autosca
     from ray import serve
 
     settings = dict(engine_settings or {})
+    # One scheduler per replica on its num_cpus threads: Ray scales out by replicas, and a replica does not see
+    # which of the machine's cores are its own (engine lanes would count them all).
+    settings.setdefault("lanes", 1)
 
     def asgi_app():  # evaluated on each replica
         from c4u_engine.api import Engine
