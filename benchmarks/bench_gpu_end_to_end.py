@@ -151,15 +151,22 @@ def main(argv=None) -> int:
     setup_s = time.perf_counter() - t0
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     judge = TransformersJudge.from_model(model_dir, hf, a.device)
-    engines = {}
+    engines, fallback = {}, {}
     for name in a.engines:
         runner = InMemoryRunner(model)  # each engine its own runner (kernel mode is a runner setting), same weights
         engine = Engine(model_dir, runner=runner, kv_layout="paged" if name == "kernels" else "contiguous")
         if name == "kernels":
-            reason = runner.use_kernels("cuda" if a.device == "cuda" else "cpu", strict=False)
-            if reason is not None:
-                print(f"kernels engine: today's path instead ({reason})", file=sys.stderr)
+            fallback[name] = runner.use_kernels("cuda" if a.device == "cuda" else "cpu", strict=False)
+            if fallback[name] is not None:
+                print(f"kernels engine: today's path instead ({fallback[name]})", file=sys.stderr)
         engines[name] = engine
+    gpu = f"; GPU: {torch.cuda.get_device_name()}" if a.device == "cuda" else ""
+
+    def write_json(rows: list) -> None:  # after every row: a step killed at its time limit keeps what it measured
+        if a.json is not None:
+            a.json.write_text(json.dumps(dict(machine=report.machine() + gpu, setup_s=setup_s, params=counts,
+                                              args={k: str(v) for k, v in vars(a).items()},
+                                              kernels_fallback=fallback, rows=rows), indent=1))
     hidden, vocab = model.config.text.hidden_size, model.config.text.vocab_size
     patches = (a.image_side // 14) ** 2
     images = [make_test_image(a.image_side, a.image_side, seed=i) for i in range(a.n)]
@@ -182,6 +189,7 @@ def main(argv=None) -> int:
                               st.get("comparisons", 0) + st.get("tokens_decoded", 0),
                               patches * st.get("images_encoded", 0))
                 row[name] = dict(seconds=seconds, comparisons=len(sel.comparisons), tflop=work,
+                                 kernels_active=getattr(engine.runner, "kernels", None) is not None,
                                  tflops=work / seconds, peak_pct=100 * work / seconds / a.peak_tflops,
                                  tokens_prefilled=st.get("tokens_prefilled", 0),
                                  tokens_decoded=st.get("tokens_decoded", 0))
@@ -221,7 +229,7 @@ def main(argv=None) -> int:
                 row[name]["speedup_vs_transformers"] = row["transformers"]["seconds"] / row[name]["seconds"]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    gpu = f"; GPU: {torch.cuda.get_device_name()}" if a.device == "cuda" else ""
+            write_json(rows)
     shape = (f"decoder {hidden} x {model.config.text.num_hidden_layers} layers, vision {model.config.vision.depth} "
              f"blocks; {sum(counts.values()) / 1e9:.2f}B parameters, {a.dtype}")
     print(f"machine: {report.machine()}{gpu}; torch {torch.__version__}")
@@ -243,10 +251,7 @@ def main(argv=None) -> int:
                       f"{e['tflops']:.2f} ({e['peak_pct']:.1f}%)"]
         table.append(cells)
     print(report.markdown_table(headers, table))
-    if a.json is not None:
-        a.json.write_text(json.dumps(dict(machine=report.machine() + gpu, shape=shape, setup_s=setup_s,
-                                          params=counts, args={k: str(v) for k, v in vars(a).items()},
-                                          rows=rows), indent=1))
+    write_json(rows)
     return 0
 
 

@@ -24,6 +24,8 @@ The pools grow (doubling) when pinned entries need more blocks than the budget h
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +58,9 @@ class BlockPool:
         self.values: list[Any] = []
         self.refs = np.zeros(0, np.int32)
         self._free: list[int] = []
+        # The scheduler thread owns the pool, but a decode batch lost with a failed step may be collected on any
+        # thread (runners/paged_rows.py's __del__): the free list and the counts change under this lock.
+        self._lock = threading.RLock()
         self._grow(64)
 
     @property
@@ -70,20 +75,23 @@ class BlockPool:
         return 2 * self.layers * per * int(itemsize)
 
     def alloc(self, n: int) -> list[int]:
-        if n > len(self._free):
-            self._grow(max(self.num_blocks, n - len(self._free)))
-        out = [self._free.pop() for _ in range(n)]
-        self.refs[out] = 1
-        return out
+        with self._lock:
+            if n > len(self._free):
+                self._grow(max(self.num_blocks, n - len(self._free)))
+            out = [self._free.pop() for _ in range(n)]
+            self.refs[out] = 1
+            return out
 
     def incref(self, blocks: list[int]) -> None:
-        np.add.at(self.refs, blocks, 1)
+        with self._lock:
+            np.add.at(self.refs, blocks, 1)
 
     def decref(self, blocks: list[int]) -> None:
-        np.add.at(self.refs, blocks, -1)
-        if (self.refs[blocks] < 0).any():
-            raise RuntimeError("BlockPool.decref below zero: a block table was released twice")
-        self._free.extend(b for b in dict.fromkeys(blocks) if self.refs[b] == 0)
+        with self._lock:
+            np.add.at(self.refs, blocks, -1)
+            if (self.refs[blocks] < 0).any():
+                raise RuntimeError("BlockPool.decref below zero: a block table was released twice")
+            self._free.extend(b for b in dict.fromkeys(blocks) if self.refs[b] == 0)
 
     @property
     def blocks_in_use(self) -> int:
@@ -170,17 +178,25 @@ class PagedKVStore(KVStore):
     def decode_rows(self, runner, kv: Any, mask: np.ndarray, pasts, lens) -> Any:
         """A continuation batch's rows (kv from prefill_continuations over `pasts`, mask bool [R, slots], lens: new
         tokens per row) as decode rows in the pools (runners/paged_rows.py); kv is no longer needed after."""
+        keys, values, _ = runner.kv_layers(kv)
+        if self.pool is None:
+            self.pool = BlockPool(keys[0], len(keys), self.block_size)
+        rows: list = []
+        try:
+            return self._fill_decode_rows(keys, values, np.asarray(mask, bool), pasts, lens, rows)
+        except BaseException:  # no PagedRows owns them yet: give back what the rows built so far hold
+            for row in rows:
+                self.pool.decref(row.held)
+            raise
+
+    def _fill_decode_rows(self, keys, values, mask: np.ndarray, pasts, lens, rows: list) -> Any:
         import torch
 
         from c4u_engine.runners.paged_rows import PagedRow, PagedRows
 
-        keys, values, _ = runner.kv_layers(kv)
-        if self.pool is None:
-            self.pool = BlockPool(keys[0], len(keys), self.block_size)
         pool, bs = self.pool, self.block_size
-        mask = np.asarray(mask, bool)
         past_w = mask.shape[1] - max(lens)
-        rows, sources = [], []
+        sources = []
         for r, (entry, n) in enumerate(zip(pasts, lens)):
             e = entry.slots
             share = (isinstance(entry.kv, PagedKV) and e > 0 and entry.kv.length == e and bool(entry.mask.all())
@@ -193,7 +209,11 @@ class PagedKVStore(KVStore):
             else:  # holes in the entry: this row reads its real slots from its own blocks, compact
                 held, table, shared_len = [], [], 0
                 idx = np.flatnonzero(mask[r, : past_w + n])
-            own = pool.alloc(-(-(shared_len + len(idx)) // bs) - len(table))
+            try:
+                own = pool.alloc(-(-(shared_len + len(idx)) // bs) - len(table))
+            except BaseException:
+                pool.decref(held)
+                raise
             rows.append(PagedRow(table + own, tuple(entry.kv.blocks) if share else (), shared_len,
                                  shared_len + len(idx), held + own))
             sources.append(idx)
@@ -232,24 +252,30 @@ class PagedKVStore(KVStore):
         bs, pool = self.block_size, self.pool
         blocks: list[int] = []
         start = 0
-        if parent is not None and self._shares(parent, mask):
-            start = parent.kv.length
-            full = start // bs
-            blocks = list(parent.kv.blocks[:full])
-            pool.incref(blocks)
-            if start % bs:  # copy-on-write: this entry appends into the parent's partly filled last block
-                (copy,) = pool.alloc(1)
-                src = np.array([parent.kv.blocks[full]], np.int32)
-                for layer in range(pool.layers):
-                    paged_kv.copy_blocks(pool.keys[layer], pool.values[layer], src, np.array([copy], np.int32),
-                                         np.array([start % bs], np.int32), device=self.device)
-                blocks.append(copy)
-        blocks += pool.alloc(-(-length // bs) - len(blocks))
-        table = np.array([blocks], np.int32)
-        for layer in range(pool.layers):
-            paged_kv.append(pool.keys[layer], pool.values[layer], table, np.array([start], np.int32),
-                            np.array([length - start], np.int32), keys[layer], values[layer],
-                            np.array([start], np.int32), device=self.device)
+        try:
+            if parent is not None and self._shares(parent, mask):
+                start = parent.kv.length
+                full = start // bs
+                shared = list(parent.kv.blocks[:full])
+                pool.incref(shared)
+                blocks += shared
+                if start % bs:  # copy-on-write: this entry appends into the parent's partly filled last block
+                    blocks += pool.alloc(1)
+                    src = np.array([parent.kv.blocks[full]], np.int32)
+                    for layer in range(pool.layers):
+                        paged_kv.copy_blocks(pool.keys[layer], pool.values[layer], src,
+                                             np.array([blocks[-1]], np.int32), np.array([start % bs], np.int32),
+                                             device=self.device)
+            blocks += pool.alloc(-(-length // bs) - len(blocks))
+            table = np.array([blocks], np.int32)
+            for layer in range(pool.layers):
+                paged_kv.append(pool.keys[layer], pool.values[layer], table, np.array([start], np.int32),
+                                np.array([length - start], np.int32), keys[layer], values[layer],
+                                np.array([start], np.int32), device=self.device)
+        except BaseException:  # no entry owns them yet: a failed copy gives its blocks back
+            if blocks:
+                pool.decref(blocks)
+            raise
         return PagedKV(blocks, length)
 
     def _shares(self, parent: KVEntry, mask: np.ndarray) -> bool:

@@ -31,6 +31,8 @@ class Sampler:
         self.params = params
         self._rng = np.random.default_rng(params.seed)
         self._draws = 0  # rows drawn through the kernel: each draw's Philox counter (fresh noise per row and step)
+        # the kernel's Philox key: the given seed, or (seed None) one drawn from fresh entropy like numpy's generator
+        self._kernel_seed = params.seed if params.seed is not None else int(self._rng.integers(1, 2**31))
 
     def sample_with(self, kernels, logits: np.ndarray) -> np.ndarray:
         """As __call__, through ops.sampling on the kernel mode's device (runners/kernel_mode.py). Greedy gives the
@@ -48,7 +50,7 @@ class Sampler:
             data = torch.from_numpy(data).cuda()
         kernels.calls["sample"] += 1
         out = sample(data, temperature=p.temperature if p.do_sample else 0.0, top_k=p.top_k if p.do_sample else 0,
-                     top_p=p.top_p if p.do_sample else 1.0, seed=p.seed or 0, offsets=offsets, device=kernels.device)
+                     top_p=p.top_p if p.do_sample else 1.0, seed=self._kernel_seed, offsets=offsets, device=kernels.device)
         return np.asarray(out.cpu() if hasattr(out, "cpu") else out).astype(np.int64)
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:

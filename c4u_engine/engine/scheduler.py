@@ -600,6 +600,8 @@ class Scheduler:
             logits, kv, mask, lens = prefill_continuations(self.runner, self.store, pasts, rows, embeds_b,
                                                            self.core.tokenizer.im_end_id, logits_at_end=True,
                                                            reserve=reserve)
+            if mode == "reason" and paged_rows:  # before any request state changes: a failure here is retried
+                kv = self.store.decode_rows(self.runner, kv, mask, pasts, lens)
             self._note_rows(len(rows))
             for (r, i), row in zip(chunk, rows):
                 r.waiting_rows.remove(i)
@@ -615,8 +617,6 @@ class Scheduler:
                 drows = [DecodeRow((r, i), r.sampler, r.max_new_tokens) for r, i in chunk]
                 for r, _ in chunk:
                     r.decoding += 1
-                if paged_rows:
-                    kv = self.store.decode_rows(self.runner, kv, mask, pasts, lens)
                 self._decode.join(drows, kv, mask, logits, np.array([lay.next_position for lay in layouts]))
 
     # -- decode ---------------------------------------------------------------------------------------------------

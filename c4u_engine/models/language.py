@@ -148,8 +148,6 @@ class LanguageModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.rotary = MRotary(cfg)
-        # None: decode steps use gqa_attention; else a callable of the same signature (runners/kernel_attention.py)
-        self.decode_attention = None
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings [B, S, H] of input_ids [B, S]."""
@@ -205,10 +203,13 @@ class LanguageModel(nn.Module):
         past: int,
         attention_mask: torch.Tensor,
         logits_index: torch.Tensor | None = None,
+        decode_attention=None,
     ) -> torch.Tensor:
         """forward for the serving path: the cache lives in preallocated buffers [B, kvH, capacity, D] per layer
         holding `past` valid slots; the S new tokens' K/V are written at [past, past + S) in place. Same attention
-        rules and logits as forward; returns the logits only (the buffers now hold past + S slots)."""
+        rules and logits as forward; returns the logits only (the buffers now hold past + S slots).
+        decode_attention: used instead of gqa_attention when S == 1 (the caller's choice, per call: runners that
+        share one model's weights may attend differently, runners/kernel_attention.py)."""
         s = inputs_embeds.shape[1]
         if past + s > key_buffers[0].shape[2]:
             raise InvalidInputError(f"KV buffer of {key_buffers[0].shape[2]} slots cannot take {past} + {s} tokens")
@@ -216,7 +217,7 @@ class LanguageModel(nn.Module):
         cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         x = inputs_embeds
         for layer, kb, vb in zip(self.layers, key_buffers, value_buffers):
-            x = layer.forward_into(x, cos, sin, mask, kb, vb, past, self.decode_attention)
+            x = layer.forward_into(x, cos, sin, mask, kb, vb, past, decode_attention)
         return self._logits(x, logits_index)
 
     def forward_with(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, attend,

@@ -64,6 +64,9 @@ class TorchRunner(Runner):
         # convention; the engine serializes calls, this lock guards direct users of the runner.
         self._lock = threading.Lock()
         self.kernels = None  # a KernelMode once use_kernels(...) chose a kernel device (runners/kernel_mode.py)
+        # None: decode steps attend with gqa_attention; else the cascade kernel (runners/kernel_attention.py). The
+        # runner's, not the model's: two runners over one in-memory model may attend differently.
+        self.decode_attention = None
 
     def use_kernels(self, device: str | None, *, strict: bool = True) -> str | None:
         """Kernel dispatch mode (runners/kernel_mode.py): embedding merge, M-RoPE positions, sampling and decode
@@ -89,7 +92,7 @@ class TorchRunner(Runner):
         Where the kernel cannot run (no CUDA build, dtype, head_dim > 128) it raises BackendUnavailableError with
         the reason, or with strict=False keeps SDPA and returns the reason. Returns None when the kernel is in use."""
         if device is None:
-            self.model.language.decode_attention = None
+            self.decode_attention = None
             return None
         from c4u_engine.runners.kernel_attention import CascadeDecodeAttention, why_not
 
@@ -97,9 +100,9 @@ class TorchRunner(Runner):
         if reason is not None:
             if strict:
                 raise BackendUnavailableError(f"kernel attention on {device!r}: {reason}")
-            self.model.language.decode_attention = None
+            self.decode_attention = None
             return reason
-        self.model.language.decode_attention = CascadeDecodeAttention(device, check_against_sdpa=check_against_sdpa)
+        self.decode_attention = CascadeDecodeAttention(device, check_against_sdpa=check_against_sdpa)
         return None
 
     # -- vision ----------------------------------------------------------------------------------------
@@ -158,7 +161,8 @@ class TorchRunner(Runner):
                         dst[:, :, :p] = src[:, :, :p]
             else:
                 kv = past  # append in place: the caller hands `past` over (Runner.forward's aliasing rule)
-            logits = self.model.language.forward_into(embeds, pos, kv.keys, kv.values, p, mask, index)
+            logits = self.model.language.forward_into(embeds, pos, kv.keys, kv.values, p, mask, index,
+                                                      self.decode_attention)
             return logits.float().cpu().numpy(), TorchKV(kv.keys, kv.values, p + s)
 
     def _forward_paged(self, embeds, pos, rows: PagedRows, attention_mask, index):

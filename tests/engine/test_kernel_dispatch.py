@@ -40,7 +40,7 @@ def test_engine_through_the_kernels_matches_the_reference(tiny_ckpt, images, ref
             images, PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
     engine = Engine(tiny_ckpt, backend="torch", device=device)
     assert engine.runner.use_kernel_attention(kernels, check_against_sdpa=True) is None
-    attention = engine.runner.model.language.decode_attention
+    attention = engine.runner.decode_attention
     got = engine.select(images, PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
     assert attention.calls > 0 and attention.shared_slots > 0  # decode ran through the kernel, cascade path taken
     # Every decode step of the run, kernel vs SDPA on the same inputs (the tiny random model's greedy text and
@@ -80,7 +80,7 @@ def test_why_not_instead_of_a_wrong_path(tiny_ckpt):
 
     engine = Engine(tiny_ckpt, backend="torch")
     reason = engine.runner.use_kernel_attention("cuda", strict=False)
-    assert reason and "cuda" in reason.lower() and engine.runner.model.language.decode_attention is None
+    assert reason and "cuda" in reason.lower() and engine.runner.decode_attention is None
     with pytest.raises(BackendUnavailableError, match="kernel attention on 'cuda'"):
         engine.runner.use_kernel_attention("cuda")
     with pytest.raises(BackendUnavailableError, match="must be one of"):

@@ -94,7 +94,7 @@ def test_contiguous_store_in_kernel_mode_matches(tiny_ckpt, images, references):
     assert engine.runner.use_kernels("cpu") is None
     case = CASES[0]
     got = engine.select(images[-case[2]:], PROFILE, mode=case[0], strategy=case[1], max_new_tokens=6)
-    assert engine.runner.model.language.decode_attention.shared_slots > 0
+    assert engine.runner.decode_attention.shared_slots > 0
     assert engine.runner.kernels.calls["sample"] > 0
     for a, b in zip(got.comparisons, references[case].comparisons):
         assert a.raw_text == b.raw_text and abs(a.prob_a - b.prob_a) <= 1e-4
@@ -196,4 +196,59 @@ def test_why_not_keeps_todays_path(tiny_ckpt):
         engine.runner.use_kernels("cuda")
     assert engine.runner.use_kernels("cpu") is None and engine.runner.kernels.device == "cpu"
     assert engine.runner.use_kernels(None) is None
-    assert engine.runner.kernels is None and engine.runner.model.language.decode_attention is None
+    assert engine.runner.kernels is None and engine.runner.decode_attention is None
+
+
+def test_two_runners_over_one_model_attend_independently(tiny_ckpt):
+    # bench_gpu_end_to_end.py shares one set of in-memory weights between today's path and the kernel mode
+    from c4u_engine.train.engine_bridge import InMemoryRunner
+
+    model = Engine(tiny_ckpt, backend="torch").runner.model
+    today, kernels = InMemoryRunner(model), InMemoryRunner(model)
+    assert kernels.use_kernels("cpu") is None
+    assert today.decode_attention is None and today.kernels is None and kernels.decode_attention is not None
+
+
+@pytest.mark.parametrize("where", ["storing an entry", "moving decode rows into the pools"])
+def test_a_failed_pool_write_leaks_no_block_and_fails_only_that_request(tiny_ckpt, images, references, monkeypatch,
+                                                                        where):
+    engine = Engine(tiny_ckpt, backend="torch", kv_layout="paged")
+    engine.runner.use_kernels("cpu")
+    store, original, state = engine._store, paged_kv.append, {"failed": False, "in_rows": False}
+    fill = store._fill_decode_rows
+
+    def fill_rows(*args, **kwargs):
+        state["in_rows"] = True
+        try:
+            return fill(*args, **kwargs)
+        finally:
+            state["in_rows"] = False
+
+    def append_once_failing(*args, **kwargs):
+        if not state["failed"] and state["in_rows"] == (where != "storing an entry"):
+            state["failed"] = True
+            raise RuntimeError("out of device memory (simulated)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_fill_decode_rows", fill_rows)
+    monkeypatch.setattr(paged_kv, "append", append_once_failing)
+    from c4u_engine.errors import InferenceError
+
+    with pytest.raises(InferenceError, match="simulated"):
+        engine.select(images[-3:], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
+    assert state["failed"]
+    assert engine._store.pool.blocks_in_use == _held_blocks(engine._store) and engine._store.pinned_bytes == 0
+    got = engine.select(images[-3:], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
+    want = references[("reason", "round_robin", 3)]
+    assert [c.raw_text for c in got.comparisons] == [c.raw_text for c in want.comparisons]
+    assert engine._store.pool.blocks_in_use == _held_blocks(engine._store)
+
+
+def test_kernel_sampling_without_a_seed_draws_fresh_noise():
+    kernels = KernelMode("cpu")
+    logits = np.zeros((64, 50), np.float32)  # uniform: every token equally likely
+    params = SamplingParams(do_sample=True, temperature=1.0)
+    draws = {tuple(Sampler(params).sample_with(kernels, logits)) for _ in range(4)}
+    assert len(draws) > 1  # seed None: each sampler its own noise (a fixed key would repeat the same tokens)
+    seeded = SamplingParams(do_sample=True, temperature=1.0, seed=7)
+    assert len({tuple(Sampler(seeded).sample_with(kernels, logits)) for _ in range(3)}) == 1

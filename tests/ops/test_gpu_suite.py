@@ -33,6 +33,8 @@ def test_dry_run_lists_the_gpu_steps_and_runs_the_cpu_ones(tmp_path):
                                                                  ("reason", "knockout"), ("reason", "round_robin")]
     for r in rows:
         assert r["kernels"]["same_answers_as_default"] is True and r["default"]["seconds"] > 0
+        # the two engines share the weights, not the attention: only the kernels engine runs the kernels
+        assert r["kernels"]["kernels_active"] is True and r["default"]["kernels_active"] is False
         if r["mode"] == "fast":
             assert r["transformers"]["max_prob_a_diff"] < 1e-4
         else:
