@@ -1,4 +1,4 @@
-"""SIGTERM during 16 in-flight requests: every admitted request gets its result, then the server exits with 0."""
+"""SIGTERM while requests are in flight: every admitted request gets its result, then the server exits with 0."""
 
 from __future__ import annotations
 
@@ -49,8 +49,15 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(tiny_ckpt, tmp_path)
 
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(one, k) for k in range(16)]
-            while _in_flight(url) < 17:  # the 16 and this scrape
-                assert not any(f.done() for f in futures), "requests finished before the signal could be sent"
+            # Signal once every request not yet answered is inside the server (plus this scrape). On a loaded
+            # machine the first may finish before the last arrives: that is fine while most are still in flight.
+            wait_until = time.monotonic() + 120
+            while True:
+                pending = sum(not f.done() for f in futures)
+                assert pending >= 8, "most requests finished before the signal could be sent"
+                if _in_flight(url) >= pending + 1:
+                    break
+                assert time.monotonic() < wait_until, "the requests never all reached the server"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.3)
