@@ -22,8 +22,9 @@ import numpy as np
 
 from c4u_engine.errors import KernelArgumentError
 from c4u_engine.ops.dispatch import require
+from c4u_engine.ops.device_metadata import upload as _upload
 from c4u_engine.ops.paged_kv import _SUFFIX, _check_data, _check_tables, _device, _int32, _int32_1d, _pools, \
-    _stream, _upload
+    _stream
 
 __all__ = ["MAX_HEAD_DIM", "MAX_SHARED_SPLITS", "decode", "split_count"]
 

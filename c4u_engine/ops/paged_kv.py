@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from c4u_engine.errors import KernelArgumentError
+from c4u_engine.ops.device_metadata import upload as _upload
 from c4u_engine.ops.dispatch import KERNEL_DEVICES, require
 
 __all__ = ["append", "copy_blocks", "gather"]
@@ -128,16 +129,6 @@ def _check_tables(op: str, tables: np.ndarray, lens: np.ndarray, num_blocks: int
     if live.size and (live.min() < 0 or live.max() >= num_blocks):
         raise KernelArgumentError(f"{op}: block_tables names a block outside [0, {num_blocks})")
     return used
-
-
-def _upload(device: str, pool_like: Any, arrays: list[np.ndarray]) -> tuple[list[int], list[Any]]:
-    """Addresses of the metadata arrays on the kernel's device (copies kept alive by the caller for "cuda")."""
-    if device != "cuda":
-        return [a.ctypes.data for a in arrays], []
-    import torch
-
-    on_device = [torch.from_numpy(a).to(pool_like.device) for a in arrays]
-    return [t.data_ptr() for t in on_device], on_device
 
 
 def _stream(device: str, pool_like: Any) -> int:

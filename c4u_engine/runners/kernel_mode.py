@@ -51,6 +51,7 @@ class KernelMode:
         import torch
 
         from c4u_engine.ops import cascade_attention, paged_kv
+        from c4u_engine.ops.device_metadata import reuse_uploads
 
         rows.ensure_room(1)
         meta = rows.step_metadata(1)
@@ -74,7 +75,8 @@ class KernelMode:
             out = torch.as_tensor(out)
             return (out.index_select(0, inverse_t) if grouped else out).unsqueeze(2)
 
-        logits = language.forward_with(embeds, position_ids, attend, logits_index)
+        with reuse_uploads():  # every layer's kernels read the same tables: one upload each per step
+            logits = language.forward_with(embeds, position_ids, attend, logits_index)
         self.calls["paged_append"] += len(language.layers)
         self.calls["cascade_attention"] += len(language.layers)
         self.calls["shared_slots"] += int(sum(int(n) * (int(hi - lo) - 1) for n, lo, hi in
