@@ -31,6 +31,15 @@ class RFNetConfig:
     side: int = SIDE
     text_len: int = TEXT_LEN
     text_vocab: int = TEXT_VOCAB
+    # strides of the four image-encoder convolutions (their product is 8: an 8 x 8 token grid at side 64);
+    # (2, 2, 1, 2) runs the wide second convolution at a quarter of the positions of (2, 1, 2, 2)
+    encoder_strides: tuple[int, ...] = (2, 1, 2, 2)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encoder_strides", tuple(int(s) for s in self.encoder_strides))  # JSON gives a list
+        if len(self.encoder_strides) != 4 or math.prod(self.encoder_strides) != 8:
+            raise ValueError(f"RFNetConfig.encoder_strides: four strides whose product is 8, got "
+                             f"{self.encoder_strides}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,10 +48,9 @@ class RFNetConfig:
 class ConvEncoder(nn.Module):
     """[B, 4, S, S] uint8 -> [B, (S/8)^2, dim] tokens."""
 
-    def __init__(self, dim: int, side: int) -> None:
+    def __init__(self, dim: int, side: int, strides: tuple[int, ...] = (2, 1, 2, 2)) -> None:
         super().__init__()
         chans = (4, 32, 48, 64, dim)
-        strides = (2, 1, 2, 2)
         layers: list[nn.Module] = []
         for a, b, s in zip(chans, chans[1:], strides):  # batch norm: without it training sat at the class prior
             layers += [nn.Conv2d(a, b, 3, s, 1), nn.BatchNorm2d(b), nn.GELU()]
@@ -107,7 +115,8 @@ class RFNet(nn.Module):
         super().__init__()
         c = self.config = config
         d, grid = c.dim, c.side // 8
-        self.gen_enc, self.prod_enc = ConvEncoder(d, c.side), ConvEncoder(d, c.side)
+        self.gen_enc = ConvEncoder(d, c.side, c.encoder_strides)
+        self.prod_enc = ConvEncoder(d, c.side, c.encoder_strides)
         self.tok = nn.Embedding(c.text_vocab, d)
         self.text_pos = nn.Parameter(torch.zeros(1, c.text_len, d))
         self.text_block = Block(d, c.heads)
@@ -148,7 +157,7 @@ class SingleImageCNN(nn.Module):
     def __init__(self, config: RFNetConfig = RFNetConfig()) -> None:
         super().__init__()
         self.config = config
-        self.enc = ConvEncoder(config.dim, config.side)
+        self.enc = ConvEncoder(config.dim, config.side, config.encoder_strides)
         self.head = nn.Sequential(nn.Linear(config.dim, 2 * config.dim), nn.GELU(),
                                   nn.Linear(2 * config.dim, config.num_classes))
 

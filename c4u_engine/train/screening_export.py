@@ -31,6 +31,7 @@ def export_screening(net: RFNet, out_dir: str | Path, *, threshold: float = 0.5,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     c = net.config
+    was_training = net.training
     net = net.eval()
     # Traced with a batch of 2 ads and one product: the product's batch is its own axis (1, or one per ad).
     args = (torch.zeros(2, 4, c.side, c.side, dtype=torch.uint8), torch.zeros(1, 4, c.side, c.side, dtype=torch.uint8),
@@ -42,6 +43,7 @@ def export_screening(net: RFNet, out_dir: str | Path, *, threshold: float = 0.5,
                                         "text": {0: "products"}, "has_product": {0: "products"}}, opset_version=opset,
                           dynamo=False, do_constant_folding=True)
         (out / ONNX_FILE).write_bytes(traced.read_bytes())
+    net.train(was_training)  # torch.onnx.export left it in training mode (batch-norm on batch statistics)
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(out / WEIGHTS_FILE))
     config = {"format": FORMAT, "classes": list(CLASSES), "side": c.side, "text_len": c.text_len,
               "text_vocab": c.text_vocab, "threshold": threshold, "model": c.to_dict(), "inputs": list(INPUTS)}

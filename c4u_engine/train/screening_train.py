@@ -148,7 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", help="a user's RF1M-like directory (train.jsonl, test.jsonl) instead of synthetic data")
+    ap.add_argument("--encoder-strides", default="2,1,2,2", help="the RFNet's image-encoder strides (product 8); "
+                    "the single-image baselines keep 2,1,2,2")
+    ap.add_argument("--fusion-layers", type=int, default=2, help="the RFNet's self-attention fusion blocks")
     args = ap.parse_args(argv)
+    try:
+        config = RFNetConfig(fusion_layers=args.fusion_layers,
+                             encoder_strides=tuple(int(x) for x in args.encoder_strides.split(",")))
+    except ValueError as exc:
+        ap.error(str(exc))
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     states = Path(str(out).rstrip("/") + "_state")
@@ -168,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--test-seed must differ from --seed: the test set would be training samples")
         test_data = synthetic_arrays(test_seed, args.n_test)
     torch.manual_seed(args.seed)
-    net = RFNet(RFNetConfig())
+    net = RFNet(config)
     train(net, train_data, steps=args.steps, seed=args.seed, state=states / "rfnet.safetensors", name="rfnet",
           batch=args.batch)
     baselines = []

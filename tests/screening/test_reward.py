@@ -127,3 +127,22 @@ def test_differentiable_planes_match_the_runtime_preprocessing():
     ours = differentiable_planes(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0, SIDE)[0].numpy()
     # At the model's own size nothing is resized: the planes differ by the runtime's rounding only.
     assert np.abs(ours - generated_planes(img).astype(np.float32)).max() <= 0.5 + 1e-3
+
+
+def test_encoder_strides_round_trip_through_the_model_directory(tmp_path):
+    # a lighter encoder (stride 2 before the wide convolution) keeps the 8 x 8 token grid and reloads as exported
+    from c4u_engine.screening.reward import load_rfnet
+    from c4u_engine.train.screening_export import export_screening
+
+    torch.manual_seed(0)
+    net = RFNet(RFNetConfig(dim=16, heads=2, fusion_layers=1, encoder_strides=(2, 2, 1, 2))).eval()
+    assert [m.stride[0] for m in net.gen_enc.convs if isinstance(m, torch.nn.Conv2d)] == [2, 2, 1, 2]
+    out = export_screening(net, tmp_path / "light", threshold=0.5)
+    again = load_rfnet(out)
+    assert again.config.encoder_strides == (2, 2, 1, 2)
+    x = torch.randint(0, 255, (2, 4, 64, 64), dtype=torch.uint8)
+    text = torch.randint(1, 100, (1, 16))
+    with torch.no_grad():
+        assert torch.allclose(net(x, x[:1], text, torch.ones(1)), again(x, x[:1], text, torch.ones(1)))
+    with pytest.raises(ValueError, match="product is 8"):
+        RFNetConfig(encoder_strides=(2, 2, 2, 2))
