@@ -23,16 +23,25 @@ def _binary_row(name: str, m: dict) -> str:
            f"{_pct(m['accuracy'])} |"
 
 
-def card(metrics: dict, command: str, note: str = "") -> str:
+def card(metrics: dict, command: str, note: str = "", model: dict | None = None) -> str:
+    """The card's text. model: the "model" block of screen_config.json (RFNetConfig fields; defaults if absent)."""
     t = metrics["train"]
+    model = model or {}
+    fusion = int(model.get("fusion_layers", 2))
+    strides = ", ".join(str(s) for s in model.get("encoder_strides", (2, 1, 2, 2)))
+    blocks = "one self-attention fusion block" if fusion == 1 else f"{fusion} self-attention fusion blocks"
+    defects = {k.removeprefix("defect "): v for k, v in metrics["caught_by_difficulty"].items()
+               if k.startswith("defect ") and k != "defect "}
+    weakest = sorted(defects, key=lambda k: defects[k]["caught"])[:3]
     lines = [
         "# c4u_engine built-in screening model (RFNet-style usability check)",
         "",
         "Judges whether a generated ad is usable before selection, after JD's RFNet (ECCV 2024, arXiv 2408.00418), at "
-        "a small scale: a convolutional encoder for the generated ad and one for the product cut-out (8 x 8 tokens "
-        "each, dim 64), a text encoder (hashed words, one self-attention block), the feature filter (cross-attention "
-        "from the product tokens to the text, two 3 x 3 convolutions, residual), two self-attention fusion blocks "
-        "over [CLS, ad, product, text], a 6-way head; the binary score is P(available).",
+        "a small scale: a convolutional encoder for the generated ad and one for the product cut-out (four 3 x 3 "
+        f"convolutions of strides {strides}: 8 x 8 tokens each, dim {model.get('dim', 64)}), a text encoder (hashed "
+        "words, one self-attention block), the feature filter (cross-attention from the product tokens to the text, "
+        f"two 3 x 3 convolutions, residual), {blocks} over [CLS, ad, product, text], a 6-way head; the binary score "
+        "is P(available).",
         "",
         "Depth and saliency maps (DPT, U2-Net in the paper): no pretrained weights here. Depth is dropped; the ad's "
         "gradient-magnitude map (numpy, in screening/preprocess.py) is a fourth input channel standing in for "
@@ -52,7 +61,7 @@ def card(metrics: dict, command: str, note: str = "") -> str:
         "```",
         command,
         "```",
-        f"{t['steps']} steps of batch {t['batch']} (AdamW, cosine), CPU, {t['threads']} thread; the last "
+        f"{t['steps']} steps of batch {t['batch']} (AdamW, cosine), CPU, {t['threads']} thread{'s' if t['threads'] > 1 else ''}; the last "
         f"invocation took {t['seconds'] / 60:.0f} min (data, what training was left, baselines, evaluation)."
         + (f" {note}" if note else ""),
         "",
@@ -91,10 +100,11 @@ def card(metrics: dict, command: str, note: str = "") -> str:
               "Trained on synthetic renders only: it knows this generator's scenes and defects, nothing of real "
               "AIGC ads; its numbers are not comparable with the paper's RF1M results (P 86.5, R 85.2, F1 85.8, "
               "AP 87.6). Train it on your own RF1M-like directory with `--data DIR` (data/usability_dataset.py).",
-              "Its weak spot is shape hallucination (recall in the table above), warps and missing parts most. "
+              "Its weak spot is shape hallucination (recall in the table above); the defects it catches least: "
+              + ", ".join(f"{k} ({_pct(defects[k]['caught'])}%)" for k in weakest) + ". "
               "The judge's own synthetic creatives (data/creatives.py: heavy clutter, crops, products up to 90% of "
-              "the height) lie outside its training distribution: it rejects most of them (6 of 6 in `c4u demo`'s "
-              "group at seed 7), so `c4u demo` screens renders of the usability generator instead.",
+              "the height) lie outside its training distribution, so `c4u demo` screens renders of the usability "
+              "generator instead.",
               ""]
     return "\n".join(lines)
 
@@ -107,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     d = Path(args.model_dir)
     metrics = json.loads((d / "metrics.json").read_text())
-    (d / "MODEL_CARD.md").write_text(card(metrics, args.command, args.note), encoding="utf-8")
+    config = d / "screen_config.json"
+    model = json.loads(config.read_text()).get("model") if config.is_file() else None
+    (d / "MODEL_CARD.md").write_text(card(metrics, args.command, args.note, model), encoding="utf-8")
     return 0
 
 

@@ -31,7 +31,7 @@ def test_the_shipped_directory_is_valid_and_measured():
 
 
 def test_average_precision_on_fresh_samples():
-    """AP of P(available) on 300 samples of a seed no training or card run used (card: ~0.90 on 3,000; 0.81
+    """AP of P(available) on 300 samples of a seed no training or card run used (card: 0.94 on 3,000; 0.90
     without the cut-out); a loose floor for the sampling noise of 300."""
     from c4u_engine.train.screening_metrics import average_precision
 
@@ -75,11 +75,15 @@ def test_a_mixed_set_loses_its_unusable_members_with_their_class():
     sel = default_engine().select(images, {"title": title}, screen=True, product_image=product)
     verdicts = Screener().screen(images, title, product)
     assert sorted(sel.ranking) == [i for i, v in enumerate(verdicts) if v.usable]  # the rest are ranked
-    # The model's own errors: it rejects ~5% of usable renders (card: recall of "available"); this set has one,
-    # a small phone at the edge of a podium, called a space mismatch.
+    # The model's own errors are the card's business (it rejects ~8% of usable renders: recall of "available"):
+    # here at most one of the three usable renders may go.
     assert len(set(sel.ranking) & {0, 1, 2}) >= 2
-    for i, label in enumerate(bad, start=3):
-        assert sel.rejected[i].startswith(f"unusable: {label.replace('_', ' ')} (p="), (label, sel.rejected[i])
+    for i in range(3, 6):  # every unusable render is rejected, with the screener's class and probability
+        assert sel.rejected[i] == verdicts[i].reason and sel.rejected[i].startswith("unusable: ")
+    # ... and the class is the true one for most (the card: shape hallucination ~70% recall, the others ~97%)
+    right = [label for i, label in enumerate(bad, start=3)
+             if sel.rejected[i].startswith(f"unusable: {label.replace('_', ' ')} (p=")]
+    assert len(right) >= 2 and {"space_mismatch", "size_mismatch"} <= set(right), sel.rejected
     assert sel.stats["screening"]["screened"] == 6 and sel.stats["screening"]["batches"] == 1
 
 
