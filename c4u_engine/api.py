@@ -335,9 +335,7 @@ class Engine:
         request = make_request(self._core, self.prompt, self.answer, next(self._request_ids), images, profile, plan,
                                modes, finish, max_new_tokens=max_new_tokens, use_cache=use_cache, timeout=timeout,
                                submitted=t_start, seconds=seconds, pixels=pixels)
-        lane = self._lanes[0] if len(self._lanes) == 1 else pick_lane(
-            self._lanes, zlib.crc32(request.spans.prefix_ids.tobytes()))
-        lane.scheduler.submit(request)
+        pick_lane(self._lanes, zlib.crc32(request.spans.prefix_ids.tobytes())).scheduler.submit(request)
         return request.future
 
     def _profile(self, profile: Any) -> Profile:

@@ -67,8 +67,8 @@ class EngineConfig:
         _check_int("kv_block_size", self.kv_block_size, minimum=1)
         if self.lanes is not None:
             _check_int("lanes", self.lanes, minimum=1)
-        if self.lanes is not None and self.lanes > MAX_LANES:
-            raise InvalidInputError(f"EngineConfig.lanes must be at most {MAX_LANES}, got {self.lanes}")
+            if self.lanes > MAX_LANES:
+                raise InvalidInputError(f"EngineConfig.lanes must be at most {MAX_LANES}, got {self.lanes}")
         if self.kv_layout not in KV_LAYOUTS:
             raise InvalidInputError(f"EngineConfig.kv_layout must be one of {KV_LAYOUTS}, got {self.kv_layout!r}")
         for name in ("encoder_cache_bytes", "prefix_cache_bytes"):

@@ -57,8 +57,7 @@ def planned_lanes(lanes: int | None, device: str) -> int:
         return lanes
     if device != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(AUTO_MAX_LANES, cores))
+    return max(1, min(AUTO_MAX_LANES, _cores()))
 
 
 def lane_threads(lanes: int) -> int | None:
@@ -68,8 +67,7 @@ def lane_threads(lanes: int) -> int | None:
 
     if lanes == 1 or os.environ.get(THREADS_ENV):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // lanes)
+    return max(1, _cores() // lanes)
 
 
 def resolve_lanes(lanes: int | None, planned: int, runner, built_here: bool) -> int:
@@ -81,3 +79,8 @@ def resolve_lanes(lanes: int | None, planned: int, runner, built_here: bool) -> 
         raise InvalidInputError(f"lanes={lanes} needs a runner whose calls may run at the same time (onnxruntime); "
                                 f"the {runner.name} runner serializes its calls, so more lanes would only queue")
     return lanes
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's share), else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
