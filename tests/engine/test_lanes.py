@@ -3,11 +3,12 @@ spread over the lanes, the KV budget is split, and the limits (deadlines, cancel
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
+import concurrent_clients
+from concurrent_clients import same
 from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine
@@ -36,37 +37,8 @@ def requests():
     return out
 
 
-def same(a, b, tol: float = 1e-5) -> bool:
-    if a.ranking != b.ranking or len(a.comparisons) != len(b.comparisons):
-        return False
-    return all((x.first, x.second, x.mode, x.answer, x.raw_text) == (y.first, y.second, y.mode, y.answer, y.raw_text)
-               and abs(x.prob_a - y.prob_a) <= tol for x, y in zip(a.comparisons, b.comparisons))
-
-
 def run_clients(engine, reqs, clients: int, **options) -> list:
-    results: list = [None] * len(reqs)
-    errors: list = []
-    order = iter(range(len(reqs)))
-    lock = threading.Lock()
-
-    def client():
-        while True:
-            with lock:
-                k = next(order, None)
-            if k is None:
-                return
-            try:
-                results[k] = engine.select(reqs[k][0], reqs[k][1], max_new_tokens=MAX_NEW, **options)
-            except Exception as exc:  # noqa: BLE001 - surfaced below
-                errors.append(exc)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not errors, errors[0]
-    return results
+    return concurrent_clients.run_clients(engine, reqs, clients, max_new_tokens=MAX_NEW, **options)
 
 
 @pytest.mark.parametrize("mode,strategy", [("fast", "knockout"), ("fast", "round_robin"), ("reason", "knockout"),
