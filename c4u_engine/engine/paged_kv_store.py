@@ -25,7 +25,6 @@ The pools grow (doubling) when pinned entries need more blocks than the budget h
 from __future__ import annotations
 
 import threading
-
 from dataclasses import dataclass
 from typing import Any
 

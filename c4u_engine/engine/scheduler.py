@@ -585,7 +585,8 @@ class Scheduler:
     def _judge(self, items: list, mode: str) -> None:
         reserve = 0
         # kernel mode with the paged store: reasoning rows decode in the store's pools (runners/paged_rows.py)
-        paged_rows = mode == "reason" and getattr(self.runner, "kernels", None) is not None and hasattr(self.store, "decode_rows")
+        paged_rows = (mode == "reason" and getattr(self.runner, "kernels", None) is not None
+                      and hasattr(self.store, "decode_rows"))
         if mode == "reason" and not paged_rows:
             reserve = max(r.max_new_tokens for r, _ in items)
         # One call per mode and step, oldest rows first: the decode batch steps between calls, so a request's
@@ -600,7 +601,7 @@ class Scheduler:
             logits, kv, mask, lens = prefill_continuations(self.runner, self.store, pasts, rows, embeds_b,
                                                            self.core.tokenizer.im_end_id, logits_at_end=True,
                                                            reserve=reserve)
-            if mode == "reason" and paged_rows:  # before any request state changes: a failure here is retried
+            if paged_rows:  # before any request state changes: a failure here is retried
                 kv = self.store.decode_rows(self.runner, kv, mask, pasts, lens)
             self._note_rows(len(rows))
             for (r, i), row in zip(chunk, rows):
