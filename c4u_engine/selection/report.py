@@ -168,22 +168,10 @@ def render_html(selection: Selection, images: Sequence[Image.Image | None] | Non
         parts.append(f"<h2>Screened out as unusable ({len(screened)} of {screening.get('screened', '?')})</h2>"
                      f'<p class="muted">usability screening ({_e(screening.get("mode", ""))}): unusable when '
                      f"P(available) &lt; {_e(screening.get('threshold', ''))}</p>")
-        if screened:
-            parts.append("<table><tr><th>input #</th><th>creative</th><th>reason</th></tr>")
-            parts.extend(f"<tr><td>#{i}</td><td>{_thumb(images, i)}</td><td>{_e(reason)}</td></tr>"
-                         for i, reason in sorted(screened.items()))
-            parts.append("</table>")
-        else:
-            parts.append('<p class="muted">none</p>')
+        parts.extend(_reasons_table(images, screened))
     others = {i: r for i, r in selection.rejected.items() if i not in screened}
     parts.append(f"<h2>Rejected ({len(others)})</h2>")
-    if others:
-        parts.append("<table><tr><th>input #</th><th>creative</th><th>reason</th></tr>")
-        parts.extend(f"<tr><td>#{i}</td><td>{_thumb(images, i)}</td><td>{_e(reason)}</td></tr>"
-                     for i, reason in sorted(others.items()))
-        parts.append("</table>")
-    else:
-        parts.append('<p class="muted">none</p>')
+    parts.extend(_reasons_table(images, others))
 
     parts.append(f"<h2>Duplicates ({len(selection.duplicates)})</h2>")
     if selection.duplicates:
@@ -208,3 +196,13 @@ def render_html(selection: Selection, images: Sequence[Image.Image | None] | Non
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
+
+
+def _reasons_table(images, reasons: dict[int, str]) -> list[str]:
+    """HTML rows of input #, thumbnail and reason (screened-out and rejected inputs alike), or "none"."""
+    if not reasons:
+        return ['<p class="muted">none</p>']
+    return (["<table><tr><th>input #</th><th>creative</th><th>reason</th></tr>"]
+            + [f"<tr><td>#{i}</td><td>{_thumb(images, i)}</td><td>{_e(reason)}</td></tr>"
+               for i, reason in sorted(reasons.items())]
+            + ["</table>"])
