@@ -29,7 +29,10 @@ def load_rfnet(model_dir: str | Path | None = None):
 
     d = Path(model_dir) if model_dir is not None else BUILTIN_SCREEN_DIR
     config = read_screen_config(d, need=WEIGHTS_FILE)
-    net = RFNet(RFNetConfig(**config["model"]))
+    try:
+        net = RFNet(RFNetConfig(**config["model"]))
+    except (TypeError, ValueError) as exc:  # unknown fields, or sizes this network cannot have
+        raise ScreeningModelError(f"{d / CONFIG_FILE}: its model block does not describe an RFNet: {exc}") from None
     try:
         net.load_state_dict(load_file(str(d / WEIGHTS_FILE)))
     except RuntimeError as exc:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from c4u_engine.errors import InvalidInputError
 from c4u_engine.screening.preprocess import SIDE, TEXT_LEN, TEXT_VOCAB
 
 
@@ -38,8 +39,8 @@ class RFNetConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder_strides", tuple(int(s) for s in self.encoder_strides))  # JSON gives a list
         if len(self.encoder_strides) != 4 or math.prod(self.encoder_strides) != 8:
-            raise ValueError(f"RFNetConfig.encoder_strides: four strides whose product is 8, got "
-                             f"{self.encoder_strides}")
+            raise InvalidInputError(f"RFNetConfig.encoder_strides: four strides whose product is 8, got "
+                                    f"{self.encoder_strides}")
 
     def to_dict(self) -> dict:
         return asdict(self)

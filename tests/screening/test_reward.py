@@ -16,6 +16,7 @@ from PIL import Image  # noqa: E402
 
 from c4u_engine.screening.reward import (UsabilityReward, consistency_condition_loss,  # noqa: E402
                                          differentiable_planes, predicted_x0)
+from c4u_engine.errors import InvalidInputError  # noqa: E402
 from c4u_engine.train.rfnet import RFNet, RFNetConfig  # noqa: E402
 
 T = 200  # one of the last DDIM steps of a 1000-step schedule (of 20 DDIM steps: the fourth from the end)
@@ -144,5 +145,18 @@ def test_encoder_strides_round_trip_through_the_model_directory(tmp_path):
     text = torch.randint(1, 100, (1, 16))
     with torch.no_grad():
         assert torch.allclose(net(x, x[:1], text, torch.ones(1)), again(x, x[:1], text, torch.ones(1)))
-    with pytest.raises(ValueError, match="product is 8"):
+    with pytest.raises(InvalidInputError, match="product is 8"):
         RFNetConfig(encoder_strides=(2, 2, 2, 2))
+    # a model directory whose config names strides (or fields) no RFNet has: a typed error naming the file
+    import json
+
+    from c4u_engine.errors import ScreeningModelError
+
+    for model in ({"encoder_strides": [2, 2, 2, 2]}, {"kernel": 5}):
+        config = json.loads((out / "screen_config.json").read_text())
+        config["model"].update(model)
+        (out / "screen_config.json").write_text(json.dumps(config))
+        with pytest.raises(ScreeningModelError, match="screen_config.json"):
+            load_rfnet(out)
+        config["model"] = again.config.to_dict()
+        (out / "screen_config.json").write_text(json.dumps(config))
