@@ -155,3 +155,15 @@ def test_deadlines_cancellation_and_close_hold_in_every_lane(builtin, requests):
     with pytest.raises(RequestCancelledError):
         eng.select(*requests[9])
     assert all(np.isfinite(c.prob_a) for c in ok.comparisons)
+
+
+def test_two_lanes_with_no_kv_budget_give_the_same_results(builtin, requests):
+    one = Engine(builtin, lanes=1, prefix_cache_bytes=0, encoder_cache_bytes=0)
+    alone = [one.select(im, p, max_new_tokens=MAX_NEW, use_cache=False) for im, p in requests]
+    one.close()
+    two = Engine(builtin, lanes=2, prefix_cache_bytes=0)  # each lane's store: 0 bytes, one request at a time
+    for attempt in ("cold", "warm"):
+        got = run_clients(two, requests, 6)
+        assert all(same(g, ref) for g, ref in zip(got, alone)), attempt
+        assert two.load_stats()["prefix_cache_bytes"] == 0
+    two.close()

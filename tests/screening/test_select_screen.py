@@ -110,3 +110,22 @@ def test_a_repeated_selection_reuses_its_screening_verdicts(tiny_ckpt, tiny_scre
     engine.clear_caches()
     assert engine.select(IMAGES[:4], {"title": TITLE}, screen=True,
                          product_image=PRODUCT).stats["screening"]["cached"] == 0
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 300])  # no verdicts kept; room for about one
+def test_concurrent_screened_selections_equal_those_made_alone(tiny_ckpt, tiny_screen_dir, p_available, cache_bytes):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from concurrent_clients import run_clients, same
+
+    threshold = float(np.sort(p_available)[:2].mean())
+    engine = Engine(tiny_ckpt, backend="torch", prefix_cache_bytes=0,
+                    screen_model=Screener(tiny_screen_dir, threshold=threshold, cache_bytes=cache_bytes))
+    reqs = [([IMAGES[(k + j) % 6] for j in range(4)], {"title": TITLE, "queries": [f"q{k}"]}) for k in range(8)]
+    alone = [engine.select(im, p, screen=True, product_image=PRODUCT, use_cache=False) for im, p in reqs]
+    got = run_clients(engine, reqs, 6, screen=True, product_image=PRODUCT)
+    for g, ref in zip(got, alone):
+        assert same(g, ref) and g.rejected == ref.rejected
+    engine.close()
