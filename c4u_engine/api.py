@@ -1,29 +1,24 @@
 """The public face: `Engine` on any Qwen2.5-VL-family checkpoint, and `select()` on the built-in model.
 
 The caller's thread checks the arguments and loads and validates the images (rejects and duplicates are sorted out
-here); engine.request.make_request then preprocesses what the encoder cache lacks and cuts the prompt into spans,
-still in the caller's thread, and the request goes to the engine's scheduler, which batches its work with every
-other live request (engine/scheduler.py; with EngineConfig.lanes > 1, to the least loaded of several schedulers,
-engine/lanes.py). With screen=True the usability screener runs on the engine's screening threads meanwhile. The
-selection policy (selection/policy.py) says what to judge.
+here; with screen=True the usability screener runs on the engine's screening threads meanwhile), then hands the
+selection policy (selection/policy.py: what to judge, and the Selection it ends with) to the engine core
+(engine/core.py), whose lanes batch its comparisons with every other live request's and resolve its future.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import os
 import threading
 import time
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from c4u_engine.comparison import JUDGE_MODES, Comparison
 from c4u_engine.engine.config import EngineConfig, check_seconds
-from c4u_engine.engine.lanes import pick_lane
 from c4u_engine.errors import (C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError,
                                RequestCancelledError)
 from c4u_engine.profile import Profile
@@ -41,61 +36,33 @@ class Engine:
     "bfloat16" or "float16". precision: None or "fp32" | "fp16" | "bf16" | "int8" | "int4": a float precision is
     its dtype; int8 / int4 run the checkpoint's quantized onnxruntime engine (python -m export CKPT --precision
     int8; the built-in model ships one). int8 results depend slightly on batch composition (README "Precision").
-    prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the checkpoint's. config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
+    prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the checkpoint's.
+    config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
     Engine(path, prefix_cache_bytes=0, max_queued_requests=64). screen_model: the usability screener used by
     select(..., screen=True): a screening model directory or a c4u_engine.screening.Screener (default: the built-in
     one, loaded on first use). runner: an already-built runner over model_dir's model, used instead of loading one
-    (e.g. train/engine_bridge.py's InMemoryRunner over weights already on a device).
+    (e.g. train/engine_bridge.py's InMemoryRunner over weights already on a device; backend, device, dtype and
+    precision are then its own).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None, *,
                  precision: str | None = None, backend: str = "auto", prompt=None, config: EngineConfig | None = None,
                  screen_model: Any = None, runner: Any = None, **settings: Any) -> None:
-        from c4u_engine.engine.answer import AnswerTokens
-        from c4u_engine.engine.kv_store import KVStore
-        from c4u_engine.engine.lanes import lane_threads, make_lanes, planned_lanes, resolve_lanes
-        from c4u_engine.engine.model_engine import ModelEngine
-        from c4u_engine.engine.prompt import prompt_template
-        from c4u_engine.engine.scheduler import Scheduler
-        from c4u_engine.engine.spans import check_spans
-        from c4u_engine.runners import create_runner
+        from c4u_engine.engine.core import EngineCore
 
         if backend not in BACKENDS:
             raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-        self.config = (config or EngineConfig()).replace(**settings)
+        config = (config or EngineConfig()).replace(**settings)
         self.model_dir = Path(model_dir)
         self._screen_model, self._screener, self._screener_lock = screen_model, None, threading.Lock()
         self._screen_pool: ThreadPoolExecutor | None = None
         self._closed = False
         if screen_model is not None:
             self.screener  # a wrong screening model directory fails here, naming the problem
-        self.prompt = prompt_template(prompt, self.model_dir)
-        # runner: an already-built runner over model_dir's model (benchmarks/bench_gpu_end_to_end.py shares one
-        # set of in-memory weights with transformers); backend, device, dtype and precision are then its own
-        planned = planned_lanes(self.config.lanes, device)
-        self.runner = runner if runner is not None else create_runner(
-            self.model_dir, backend=backend, device=device, dtype=dtype, precision=precision,
-            intra_op_threads=lane_threads(planned))
-        self.config = self.config.replace(lanes=resolve_lanes(self.config.lanes, planned, self.runner,
-                                                              built_here=runner is None))
-        self._core = ModelEngine(self.model_dir, self.runner, config=self.config)
-        self.answer = AnswerTokens.resolve(
-            self._core.tokenizer, lambda prefix: self._core.render([{"role": "user", "content": "x"}], prefix),
-            self.prompt)
-
-        def make_store(capacity: int) -> KVStore:
-            if self.config.kv_layout == "paged":
-                from c4u_engine.engine.paged_kv_store import PagedKVStore
-
-                return PagedKVStore(capacity, self.runner, self.config.kv_block_size)
-            return KVStore(capacity, self.runner.kv_nbytes)
-
-        self._lanes = make_lanes(self.config.lanes, make_store, lambda store: Scheduler(
-            self._core, store, self.answer, self.prompt.reason_prefix, self.config), self.config.prefix_cache_bytes)
-        # Lane 0 also runs the generic model calls (logits, chat).
-        self._scheduler, self._store = self._lanes[0].scheduler, self._lanes[0].store
-        self._request_ids = itertools.count(1)
-        check_spans(self._core, self.prompt, self.answer)
+        self.core = EngineCore(self.model_dir, config, backend=backend, device=device, dtype=dtype,
+                               precision=precision, prompt=prompt, runner=runner)
+        self.config, self.runner, self.prompt, self.answer = (self.core.config, self.core.runner, self.core.prompt,
+                                                              self.core.answer)
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -123,35 +90,18 @@ class Engine:
     def load_stats(self) -> dict[str, Any]:
         """Queue depth, live requests, scheduler steps, rows per decoder call, cache sizes and hit counts (summed over
         the lanes; "lanes" has each lane's queue depth, live requests and steps)."""
-        schedulers, stores, enc = [lane.scheduler for lane in self._lanes], [lane.store for lane in self._lanes], \
-            self._core.encoder_cache
-        histogram = [sum(column) for column in zip(*(s.rows_histogram for s in schedulers))]
-        return {"queue_depth": sum(s.queue_depth for s in schedulers),
-                "active_requests": sum(s.active_requests for s in schedulers),
-                "steps": sum(s.steps for s in schedulers),
-                "batch_rows": [n for s in schedulers for n in s.batch_rows[-256:]],
-                "model_calls": sum(s.calls for s in schedulers), "model_call_rows": sum(s.rows_total for s in schedulers),
-                "model_call_rows_histogram": histogram, "prefix_cache_entries": sum(len(t) for t in stores),
-                "prefix_cache_bytes": sum(t.nbytes for t in stores),
-                "prefix_cache_pinned_bytes": sum(t.pinned_bytes for t in stores),
-                "prefix_cache_hits": sum(t.hits for t in stores), "prefix_cache_misses": sum(t.misses for t in stores),
-                "encoder_cache_hits": enc.hits, "encoder_cache_misses": enc.misses,
-                "lanes": [{"queue_depth": lane.scheduler.queue_depth, "active_requests": lane.scheduler.active_requests,
-                           "steps": lane.scheduler.steps} for lane in self._lanes]}
+        return self.core.stats()
 
     def clear_caches(self) -> None:
         """Forget cached image embeddings, screening verdicts and every unpinned KV entry (live requests keep
         theirs)."""
-        self._core.encoder_cache.clear()
+        self.core.clear()
         if self._screener is not None:
             self._screener.clear_cache()
-        for lane in self._lanes:
-            lane.scheduler.call(lane.store.clear)
 
     def close(self) -> None:
         """Stop the schedulers: requests still queued or running fail with RequestCancelledError."""
-        for lane in self._lanes:
-            lane.scheduler.close()
+        self.core.close()
         with self._screener_lock:
             self._closed = True
             if self._screen_pool is not None:
@@ -185,10 +135,10 @@ class Engine:
                                                        thread_name_prefix="c4u-screen")
             return self._screen_pool
 
-    # -- generic model access (run on the scheduler's thread, between its steps) -------------------------
+    # -- generic model access (run on a lane's thread, between its steps) ---------------------------------
     def logits(self, messages: list[dict], assistant_prefix: str = ""):
         """float32 numpy [vocab]: next-token logits after the rendered prompt and `assistant_prefix`."""
-        return self._scheduler.call(lambda: self._core.logits(messages, assistant_prefix))
+        return self.core.logits(messages, assistant_prefix)
 
     def chat(self, messages: list[dict], max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, top_k: int = 0, seed: int | None = None, assistant_prefix: str = "",
@@ -197,9 +147,8 @@ class Engine:
         from c4u_engine.engine.sampling import SamplingParams
 
         params = SamplingParams(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-        return self._scheduler.call(lambda: self._core.chat(
-            messages, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            assistant_prefix=assistant_prefix, sampling=params))
+        return self.core.chat(messages, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                              assistant_prefix=assistant_prefix, sampling=params)
 
     # -- comparisons -----------------------------------------------------------------------------------
     def comparison_messages(self, image_a: Any, image_b: Any, profile: Any,
@@ -224,9 +173,8 @@ class Engine:
         _check_max_new_tokens(max_new_tokens)
         t_start = time.perf_counter()
         profile = self._profile(profile)
-        images = self._core.load_images([image_a, image_b])
-        return self._submit(images, profile, PairPolicy(mode), {mode}, lambda plan, stats: plan.comparison,
-                            max_new_tokens, use_cache, timeout, t_start, {})
+        images = self.core.session.load_images([image_a, image_b])
+        return self._submit(images, profile, PairPolicy(mode), max_new_tokens, use_cache, timeout, t_start, {})
 
     async def compare_async(self, image_a: Any, image_b: Any, profile: Any, mode: str = "fast",
                             **options: Any) -> Comparison:
@@ -260,17 +208,15 @@ class Engine:
         engine_stats: dict[str, Any] = {"backend": self.backend, "device": self.device, "precision": self.precision}
         pixels = None
         if screen and unique:
-            from c4u_engine.engine.request import preprocess_missing
             from c4u_engine.screening import screen_candidates
 
-            t0 = time.perf_counter()
             screening = self._screening_pool().submit(screen_candidates, self.screener, loaded, unique, duplicates,
                                                       profile.title, product_image, screen_mode, use_cache)
             # The judge's preprocessing of every candidate runs meanwhile (both release the GIL); the screened-out
             # candidates' share of it is the price of the overlap.
             try:
-                pixels = dict(zip(unique, preprocess_missing(self._core, [loaded[i] for i in unique], use_cache,
-                                                             timer)))
+                pixels = dict(zip(unique, self.core.session.preprocess_missing([loaded[i] for i in unique],
+                                                                               use_cache, timer)))
             finally:
                 t1 = time.perf_counter()
                 unique, duplicates, unusable, engine_stats["screening"] = screening.result()
@@ -280,16 +226,10 @@ class Engine:
         if not unique:
             detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
             raise InvalidInputError(f"no valid candidate images ({detail})")
-        policy = SelectionPolicy(len(unique), strategy, both_orders, mode)
-
-        def finish(plan: SelectionPolicy, stats: dict) -> Selection:
-            stats = {**stats, **engine_stats, "prefix_cache_entries": sum(len(lane.store) for lane in self._lanes),
-                     "prefix_cache_bytes": sum(lane.store.nbytes for lane in self._lanes)}
-            return plan.selection(unique, duplicates=duplicates, rejected=rejected, stats=stats)
-
-        modes = {"fast", "reason"} if mode == "hybrid" else {mode}
-        return self._submit([loaded[i] for i in unique], profile, policy, modes, finish, max_new_tokens,
-                            use_cache, timeout, t_start, timer, None if pixels is None else [pixels[i] for i in unique])
+        policy = SelectionPolicy(len(unique), strategy, both_orders, mode, inputs=unique, duplicates=duplicates,
+                                 rejected=rejected, stats=engine_stats)
+        return self._submit([loaded[i] for i in unique], profile, policy, max_new_tokens, use_cache, timeout, t_start,
+                            timer, None if pixels is None else [pixels[i] for i in unique])
 
     def select(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
                both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False,
@@ -322,26 +262,17 @@ class Engine:
         return await asyncio.wrap_future(future)
 
     # -- helpers ---------------------------------------------------------------------------------------
-    def _submit(self, images: list, profile: Profile, plan, modes: set[str], finish: Callable, max_new_tokens: int,
-                use_cache: bool, timeout: float | None, t_start: float, seconds: dict[str, float],
-                pixels: list | None = None) -> Future:
-        from c4u_engine.engine.request import make_request
-
-        timeout = self.config.default_timeout_s if timeout is None else check_seconds("timeout", timeout)
-        if plan.next_round() is None:  # one candidate: nothing to judge
-            future: Future = Future()
-            future.set_result(finish(plan, {"seconds": {"total": round(time.perf_counter() - t_start, 6)}}))
-            return future
-        request = make_request(self._core, self.prompt, self.answer, next(self._request_ids), images, profile, plan,
-                               modes, finish, max_new_tokens=max_new_tokens, use_cache=use_cache, timeout=timeout,
-                               submitted=t_start, seconds=seconds, pixels=pixels)
-        pick_lane(self._lanes, zlib.crc32(request.spans.prefix_ids.tobytes())).scheduler.submit(request)
-        return request.future
+    def _submit(self, images: list, profile: Profile, plan, max_new_tokens: int, use_cache: bool,
+                timeout: float | None, t_start: float, seconds: dict[str, float], pixels: list | None = None) -> Future:
+        if timeout is not None:
+            check_seconds("timeout", timeout)
+        return self.core.submit(images, profile, plan, max_new_tokens=max_new_tokens, use_cache=use_cache,
+                                timeout=timeout, submitted=t_start, seconds=seconds, pixels=pixels)
 
     def _profile(self, profile: Any) -> Profile:
         """Coerce, and refuse text that smuggles in the model's special tokens (they would break the prompt)."""
         profile = Profile.coerce(profile)
-        specials = self._core.tokenizer.special_tokens
+        specials = self.core.session.tokenizer.special_tokens
         for name, text in (("title", profile.title), ("extra", profile.extra), ("queries", " ".join(profile.queries))):
             for s in specials:
                 if s in text:
@@ -353,8 +284,8 @@ class Engine:
         loaded, rejected = {}, {}
         for i, obj in enumerate(images):
             try:
-                im = self._core.load_images([obj])[0]
-                self._core.grid_of(im)  # aspect ratios Qwen cannot handle are rejected here
+                im = self.core.session.load_images([obj])[0]
+                self.core.session.grid_of(im)  # aspect ratios Qwen cannot handle are rejected here
             except InvalidImageError as exc:
                 if strict:  # the same class (e.g. ImageTooLargeError), naming the candidate
                     raise type(exc)(f"candidate #{i}: {exc}") from exc

@@ -74,6 +74,8 @@ class KVEntry:
 
 
 class KVStore:
+    layout = "contiguous"  # EngineConfig.kv_layout (the paged store says "paged")
+
     def __init__(self, capacity_bytes: int, kv_nbytes: Callable[[Any], int]) -> None:
         if capacity_bytes < 0:
             raise ValueError("capacity_bytes must be >= 0")

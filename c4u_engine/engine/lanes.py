@@ -1,43 +1,32 @@
 """Lanes: several schedulers side by side on one loaded model (EngineConfig.lanes), and which one takes a request.
 
-Each lane is a Scheduler with its own thread, KV store and decode batch; the model (runner, tokenizer, encoder
-cache) is shared. A request runs wholly in one lane, so its results are what one scheduler gives. On a CPU this is
-how more cores turn into throughput: one-thread model calls of two lanes run at the same time, where one scheduler's
-two-thread calls over a few rows leave cores waiting at every operator (BENCHMARKS.md, "Lanes").
+Each lane is a worker (its own thread) over a scheduler with its own KV store and decode batch; the model session
+(runner, tokenizer, encoder cache) is shared. A request runs wholly in one lane, so its results are what one
+scheduler gives. On a CPU this is how more cores turn into throughput: one-thread model calls of two lanes run at the
+same time, where one scheduler's two-thread calls over a few rows leave cores waiting at every operator
+(BENCHMARKS.md, "Lanes"). Whether a runner can run calls side by side is its declaration (RunnerCapabilities).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
 
+from c4u_engine.engine.config import AUTO_MAX_LANES
+from c4u_engine.engine.kv_store import KVStore
+from c4u_engine.engine.worker import Worker
 from c4u_engine.errors import InvalidInputError
-
-if TYPE_CHECKING:  # the API imports this module at import time; the scheduler is loaded with the first Engine
-    from c4u_engine.engine.kv_store import KVStore
-    from c4u_engine.engine.scheduler import Scheduler
 
 
 @dataclass
 class Lane:
-    scheduler: "Scheduler"
-    store: "KVStore"
+    worker: Worker
+    store: KVStore
 
     @property
     def load(self) -> int:
         """Requests waiting or live in this lane."""
-        return self.scheduler.queue_depth + self.scheduler.active_requests
-
-
-def make_lanes(count: int, make_store: Callable[[int], KVStore], make_scheduler: Callable[[KVStore], Scheduler],
-               cache_bytes: int) -> list[Lane]:
-    """`count` lanes, the KV budget split evenly between their stores."""
-    lanes = []
-    for _ in range(count):
-        store = make_store(cache_bytes // count)
-        lanes.append(Lane(make_scheduler(store), store))
-    return lanes
+        return self.worker.load
 
 
 def pick_lane(lanes: list[Lane], affinity: int) -> Lane:
@@ -51,8 +40,6 @@ def pick_lane(lanes: list[Lane], affinity: int) -> Lane:
 def planned_lanes(lanes: int | None, device: str) -> int:
     """The lanes to plan for before the runner exists: `lanes` when given; for None, one per core available to
     this process on a CPU (at most AUTO_MAX_LANES), 1 on a GPU."""
-    from c4u_engine.engine.config import AUTO_MAX_LANES
-
     if lanes is not None:
         return lanes
     if device != "cpu":
@@ -61,11 +48,9 @@ def planned_lanes(lanes: int | None, device: str) -> int:
 
 
 def lane_threads(lanes: int) -> int | None:
-    """onnxruntime intra-op threads per model call when there are `lanes`: the cores shared between them. None
-    (the runtime's own choice) for one lane, or when $C4U_ORT_THREADS says it explicitly."""
-    from c4u_engine.runners.onnxruntime_runner import THREADS_ENV
-
-    if lanes == 1 or os.environ.get(THREADS_ENV):
+    """Intra-op threads per model call when there are `lanes`: the cores shared between them; None (the runtime's
+    own choice) for one lane. A runner may let its user's explicit setting win (onnxruntime: $C4U_ORT_THREADS)."""
+    if lanes == 1:
         return None
     return max(1, _cores() // lanes)
 
@@ -73,9 +58,10 @@ def lane_threads(lanes: int) -> int | None:
 def resolve_lanes(lanes: int | None, planned: int, runner, built_here: bool) -> int:
     """The lanes the engine runs: `lanes` as asked (refused where the runner serializes its calls); for None the
     planned count where the runner runs calls side by side on a CPU and was built here for it, else 1."""
+    concurrent = runner.capabilities.concurrent_calls
     if lanes is None:
-        return planned if built_here and runner.runs_concurrently and runner.device == "cpu" else 1
-    if lanes > 1 and not runner.runs_concurrently:
+        return planned if built_here and concurrent and runner.device == "cpu" else 1
+    if lanes > 1 and not concurrent:
         raise InvalidInputError(f"lanes={lanes} needs a runner whose calls may run at the same time (onnxruntime); "
                                 f"the {runner.name} runner serializes its calls, so more lanes would only queue")
     return lanes

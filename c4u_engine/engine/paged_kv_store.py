@@ -112,15 +112,15 @@ class BlockPool:
         self._free.extend(range(old + extra - 1, old - 1, -1))  # lowest ids first out of pop()
 
     def _empty(self, shape):
-        if self._torch:
-            import torch
-
-            return torch.zeros(shape, dtype=self._like.dtype, device=self._like.device)
+        if self._torch:  # a tensor makes its own kind: same dtype and device, no torch import here
+            return self._like.new_zeros(shape)
         return np.zeros(shape, self._like.dtype)
 
 
 class PagedKVStore(KVStore):
     """KVStore whose entries live in block pools; see the module docstring."""
+
+    layout = "paged"
 
     def __init__(self, capacity_bytes: int, runner, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
@@ -138,8 +138,7 @@ class PagedKVStore(KVStore):
     @property
     def device(self) -> str:
         """Where the store's kernels run: the runner's kernel device in kernel mode, else where its data lives."""
-        kernels = getattr(self.runner, "kernels", None)
-        return kernels.device if kernels is not None else self._data_device
+        return self.runner.capabilities.kernel_device or self._data_device
 
     def insert(self, key: PrefixKey, kv: Any, mask: np.ndarray, last_position: int, *, retain: bool = True,
                parent: KVEntry | None = None) -> KVEntry:

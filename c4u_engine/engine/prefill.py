@@ -1,9 +1,10 @@
-"""Batched prefill passes of the comparison pipeline, each one decoder call over rows of many requests.
+"""Batched prefill passes, each one decoder call over rows of many requests (the step's runner, step_runner.py):
 
-    heads:       [head] (system turn)      from nothing              -> one KV entry per row
-    prefixes:    [head] + [profile]        from the head entries      -> one KV entry per row
-    images A:    [prefix] + [image A span] from the prefix entries    -> one KV entry per row
-    comparisons: [prefix + A] + the rest   from the [prefix + A] entries -> logits (and the KV, for reasoning)
+    from scratch:   a link with no parent (the system turn; a prefix without one)  -> one KV entry per row
+    continuations:  a link from its parent entry (prefix from the system turn, [prefix + A] from the prefix)
+                                                                                    -> one KV entry per row
+    comparisons:    [prefix + A] + image B and the question (a continuation with logits at the end)
+                                                                  -> logits (and the batch KV, for reasoning)
 
 Rows differ in length (profiles, image grids): new tokens are right-padded and the attention mask hides the padding;
 a KV forked from entries of different lengths is right-padded the same way (KVStore.fork). Padding tokens are any
@@ -12,24 +13,12 @@ non-image token; they are never attended.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from c4u_engine.engine.chain import NewTokens
 from c4u_engine.engine.kv_store import KVEntry, KVStore
-from c4u_engine.models.rope import text_position_ids
-
-
-@dataclass
-class NewTokens:
-    ids: np.ndarray  # int64 [n]
-    positions: np.ndarray  # int64 [3, n]
-
-
-def text_tokens(ids: np.ndarray, start: int = 0) -> NewTokens:
-    """The text-only tokens ids[start:] at their positions (a text prefix advances one position per token)."""
-    return NewTokens(ids[start:], text_position_ids(start, len(ids) - start)[:, 0])
 
 
 def _pad(rows: Sequence[NewTokens], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
@@ -45,7 +34,7 @@ def _pad(rows: Sequence[NewTokens], pad_id: int) -> tuple[np.ndarray, np.ndarray
     return ids, pos, mask, lens
 
 
-def prefill_prefixes(runner, rows: Sequence[NewTokens], pad_id: int) -> list[tuple[Any, np.ndarray]]:
+def prefill_from_scratch(runner, rows: Sequence[NewTokens], pad_id: int) -> list[tuple[Any, np.ndarray]]:
     """Text-only prompts from scratch: (KV batch 1, mask) per row, exactly each row's length."""
     ids, pos, mask, lens = _pad(rows, pad_id)
     _, kv = runner.forward(runner.embed(ids, []), pos, None, mask, np.zeros((len(rows), 1), np.int64))

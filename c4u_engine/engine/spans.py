@@ -1,11 +1,12 @@
 """The comparison prompt of one profile, cut into its spans once, from the rendered template.
 
 A comparison prompt is [prefix][image A span][middle text][image B span][tail: question, assistant prefix], and the
-prefix is [head: the system turn, the same for every profile][the profile]. The chat
+prefix is [the system turn, the same for every profile][the profile]. The chat
 template is rendered once per profile with two image placeholders and split at them; each text piece is tokenized
 once (the image tokens are added special tokens, which the tokenizer splits on before anything else, so tokenizing
 the pieces equals tokenizing the whole: checked when an engine loads). A comparison's token ids are then a
-concatenation, and its spans are known by construction rather than found again by searching token ids.
+concatenation, and its spans are known by construction rather than found again by searching token ids. The cached
+KV entries these spans make (and their keys) are the request's prompt chain (engine/chain.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from c4u_engine.comparison import JUDGE_MODES
-from c4u_engine.engine.kv_store import PrefixKey, make_key
 from c4u_engine.errors import ModelFormatError
 
 Grid = tuple[int, int, int]
@@ -38,22 +38,22 @@ class ComparisonLayout:
 class ComparisonSpans:
     """Token spans of one profile's comparison prompts (any images, both judge modes), computed once.
 
-    engine: the ModelEngine (tokenizer, chat template, image token counts, config); answer: its AnswerTokens.
+    session: the ModelSession (tokenizer, chat template, image token counts, config); answer: its AnswerTokens.
     scope: "" to share KV with other requests, or a private scope (a request that runs without caches).
     """
 
-    def __init__(self, engine, template, answer, profile, scope: str = "") -> None:
-        self._engine = engine
-        tok = engine.tokenizer
+    def __init__(self, session, template, answer, profile, scope: str = "") -> None:
+        self._session = session
+        tok = session.tokenizer
         self._marker = "".join(tok.id_to_token(t) for t in (tok.vision_start_id, tok.image_pad_id, tok.vision_end_id))
-        text = engine.render(template.messages(profile, "<image A>", "<image B>"))
+        text = session.render(template.messages(profile, "<image A>", "<image B>"))
         parts = text.split(self._marker)
         if len(parts) != 3:
             raise ModelFormatError(f"the comparison prompt must render exactly two images as {self._marker!r} "
                                    f"(found {len(parts) - 1}; check the prompt and chat templates)")
         self.scope = scope
         self.prefix_ids = np.asarray(tok.encode(parts[0]), dtype=np.int64)
-        self.head_ids = self._head(tok, parts[0], template.profile_text(profile) + template.label_a)
+        self.system_ids = self._system_turn(tok, parts[0], template.profile_text(profile) + template.label_a)
         self._middle = np.asarray(tok.encode(parts[1]), dtype=np.int64)
         self._tails = {m: np.asarray(tok.encode(parts[2] + answer.assistant_prefix(template, m)), dtype=np.int64)
                        for m in JUDGE_MODES}
@@ -61,7 +61,7 @@ class ComparisonSpans:
         self._layouts: dict[tuple[Grid, Grid, str], ComparisonLayout] = {}
         self._prefix_a: dict[Grid, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _head(self, tok, prefix_text: str, user_text: str) -> np.ndarray:
+    def _system_turn(self, tok, prefix_text: str, user_text: str) -> np.ndarray:
         """The part of the prefix before the profile, cut after its last special token (so that it tokenizes the
         same alone): the system turn with the evaluation protocol, the same for every request. Empty when there
         is no such cut."""
@@ -70,27 +70,14 @@ class ComparisonSpans:
             return np.zeros(0, np.int64)
         before = prefix_text[:at]
         cut = max((before.rfind(t) + len(t) for t in tok.special_tokens if before.rfind(t) >= 0), default=0)
-        head = tok.encode(prefix_text[:cut]) if cut else []
-        if not head or head + tok.encode(prefix_text[cut:]) != self.prefix_ids.tolist():
+        system = tok.encode(prefix_text[:cut]) if cut else []
+        if not system or system + tok.encode(prefix_text[cut:]) != self.prefix_ids.tolist():
             return np.zeros(0, np.int64)
-        return np.asarray(head, np.int64)
-
-    @property
-    def head_key(self) -> PrefixKey:
-        """Key of the profile-independent head of the prefix (shared by every request in the same scope)."""
-        return make_key(self.head_ids, [], self.scope)
-
-    @property
-    def prefix_key(self) -> PrefixKey:
-        return make_key(self.prefix_ids, [], self.scope)
-
-    def prefix_a_key(self, image_hash: str, grid: Grid) -> PrefixKey:
-        ids, _ = self.prefix_a(grid)
-        return make_key(ids, [(image_hash, grid)], self.scope)
+        return np.asarray(system, np.int64)
 
     def _image_span(self, grid: Grid) -> np.ndarray:
         start, pad, end = self._image_ids
-        n = self._engine.image_token_count(grid)
+        n = self._session.image_token_count(grid)
         return np.concatenate([[start], np.full(n, pad), [end]]).astype(np.int64)
 
     def prefix_a(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +85,7 @@ class ComparisonSpans:
         hit = self._prefix_a.get(grid)
         if hit is None:
             ids = np.concatenate([self.prefix_ids, self._image_span(grid)])
-            positions = self._engine.position_ids(ids[None], np.array([grid]))
+            positions = self._session.position_ids(ids[None], np.array([grid]))
             hit = self._prefix_a[grid] = (ids, positions[:, 0, :])
         return hit
 
@@ -107,27 +94,27 @@ class ComparisonSpans:
         key = (grid_a, grid_b, mode)
         hit = self._layouts.get(key)
         if hit is None:
-            head, _ = self.prefix_a(grid_a)
-            ids = np.concatenate([head, self._middle, self._image_span(grid_b), self._tails[mode]])
-            positions = self._engine.position_ids(ids[None], np.array([grid_a, grid_b]))
-            hit = self._layouts[key] = ComparisonLayout(ids, positions[:, 0, :], len(self.prefix_ids), len(head))
+            first, _ = self.prefix_a(grid_a)
+            ids = np.concatenate([first, self._middle, self._image_span(grid_b), self._tails[mode]])
+            positions = self._session.position_ids(ids[None], np.array([grid_a, grid_b]))
+            hit = self._layouts[key] = ComparisonLayout(ids, positions[:, 0, :], len(self.prefix_ids), len(first))
         return hit
 
 
-def check_spans(engine, template, answer) -> None:
+def check_spans(session, template, answer) -> None:
     """The prompt cut into spans must tokenize exactly as the whole rendered prompt does (checked once per engine,
     on synthetic images): a chat template or tokenizer that merges text across the image tokens is refused."""
     from c4u_engine.imaging import load_image
     from c4u_engine.profile import Profile
 
-    side = engine.preprocess_params.patch_size * engine.preprocess_params.merge_size * 2
+    side = session.preprocess_params.patch_size * session.preprocess_params.merge_size * 2
     a = load_image(np.zeros((side, side, 3), np.uint8))
     b = load_image(np.full((side, 2 * side, 3), 255, np.uint8))
     profile = Profile(title="Check title", queries=("query one", "query two"), extra="extra")
-    spans = ComparisonSpans(engine, template, answer, profile)
+    spans = ComparisonSpans(session, template, answer, profile)
     for mode in JUDGE_MODES:
-        whole = engine.tokenize(template.messages(profile, a, b), answer.assistant_prefix(template, mode),
+        whole = session.tokenize(template.messages(profile, a, b), answer.assistant_prefix(template, mode),
                                 images=[a, b]).ids
-        if not np.array_equal(whole, spans.layout(engine.grid_of(a), engine.grid_of(b), mode).ids):
+        if not np.array_equal(whole, spans.layout(session.grid_of(a), session.grid_of(b), mode).ids):
             raise ModelFormatError("the comparison prompt does not tokenize the same in pieces as a whole "
                                    "(the chat template or tokenizer merges text across the image tokens)")

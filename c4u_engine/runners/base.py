@@ -18,6 +18,7 @@ rows over instead of copying, and kv_release gives their blocks back.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +27,27 @@ from c4u_engine.errors import InvalidInputError
 
 Embeds = Any
 KV = Any
+
+
+@dataclass(frozen=True)
+class RunnerCapabilities:
+    """What a runner can do, declared by the runner and read by the engine (which never imports a runner module
+    nor probes attributes).
+
+    concurrent_calls: calls from several threads run at the same time (engine lanes); False: they queue.
+    paged_kv: its KV buffers are exposed (kv_layers / kv_empty), so the paged KV layout can hold its entries.
+    paged_decode_rows: reasoning rows may decode in the paged store's pools (the torch runner's kernel mode).
+    kernel_device: where the native kernels run in kernel mode ("cuda" | "cpu" | "emulated"), None outside it.
+    device_pixels: encode_images also takes pixel values on the runner's device (the engine preprocesses there).
+    intra_op_threads: threads one call uses (None: the runtime's own choice).
+    """
+
+    concurrent_calls: bool
+    paged_kv: bool
+    paged_decode_rows: bool
+    kernel_device: str | None
+    device_pixels: bool
+    intra_op_threads: int | None
 
 
 class Runner(ABC):
@@ -44,6 +66,17 @@ class Runner(ABC):
     head_dim: int
     hidden_size: int
     vocab_size: int
+
+    intra_op_threads: int | None = None
+
+    @property
+    def capabilities(self) -> RunnerCapabilities:
+        """This runner's declaration (see RunnerCapabilities); kernel mode may change it at run time."""
+        kernels = self.kernels
+        return RunnerCapabilities(
+            concurrent_calls=self.runs_concurrently, paged_kv=type(self).kv_layers is not Runner.kv_layers,
+            paged_decode_rows=kernels is not None, kernel_device=None if kernels is None else kernels.device,
+            device_pixels=self.takes_device_pixels, intra_op_threads=self.intra_op_threads)
 
     @property
     def precision(self) -> str:

@@ -8,7 +8,8 @@ layer), embeddings numpy arrays; the token embedding table is memory-mapped, so 
 
 Providers: device "cpu" runs the CPU execution provider; "cuda[:N]" the CUDA EP (TensorRT EP first when this
 onnxruntime has it, with the manifest's shape ranges as its profile), CPU EP as fallback. `providers` overrides
-the list. intra_op_threads (default: $C4U_ORT_THREADS, else onnxruntime's choice of one per physical core).
+the list. intra_op_threads: $C4U_ORT_THREADS when set (the user's setting wins over the engine's plan for its lanes), else
+the argument, else onnxruntime's choice of one per physical core.
 On CUDA the KV still lives in host numpy arrays (copied in and out every call): correct, not the fast GPU path.
 
 Copies: session.run's outputs are used as they come (binding outputs to preallocated arrays with IOBinding was
@@ -89,6 +90,7 @@ class OnnxRuntimeRunner(Runner):
         self._np_dtype = np.dtype(_NUMPY_DTYPES[self.dtype])
         self.providers = list(providers) if providers is not None else _default_providers(ort, device, self.engine_dir)
         self._options = _session_options(ort, intra_op_threads)
+        self.intra_op_threads = self._options.intra_op_num_threads or None
         self._vision = self._session("vision")
         self._decoder = self._session("decoder")
         self._decoder_inputs = decoder_input_names(self.num_layers)
@@ -262,7 +264,7 @@ def _specs(args: Sequence[Any]) -> list[TensorSpec]:
 
 
 def _session_options(ort: Any, intra_op_threads: int | None) -> Any:
-    if intra_op_threads is None and os.environ.get(THREADS_ENV):
+    if os.environ.get(THREADS_ENV):  # the user's explicit setting wins over the engine's plan (lanes)
         try:
             intra_op_threads = int(os.environ[THREADS_ENV])
         except ValueError:

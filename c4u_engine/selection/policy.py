@@ -2,9 +2,11 @@
 
 `SelectionPolicy` drives a tournament in one judge mode ("fast" or "reason"), or the hybrid policy: the tournament
 in fast mode, then one more round that re-judges with chain-of-thought reasoning the comparisons that decided the
-winner. The engine runs any policy through two calls (`next_round()` -> (ordered pairs, judge mode) or None, and
-`record(comparisons)`), batching its rounds with other requests'. `PairPolicy` is one ordered pair (Engine.compare).
-Pure Python, like the rest of the selection layer.
+winner. The engine runs any policy through its plan protocol (engine/request.py's Plan): `pending_round()` looks at
+the round to judge now ((ordered pairs, judge mode), or None when done; asking again changes nothing),
+`record(comparisons)` hands in that round's results and moves on, `result(stats)` is what the request resolves to;
+the engine batches the rounds with other requests'. `PairPolicy` is one ordered pair (Engine.compare). Pure Python,
+like the rest of the selection layer.
 """
 
 from __future__ import annotations
@@ -35,18 +37,27 @@ def check_strategy(strategy: Any) -> str:
 
 
 class SelectionPolicy:
-    """One selection over candidate ids 0..n-1 in `mode` (fast | reason | hybrid) with `strategy`."""
+    """One selection over candidate ids 0..n-1 in `mode` (fast | reason | hybrid) with `strategy`.
+
+    inputs, duplicates, rejected, stats: what `result` reports beside the tournament (see `selection`): candidate id k
+    is input `inputs[k]` (default: k)."""
 
     def __init__(self, n: int, strategy: str = "knockout", both_orders: bool = True, mode: str = "fast",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, *, inputs: Sequence[int] | None = None,
+                 duplicates: Mapping[int, int] | None = None, rejected: Mapping[int, str] | None = None,
+                 stats: Mapping[str, Any] | None = None) -> None:
         self.mode = check_mode(mode)
+        self.judge_modes = frozenset(JUDGE_MODES) if mode == "hybrid" else frozenset({mode})
+        self._inputs = list(range(n)) if inputs is None else list(inputs)
+        self._duplicates, self._rejected, self._stats = dict(duplicates or {}), dict(rejected or {}), dict(stats or {})
         self.tournament = Tournament(n, check_strategy(strategy), both_orders, seed)
         self._judge_mode = "fast" if mode == "hybrid" else mode
         self._reasoning: list[Pair] | None = None  # hybrid: the deciding pairs, once asked for
         self.reasoned: list[Comparison] = []
 
-    def next_round(self) -> tuple[list[Pair], str] | None:
-        pairs = self.tournament.next_round()
+    def pending_round(self) -> tuple[list[Pair], str] | None:
+        """The round to judge now, or None when done; a look (the same until `record`)."""
+        pairs = self.tournament.pending_round()
         if pairs:
             return pairs, self._judge_mode
         if self.mode != "hybrid" or self.reasoned:
@@ -56,6 +67,7 @@ class SelectionPolicy:
         return (list(self._reasoning), "reason") if self._reasoning else None
 
     def record(self, comparisons: Sequence[Comparison]) -> None:
+        """The judged comparisons of the pending round; the policy moves on."""
         if not self.tournament.done:
             self.tournament.record(comparisons)
             return
@@ -73,6 +85,11 @@ class SelectionPolicy:
                 1 for c in self.reasoned if c.answer is not None and c.answer != fast[(c.first, c.second)].answer)
         stats["mode"] = self.mode
         return stats
+
+    def result(self, stats: Mapping[str, Any]) -> Selection:
+        """The finished Selection, with the engine's `stats` and those given at construction."""
+        return self.selection(self._inputs, duplicates=self._duplicates, rejected=self._rejected,
+                              stats={**stats, **self._stats})
 
     def selection(self, input_indices: Sequence[int], *, duplicates: Mapping[int, int] | None = None,
                   rejected: Mapping[int, str] | None = None, stats: Mapping[str, Any] | None = None) -> Selection:
@@ -107,10 +124,14 @@ class PairPolicy:
 
     def __init__(self, mode: str = "fast") -> None:
         self.mode = check_mode(mode, JUDGE_MODES)
+        self.judge_modes = frozenset({self.mode})
         self.comparison: Comparison | None = None
 
-    def next_round(self) -> tuple[list[Pair], str] | None:
+    def pending_round(self) -> tuple[list[Pair], str] | None:
         return None if self.comparison is not None else ([(0, 1)], self.mode)
 
     def record(self, comparisons: Sequence[Comparison]) -> None:
         (self.comparison,) = comparisons
+
+    def result(self, stats: Mapping[str, Any]) -> Comparison | None:
+        return self.comparison

@@ -1,7 +1,7 @@
 """A tournament: rounds of ordered comparisons for the engine, results back, a ranking at the end.
 
     t = Tournament(n, "knockout", both_orders=True)
-    while pairs := t.next_round():        # one round = one engine batch
+    while pairs := t.pending_round():        # one round = one engine batch
         t.record(judge(pairs))            # Comparisons for exactly those ordered pairs, any order
     ranking, scores, stats = t.result()
 
@@ -67,7 +67,7 @@ class Tournament:
         """P(i beats j) from everything recorded so far."""
         return self._matrix
 
-    def next_round(self) -> list[Pair]:
+    def pending_round(self) -> list[Pair]:
         """The ordered pairs to judge next, as one batch; [] when the tournament is over.
 
         Asking again before `record` returns the same round.
@@ -83,9 +83,9 @@ class Tournament:
         return list(self._pending)
 
     def record(self, results: Sequence[Comparison]) -> None:
-        """Hand in the judged comparisons of the current round: one per pair of `next_round()`, in any order."""
+        """Hand in the judged comparisons of the current round: one per pair of `pending_round()`, in any order."""
         if self._pending is None:
-            raise InvalidInputError("record() called with no round pending; call next_round() first")
+            raise InvalidInputError("record() called with no round pending; call pending_round() first")
         results = list(results)
         for c in results:
             if not isinstance(c, Comparison):
@@ -104,7 +104,7 @@ class Tournament:
     def _check_done(self) -> None:
         if not self.done:
             raise InvalidInputError(
-                "the tournament is not finished: call next_round() and record() until next_round() returns []")
+                "the tournament is not finished: call pending_round() and record() until pending_round() returns []")
 
     def ranking(self) -> list[int]:
         """All candidate ids, best first."""
@@ -210,6 +210,6 @@ def run_tournament(n: int, judge: Judge, *, strategy: str = "knockout", both_ord
                    seed: int | None = None) -> TournamentOutcome:
     """Run a whole tournament, calling `judge` once per round with that round's ordered pairs (one batch)."""
     tournament = Tournament(n, strategy, both_orders, seed)
-    while pairs := tournament.next_round():
+    while pairs := tournament.pending_round():
         tournament.record(judge(pairs))
     return tournament.outcome()

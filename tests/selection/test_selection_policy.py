@@ -12,7 +12,7 @@ from c4u_engine.selection.policy import MODES, STRATEGY_NAMES, PairPolicy, Selec
 
 def drive(policy, judge_fast, judge_reason):
     rounds = []
-    while (nxt := policy.next_round()) is not None:
+    while (nxt := policy.pending_round()) is not None:
         pairs, mode = nxt
         rounds.append((list(pairs), mode))
         policy.record((judge_fast if mode == "fast" else judge_reason)(pairs))
@@ -63,7 +63,7 @@ def test_selection_maps_to_input_indices_with_duplicates_beside_their_original(s
 def test_a_reasoning_round_with_other_pairs_is_refused(synthetic_judge):
     judge = synthetic_judge([0.0, 1.0, 2.0])
     policy = SelectionPolicy(3, "knockout", True, "hybrid")
-    while (nxt := policy.next_round())[1] == "fast":
+    while (nxt := policy.pending_round())[1] == "fast":
         policy.record(judge(nxt[0]))
     wrong = [dataclasses.replace(c, first=c.second, second=c.first) for c in judge(nxt[0][:1])]
     with pytest.raises(InvalidInputError, match="reasoning round"):
@@ -72,7 +72,7 @@ def test_a_reasoning_round_with_other_pairs_is_refused(synthetic_judge):
 
 def test_pair_policy_is_one_round():
     policy = PairPolicy("reason")
-    assert policy.next_round() == ([(0, 1)], "reason")
+    assert policy.pending_round() == ([(0, 1)], "reason")
     with pytest.raises(InvalidInputError, match="fast, reason"):
         PairPolicy("hybrid")
 

@@ -73,13 +73,13 @@ def test_knockout_rounds_are_matches_in_both_orders(synthetic_judge):
 def test_knockout_byes_rotate():
     # 5 candidates: round 1 gives #4 a bye; round 2 must give the bye to someone else.
     t = Tournament(5, "knockout", both_orders=False)
-    assert t.next_round() == [(0, 1), (2, 3)]
+    assert t.pending_round() == [(0, 1), (2, 3)]
     t.record([Comparison(0, 1, "A", 0.9), Comparison(2, 3, "A", 0.9)])
-    assert t.next_round() == [(0, 4)]  # #2 sits out: #4 already had a bye
+    assert t.pending_round() == [(0, 4)]  # #2 sits out: #4 already had a bye
     t.record([Comparison(0, 4, "B", 0.2)])
-    assert t.next_round() == [(2, 4)]
+    assert t.pending_round() == [(2, 4)]
     t.record([Comparison(2, 4, "A", 0.6)])
-    assert t.next_round() == []
+    assert t.pending_round() == []
     ranking, scores, stats = t.result()
     # #2 won the final; #4 lost in round 3; #0 in round 2; #1 and #3 in round 1, equal mean prob -> by index
     assert ranking == [2, 4, 0, 1, 3]
@@ -90,9 +90,9 @@ def test_knockout_byes_rotate():
 
 def test_knockout_ranking_ties_by_mean_win_probability():
     t = Tournament(4, "knockout", both_orders=False)
-    t.next_round()
+    t.pending_round()
     t.record([Comparison(0, 1, "A", 0.9), Comparison(2, 3, "A", 0.55)])  # #3 lost closer than #1
-    t.next_round()
+    t.pending_round()
     t.record([Comparison(0, 2, "A", 0.7)])
     assert t.ranking() == [0, 2, 3, 1]
 
@@ -144,7 +144,7 @@ def test_all_unparsable_is_a_tie_won_by_the_lower_index(synthetic_judge, strateg
 
 def test_exact_tie_goes_to_lower_index():
     t = Tournament(2, "knockout", both_orders=True)
-    pairs = t.next_round()
+    pairs = t.pending_round()
     # P_A = 0.7 in both orders: averaged P(0 beats 1) = (0.7 + 1 - 0.7) / 2 = 0.5 up to float noise
     t.record([Comparison(a, b, "A", 0.7) for a, b in pairs])
     assert t.ranking() == [0, 1]
@@ -173,7 +173,7 @@ def test_knockout_deciding_pairs_are_the_winners_matches(synthetic_judge):
     strengths = _strengths(8, seed=4)
     t = Tournament(8, "knockout", both_orders=True)
     judge = synthetic_judge(strengths)
-    while pairs := t.next_round():
+    while pairs := t.pending_round():
         t.record(judge(pairs))
     winner = t.ranking()[0]
     matches = t.deciding_matches()
@@ -200,7 +200,7 @@ def test_round_robin_runner_up_always_decides():
     beats = {(0, k) for k in range(1, 6)} | {(1 + k, 1 + (k + d) % 5) for k in range(5) for d in (1, 2)}
     t = Tournament(6, "round_robin", both_orders=False)
     t.record([Comparison(a, b, "A", 0.8) if (a, b) in beats else Comparison(a, b, "B", 0.3)
-              for a, b in t.next_round()])
+              for a, b in t.pending_round()])
     assert t.ranking()[0] == 0
     assert t.deciding_matches() == [(0, t.ranking()[1])]
 
@@ -225,8 +225,8 @@ def test_protocol_errors():
     t = Tournament(3, "round_robin", both_orders=False)
     with pytest.raises(InvalidInputError, match="no round pending"):
         t.record([])
-    pairs = t.next_round()
-    assert t.next_round() == pairs  # asking again before record() gives the same round
+    pairs = t.pending_round()
+    assert t.pending_round() == pairs  # asking again before record() gives the same round
     with pytest.raises(InvalidInputError, match="not finished"):
         t.result()
     with pytest.raises(InvalidInputError, match=r"missing \[\(1, 2\)\]"):
@@ -235,7 +235,7 @@ def test_protocol_errors():
         t.record([Comparison(0, 1, "A", 0.6), Comparison(0, 2, "A", 0.6), Comparison(2, 1, "A", 0.6)])
     # results in any order are accepted
     t.record([Comparison(1, 2, "A", 0.6), Comparison(0, 2, "A", 0.6), Comparison(0, 1, "A", 0.6)])
-    assert t.done and t.next_round() == []
+    assert t.done and t.pending_round() == []
     assert t.ranking() == [0, 1, 2]
 
 
@@ -257,7 +257,7 @@ def test_to_selection_maps_to_input_indices(synthetic_judge):
 def test_tournament_selection_is_in_candidate_ids(synthetic_judge):
     t = Tournament(4, "knockout", both_orders=True)
     judge = synthetic_judge([0.0, 1.0, 3.0, 2.0])
-    while pairs := t.next_round():
+    while pairs := t.pending_round():
         t.record(judge(pairs))
     sel = t.selection()
     assert sel.winner == 2 and sel.ranking == t.ranking() and sel.comparisons == t.comparisons

@@ -1,14 +1,15 @@
-"""ModelEngine: a checkpoint's tokenizer, chat template, image pipeline, runner and caches behind one object.
+"""ModelSession: a checkpoint's tokenizer, chat template, image pipeline, runner and encoder cache behind one object.
 
-It turns chat messages into token ids, M-RoPE positions and image embeddings, and runs prefill and decoding on
+It turns chat messages into token ids, M-RoPE positions and image embeddings (one encode path and one encoder-cache
+key, used by the scheduler, the whole-prompt passes and training), and runs whole-prompt prefill and decoding on
 whichever runner it was given. Comparisons across requests are batched by the scheduler (scheduler.py); the
-whole-prompt passes here (logits, chat) are the generic path, run on the scheduler's thread by the Engine.
+whole-prompt passes here (logits, chat) are the generic path, run on a lane's thread by the engine core.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,12 +21,13 @@ from c4u_engine.engine.generation import decode
 from c4u_engine.engine.lru import ByteLRU
 from c4u_engine.engine.messages import collect_images, expand_image_pads, validate_messages
 from c4u_engine.engine.sampling import Sampler, SamplingParams
+from c4u_engine.engine.stats import StageTimer
 from c4u_engine.engine.tokenizer import Tokenizer
 from c4u_engine.errors import InvalidInputError, LimitExceededError, ModelFormatError
 from c4u_engine.imaging import LoadedImage, load_image
 from c4u_engine.models.config import ModelConfig
 from c4u_engine.models.rope import mrope_position_ids
-from c4u_engine.engine.pixels import preprocess_device, preprocess_images
+from c4u_engine.engine.pixels import concat_pixels, preprocess_device, preprocess_images
 from c4u_engine.ops.preprocess import PreprocessParams, grid_thw_for
 from c4u_engine.runners.base import Runner
 
@@ -45,6 +47,15 @@ class Prompt:
 
 
 @dataclass
+class ImageJob:
+    """An image to embed: its preprocessed patches when the caller has them, and whether caches may be used."""
+
+    image: LoadedImage
+    pixels: np.ndarray | None
+    use_cache: bool
+
+
+@dataclass
 class ChatResult:
     token_ids: list[int]
     text: str
@@ -52,24 +63,7 @@ class ChatResult:
     prompt_tokens: int
 
 
-@dataclass
-class StageTimer:
-    """Seconds per stage and counters, reported in Selection.stats."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)
-
-    def add_time(self, stage: str, t0: float) -> None:
-        self.add_seconds(stage, time.perf_counter() - t0)
-
-    def add_seconds(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + int(n)
-
-
-class ModelEngine:
+class ModelSession:
     def __init__(self, model_dir: str | Path, runner: Runner, *, config: EngineConfig | None = None) -> None:
         model_dir = Path(model_dir)
         self.model_dir = model_dir
@@ -121,7 +115,7 @@ class ModelEngine:
     def position_ids(self, input_ids: np.ndarray, grids: np.ndarray) -> np.ndarray:
         """M-RoPE position ids int64 [3, B, S] of prompts [B, S] holding images of `grids` (in order): numpy
         (models/rope.py), or ops.mrope on the runner's kernel device in kernel mode (runners/kernel_mode.py)."""
-        kernels = getattr(self.runner, "kernels", None)
+        kernels = self.runner.kernels
         if kernels is None:
             return mrope_position_ids(input_ids, grids, self.config)[0]
         return kernels.positions(input_ids, grids, self.config.image_token_id, self.config.vision.spatial_merge_size)
@@ -134,39 +128,52 @@ class ModelEngine:
             )
 
     # -- vision ----------------------------------------------------------------------------------------
-    def encode(self, images: Sequence[LoadedImage], timer: StageTimer | None = None, use_cache: bool = True) -> list:
-        """Image embeddings for each image: cache hits reused, all misses (deduplicated) in one batched call."""
-        timer = timer or StageTimer()
-        keys = [(im.content_hash, self.preprocess_params.key(), self.fingerprint) for im in images]
-        found: dict = {}
-        if use_cache:
-            for k in set(keys):
-                hit = self.encoder_cache.get(k)
-                if hit is not None:
-                    found[k] = hit
-        missing: dict = {}
-        for k, im in zip(keys, images):
-            if k not in found and k not in missing:
-                missing[k] = im
-        timer.count("images_cached", len(set(keys)) - len(missing))
-        timer.count("images_encoded", len(missing))
-        if missing:
-            t0 = time.perf_counter()
-            pixel_values, grid = self.preprocess([im.pixels for im in missing.values()])
-            timer.add_time("preprocess", t0)
-            t0 = time.perf_counter()
-            outs = self.runner.encode_images(pixel_values, grid)
-            timer.add_time("vision", t0)
-            for k, out in zip(missing, outs):
-                found[k] = out
-                if use_cache:
-                    self.encoder_cache.put(k, out)
-        return [found[k] for k in keys]
+    def encoder_key(self, image: LoadedImage) -> tuple:
+        """What an image embedding depends on: the image's content, the preprocessing and the checkpoint."""
+        return image.content_hash, self.preprocess_params.key(), self.fingerprint
+
+    def preprocess_missing(self, images: Sequence[LoadedImage], use_cache: bool,
+                           seconds: dict[str, float]) -> list[np.ndarray | None]:
+        """Preprocessed pixels of the images the encoder cache lacks (None for the others), in one native call that
+        releases the GIL: a caller may run it in its own thread (while its screening runs on another), so that the
+        scheduler's encode finds the pixels ready."""
+        t0 = time.perf_counter()
+        pixels: list[np.ndarray | None] = [None] * len(images)
+        todo = [i for i, im in enumerate(images) if not (use_cache and self.encoder_key(im) in self.encoder_cache)]
+        if todo:
+            values, grid = self.preprocess([images[i].pixels for i in todo])
+            bounds = np.cumsum([0, *(int(np.prod(g)) for g in grid)])
+            for k, i in enumerate(todo):
+                pixels[i] = values[bounds[k] : bounds[k + 1]]
+        seconds["preprocess"] = seconds.get("preprocess", 0.0) + time.perf_counter() - t0
+        return pixels
+
+    def encode(self, jobs: Sequence[ImageJob]) -> list[tuple[Any, bool]]:
+        """(embedding, came from the cache) for each job: cache hits reused for jobs with use_cache, the rest
+        deduplicated by content and encoded in one vision call (pixels the job brings are used, the others
+        preprocessed now), and stored for the jobs with use_cache."""
+        keys = [self.encoder_key(job.image) for job in jobs]
+        hits = [self.encoder_cache.get(key) if job.use_cache else None for key, job in zip(keys, jobs)]
+        todo: dict = {}  # a job that may not use the cache is encoded even when another job's image was a hit
+        for key, job, hit in zip(keys, jobs, hits):
+            if hit is None:
+                todo.setdefault(key, job)
+        encoded: dict = {}
+        if todo:
+            pixels = [job.pixels if job.pixels is not None else self.preprocess([job.image.pixels])[0]
+                      for job in todo.values()]
+            grids = np.asarray([self.grid_of(job.image) for job in todo.values()], np.int64)
+            encoded = dict(zip(todo, self.runner.encode_images(concat_pixels(pixels), grids)))
+            for key in {key for key, job, hit in zip(keys, jobs, hits) if job.use_cache and hit is None}:
+                self.encoder_cache.put(key, encoded[key])
+        return [(encoded[key], False) if hit is None else (hit, True) for key, hit in zip(keys, hits)]
 
     # -- whole-prompt passes (the reference path; selections run through the scheduler) ----------------
     def prefill(self, prompt: Prompt, timer: StageTimer | None = None, reserve: int = 0):
         timer = timer or StageTimer()
-        embeds_img = self.encode(prompt.images, timer)
+        t0 = time.perf_counter()
+        embeds_img = [e for e, _ in self.encode([ImageJob(im, None, True) for im in prompt.images])]
+        timer.add_time("vision", t0)
         t0 = time.perf_counter()
         embeds = self.runner.embed(prompt.ids[None, :], embeds_img)
         s = len(prompt.ids)
