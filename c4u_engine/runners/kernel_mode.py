@@ -5,7 +5,7 @@ native kernels (ops/) instead of torch / numpy, on one kernel device:
     "emulated"  the CUDA kernel sources under the SIMT emulator on a CPU runner (tests only: it proves the
                 integration, not the speed).
 What goes through the kernels: the embedding merge (ops/embed_merge), M-RoPE positions (ops/mrope, through
-ModelEngine.position_ids), sampling (ops/sampling, through engine/sampling.py's Sampler.sample_with), and decode:
+ModelSession.position_ids), sampling (ops/sampling, through engine/sampling.py's Sampler.sample_with), and decode:
 with the paged KV store, reasoning rows decode in the store's block pools (runners/paged_rows.py: paged append +
 cascade attention, the shared [prefix + A] blocks read once per group); with the contiguous store, decode attention
 runs the cascade kernel over a paged view of the contiguous buffers (runners/kernel_attention.py). Prefill attention

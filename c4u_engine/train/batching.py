@@ -7,7 +7,7 @@ think block (`<think></think><answer>{label}</answer><|im_end|>`), which is what
 `<think></think><answer>` asks the model to continue. Form "perceive" is an auxiliary task on one image (image_a,
 or image_b when swapped): "Describe this creative." answered by data.description.describe_creative of the
 record's generator spec (meta["spec_a"/"spec_b"]; synthetic data only); it teaches the small vision tower the
-attributes the chain of thought compares from short, cheap sequences. The prompt is ModelEngine.tokenize's, ending
+attributes the chain of thought compares from short, cheap sequences. The prompt is ModelSession.tokenize's, ending
 with the chat template's `<|im_start|>assistant\n`; the loss covers every token after it. Both serving prompts
 (prompt + "<think>" for reason mode, prompt + "<think></think><answer>" for fast mode) are prefixes of these
 sequences.
@@ -25,7 +25,7 @@ import torch
 from c4u_engine.data.creative_pair import PairRecord
 from c4u_engine.data.creatives import CreativeSpec
 from c4u_engine.data.description import DESCRIBE_QUESTION, describe_creative
-from c4u_engine.engine.model_engine import ModelEngine, Prompt
+from c4u_engine.engine.session import ModelSession, Prompt
 from c4u_engine.engine.prompt import PromptTemplate
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.imaging import LoadedImage
@@ -95,7 +95,7 @@ class Example:
 class ExampleBuilder:
     """Turns items into Examples with the engine's own tokenization and prompt template."""
 
-    def __init__(self, engine: ModelEngine, template: PromptTemplate, records: Sequence[PairRecord]) -> None:
+    def __init__(self, engine: ModelSession, template: PromptTemplate, records: Sequence[PairRecord]) -> None:
         self.engine = engine
         self.template = template
         self.records = records
@@ -158,7 +158,7 @@ class Batch:
         return int((self.labels != IGNORE).sum())
 
 
-def collate(examples: Sequence[Example], engine: ModelEngine, pad_id: int) -> Batch:
+def collate(examples: Sequence[Example], engine: ModelSession, pad_id: int) -> Batch:
     """Pad examples to one batch (pad_id is any non-image token: masked out) and preprocess their images in one call."""
     b = len(examples)
     width = max(len(e.ids) for e in examples)

@@ -31,7 +31,7 @@ import torch
 from c4u_engine.data.creative_pair import load_pairs
 from c4u_engine.engine.answer import empty_thinking_ids
 from c4u_engine.engine.generation import decode
-from c4u_engine.engine.model_engine import ModelEngine, Prompt
+from c4u_engine.engine.session import ImageJob, ModelSession, Prompt
 from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.engine.sampling import Sampler, SamplingParams
 from c4u_engine.errors import InvalidInputError
@@ -102,14 +102,14 @@ class Rollout:
     advantages: np.ndarray
 
 
-def sample_completions(engine: ModelEngine, prompts: list[Prompt], group_size: int, max_new_tokens: int,
+def sample_completions(engine: ModelSession, prompts: list[Prompt], group_size: int, max_new_tokens: int,
                        sampling: SamplingParams, suppress_first: tuple[int, ...] = ()
                        ) -> tuple[list[list[int]], list[str]]:
     """G completions per prompt with the engine's KV-cached decode: one right-padded prefill of the P prompts, each
     row's KV repeated G times, then all P*G rows decode together until </answer>, an eos token or the length cap.
     suppress_first: tokens banned as the first new token (reason mode's ban on closing the thinking at once)."""
     runner, tok = engine.runner, engine.tokenizer
-    embeds = engine.encode([im for p in prompts for im in p.images], use_cache=False)
+    embeds = [e for e, _ in engine.encode([ImageJob(im, None, use_cache=False) for p in prompts for im in p.images])]
     lens = [len(p.ids) for p in prompts]
     width = max(lens)
     ids = np.full((len(prompts), width), tok.im_end_id, np.int64)  # padding: masked out
@@ -138,7 +138,7 @@ def sample_completions(engine: ModelEngine, prompts: list[Prompt], group_size: i
     return tokens, finished
 
 
-def rollout(engine: ModelEngine, builder: ExampleBuilder, config: GRPOConfig, step: int) -> Rollout:
+def rollout(engine: ModelSession, builder: ExampleBuilder, config: GRPOConfig, step: int) -> Rollout:
     """Draw this step's prompts, sample and score their completions."""
     rng = np.random.default_rng([config.seed, step])
     n = len(builder.records)
@@ -199,7 +199,7 @@ def update_rows(rolled: Rollout, group_size: int, skip_uniform_groups: bool) -> 
     return [r for r in rows if informative[r // group_size]]
 
 
-def policy_step(policy: torch.nn.Module, reference: torch.nn.Module, engine: ModelEngine, rolled: Rollout,
+def policy_step(policy: torch.nn.Module, reference: torch.nn.Module, engine: ModelSession, rolled: Rollout,
                 config: GRPOConfig) -> dict[str, float]:
     """Accumulate the GRPO gradient of one rollout into policy's .grad (micro-batched); return loss and KL means
     over the completions updated on (the fraction of all completions is "updated"; 0 leaves .grad untouched)."""

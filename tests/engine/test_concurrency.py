@@ -72,7 +72,7 @@ def test_concurrent_clients_get_the_results_of_requests_alone(shared, alone, poo
 def _one_entry_bytes(tiny_ckpt, pool) -> int:
     eng = Engine(tiny_ckpt, backend="torch")
     eng.select(pool[:3], requests(pool)[0][1])
-    size = max(e.nbytes for e in eng._store._entries.values())  # the largest [prefix + A] entry
+    size = max(e.nbytes for e in eng.core.lanes[0].store._entries.values())  # the largest [prefix + A] entry
     eng.close()
     return size
 
@@ -87,7 +87,7 @@ def test_tiny_kv_budgets_change_nothing_cold_or_warm(tiny_ckpt, pool, alone, str
             got = run_clients(eng, reqs, 4, mode="fast", strategy=strategy)
             for k, (g, ref) in enumerate(zip(got, alone["fast", strategy])):
                 assert same(g, ref), f"budget {budget}, {attempt}, request {k}"
-            assert eng._store.nbytes <= budget and eng._store.pinned_bytes == 0
+            assert eng.core.lanes[0].store.nbytes <= budget and eng.core.lanes[0].store.pinned_bytes == 0
         eng.close()
 
 

@@ -20,8 +20,8 @@ def test_bad_settings_are_refused_by_name(bad):
 def test_engine_settings_override_the_config_and_are_used(tiny_ckpt):
     eng = Engine(tiny_ckpt, backend="torch", config=EngineConfig(max_candidates=3), prefix_cache_bytes=123)
     assert eng.config.max_candidates == 3 and eng.max_candidates == 3
-    assert eng.config.prefix_cache_bytes == 123 and eng._store.capacity == 123
-    assert eng._core.encoder_cache.capacity == EngineConfig().encoder_cache_bytes
+    assert eng.config.prefix_cache_bytes == 123 and eng.core.lanes[0].store.capacity == 123
+    assert eng.core.session.encoder_cache.capacity == EngineConfig().encoder_cache_bytes
     with pytest.raises(InvalidInputError, match="unknown engine settings"):
         Engine(tiny_ckpt, backend="torch", max_candidate=3)
     eng.close()

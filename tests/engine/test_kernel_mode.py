@@ -66,7 +66,7 @@ def test_engine_through_the_kernels_matches_the_reference(tiny_ckpt, images, ref
         assert abs(a.prob_a - b.prob_a) <= 1e-4
     assert got.ranking == reference.ranking
     # decode rows gave their blocks back: only the cached entries hold blocks now
-    assert engine._store.pool.blocks_in_use == _held_blocks(engine._store)
+    assert engine.core.lanes[0].store.pool.blocks_in_use == _held_blocks(engine.core.lanes[0].store)
 
 
 def test_rows_joining_a_running_paged_batch(tiny_ckpt, images, references, monkeypatch):
@@ -85,7 +85,7 @@ def test_rows_joining_a_running_paged_batch(tiny_ckpt, images, references, monke
     assert stacked and max(stacked) >= 2
     for a, b in zip(got.comparisons, references[case].comparisons):
         assert a.raw_text == b.raw_text and abs(a.prob_a - b.prob_a) <= 1e-4
-    assert engine._store.pool.blocks_in_use == _held_blocks(engine._store)
+    assert engine.core.lanes[0].store.pool.blocks_in_use == _held_blocks(engine.core.lanes[0].store)
 
 
 def test_contiguous_store_in_kernel_mode_matches(tiny_ckpt, images, references):
@@ -110,7 +110,7 @@ def test_decode_rows_share_clean_entries_and_copy_holed_ones(tiny_ckpt):
 
 
 def _check_decode_rows(engine):
-    runner, store = engine.runner, engine._store
+    runner, store = engine.runner, engine.core.lanes[0].store
     assert runner.use_kernels("cpu") is None
     gen = torch.Generator().manual_seed(0)
 
@@ -214,7 +214,7 @@ def test_a_failed_pool_write_leaks_no_block_and_fails_only_that_request(tiny_ckp
                                                                         where):
     engine = Engine(tiny_ckpt, backend="torch", kv_layout="paged")
     engine.runner.use_kernels("cpu")
-    store, original, state = engine._store, paged_kv.append, {"failed": False, "in_rows": False}
+    store, original, state = engine.core.lanes[0].store, paged_kv.append, {"failed": False, "in_rows": False}
     fill = store._fill_decode_rows
 
     def fill_rows(*args, **kwargs):
@@ -237,11 +237,11 @@ def test_a_failed_pool_write_leaks_no_block_and_fails_only_that_request(tiny_ckp
     with pytest.raises(InferenceError, match="simulated"):
         engine.select(images[-3:], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
     assert state["failed"]
-    assert engine._store.pool.blocks_in_use == _held_blocks(engine._store) and engine._store.pinned_bytes == 0
+    assert engine.core.lanes[0].store.pool.blocks_in_use == _held_blocks(engine.core.lanes[0].store) and engine.core.lanes[0].store.pinned_bytes == 0
     got = engine.select(images[-3:], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
     want = references[("reason", "round_robin", 3)]
     assert [c.raw_text for c in got.comparisons] == [c.raw_text for c in want.comparisons]
-    assert engine._store.pool.blocks_in_use == _held_blocks(engine._store)
+    assert engine.core.lanes[0].store.pool.blocks_in_use == _held_blocks(engine.core.lanes[0].store)
 
 
 def test_kernel_sampling_without_a_seed_draws_fresh_noise():

@@ -13,6 +13,7 @@ from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine
 from c4u_engine.engine.config import EngineConfig
+from c4u_engine.runners.base import RunnerCapabilities
 from c4u_engine.engine.lanes import Lane, lane_threads, pick_lane, planned_lanes, resolve_lanes
 from c4u_engine.errors import DeadlineExceededError, InvalidInputError, RequestCancelledError
 
@@ -71,9 +72,10 @@ def test_lanes_split_the_kv_budget_and_use_one_thread_each(builtin, monkeypatch)
     _cores(monkeypatch, 4)
     assert lane_threads(1) is None and lane_threads(2) == 2 and lane_threads(4) == 1 and lane_threads(8) == 1
     monkeypatch.setenv("C4U_ORT_THREADS", "3")
-    assert lane_threads(2) is None  # the user's explicit setting wins
+    assert lane_threads(2) == 2
     eng = Engine(builtin, lanes=2, prefix_cache_bytes=1001)
-    assert [lane.store.capacity for lane in eng._lanes] == [500, 500]
+    assert eng.runner.capabilities.intra_op_threads == 3  # the user's explicit setting wins over the plan
+    assert [lane.store.capacity for lane in eng.core.lanes] == [500, 500]
     eng.close()
 
 
@@ -85,10 +87,10 @@ def test_by_default_onnxruntime_on_a_cpu_gets_a_lane_per_core_and_the_rest_one(b
         assert planned_lanes(5, "cuda") == 5
     _cores(monkeypatch, 2)
     eng = Engine(builtin)
-    assert eng.config.lanes == 2 and len(eng._lanes) == 2 and eng.runner._options.intra_op_num_threads == 1
+    assert eng.config.lanes == 2 and len(eng.core.lanes) == 2 and eng.runner._options.intra_op_num_threads == 1
     assert Engine(builtin, lanes=1).config.lanes == 1
     torch_engine = Engine(tiny_ckpt, backend="torch")
-    assert torch_engine.config.lanes == 1 and len(torch_engine._lanes) == 1
+    assert torch_engine.config.lanes == 1 and len(torch_engine.core.lanes) == 1
     # a runner built elsewhere keeps one lane unless asked: its threads were not chosen for lanes
     assert Engine(builtin, runner=eng.runner).config.lanes == 1
     for e in (eng, torch_engine):
@@ -107,21 +109,23 @@ def test_lanes_setting_is_validated(bad):
         EngineConfig(lanes=bad)
 
 
-class _Scheduler:
+class _Worker:
     def __init__(self, queued: int, active: int) -> None:
-        self.queue_depth, self.active_requests = queued, active
+        self.load = queued + active
 
 
 def test_a_request_goes_to_the_least_loaded_lane_and_ties_follow_its_prefix():
-    lanes = [Lane(_Scheduler(q, a), None) for q, a in [(1, 2), (0, 1), (0, 3)]]
+    lanes = [Lane(_Worker(q, a), None) for q, a in [(1, 2), (0, 1), (0, 3)]]
     assert pick_lane(lanes, affinity=0) is lanes[1]
-    idle = [Lane(_Scheduler(0, 0), None) for _ in range(3)]
+    idle = [Lane(_Worker(0, 0), None) for _ in range(3)]
     assert [idle.index(pick_lane(idle, affinity=a)) for a in range(6)] == [0, 1, 2, 0, 1, 2]
 
 
 def test_resolve_lanes_names_the_runner_that_serializes():
     class Serial:
-        name, device, runs_concurrently = "tensorrt", "cuda", False
+        name, device = "tensorrt", "cuda"
+        capabilities = RunnerCapabilities(concurrent_calls=False, paged_kv=False, paged_decode_rows=False,
+                                          kernel_device=None, device_pixels=False, intra_op_threads=None)
 
     assert resolve_lanes(1, 4, Serial(), built_here=True) == 1 and resolve_lanes(None, 4, Serial(), True) == 1
     with pytest.raises(InvalidInputError, match="tensorrt"):

@@ -8,6 +8,7 @@ import pytest
 
 from tiny_checkpoint import make_test_image
 
+from c4u_engine.runners.base import RunnerCapabilities
 from c4u_engine.api import Engine
 from c4u_engine.engine.config import EngineConfig
 from c4u_engine.engine.kv_store import KVStore, make_key
@@ -26,6 +27,8 @@ class ArrayRunner:
     """The KV half of a runner, on numpy (like the onnxruntime runner): what the store calls."""
 
     name, device, num_layers, num_kv_heads, head_dim = "arrays", "cpu", 2, 3, 80
+    capabilities = RunnerCapabilities(concurrent_calls=False, paged_kv=True, paged_decode_rows=False,
+                                      kernel_device=None, device_pixels=False, intra_op_threads=None)
 
     def kv_layers(self, kv):
         return kv.keys, kv.values, kv.keys[0].shape[2]
@@ -168,8 +171,9 @@ def test_paged_selection_equals_contiguous(engines, images, mode, strategy):
     picked = images if mode == "fast" else images[:4]
     want = engines["contiguous"].select(picked, PROFILE, **kwargs)
     got = engines["paged"].select(picked, PROFILE, **kwargs)
-    assert isinstance(engines["paged"]._store, PagedKVStore) and isinstance(engines["contiguous"]._store, KVStore)
-    assert engines["paged"]._store.pool is not None and engines["paged"]._store.pool.blocks_in_use > 0
+    paged, contiguous = (engines[k].core.lanes[0].store for k in ("paged", "contiguous"))
+    assert isinstance(paged, PagedKVStore) and type(contiguous) is KVStore
+    assert paged.pool is not None and paged.pool.blocks_in_use > 0
     assert [(c.first, c.second, c.answer) for c in got.comparisons] == \
         [(c.first, c.second, c.answer) for c in want.comparisons]
     for a, b in zip(got.comparisons, want.comparisons):
@@ -178,26 +182,30 @@ def test_paged_selection_equals_contiguous(engines, images, mode, strategy):
 
 
 def test_paged_store_shares_prefix_blocks_in_a_selection(engines, images):
-    store = engines["paged"]._store
+    store = engines["paged"].core.lanes[0].store
     engines["paged"].clear_caches()
     engines["paged"].select(images[:4], PROFILE, strategy="round_robin")
     entries = list(store._entries.values())
-    tables = [set(e.kv.blocks) for e in entries if e.kv.blocks]
-    shared = sum(1 for i, a in enumerate(tables) for b in tables[i + 1 :] if a & b)
-    assert shared > 0  # [prefix + A] entries reuse their [prefix]'s blocks instead of copying them
+    with_images = [e for e in entries if e.key.image_hashes]
+    (prefix,) = [e for e in entries if not e.key.image_hashes and len(e.key.token_ids) == max(
+        len(x.key.token_ids) for x in entries if not x.key.image_hashes)]
+    full = prefix.slots // store.block_size
+    assert len(with_images) == 4 and full >= 2
+    # every [prefix + A] entry reads its [prefix]'s full blocks in place instead of a copy of them
+    assert all(e.kv.blocks[:full] == prefix.kv.blocks[:full] for e in with_images)
+    assert store.pool.refs[prefix.kv.blocks[full - 1]] == 1 + len(with_images)  # its last full block: not the system turn's
 
 
 def test_onnxruntime_runner_on_the_paged_store(images):
     from c4u_engine.builtin import builtin_model_dir
 
-    try:
-        model = builtin_model_dir()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(str(exc))
+    model = builtin_model_dir()  # shipped with the package: its absence is a failure, not a skip
     picked = images[:3]
     want = Engine(model, backend="onnxruntime").select(picked, PROFILE, strategy="round_robin")
     got = Engine(model, backend="onnxruntime", kv_layout="paged").select(picked, PROFILE, strategy="round_robin")
-    assert got.ranking == want.ranking
+    assert (got.winner, got.ranking) == (want.winner, want.ranking) and len(got.comparisons) == 6
+    assert [(c.first, c.second, c.answer) for c in got.comparisons] == \
+        [(c.first, c.second, c.answer) for c in want.comparisons]
     for a, b in zip(got.comparisons, want.comparisons):
         assert abs(a.prob_a - b.prob_a) <= 1e-5
 
@@ -209,7 +217,7 @@ def test_paged_selection_on_cuda_equals_contiguous(tiny_ckpt, images):
     want = Engine(tiny_ckpt, **kwargs).select(images[:4], PROFILE, strategy="round_robin")
     paged = Engine(tiny_ckpt, kv_layout="paged", **kwargs)
     got = paged.select(images[:4], PROFILE, strategy="round_robin")
-    assert paged._store.device == "cuda" and paged._store.pool.keys[0].is_cuda
+    assert paged.core.lanes[0].store.device == "cuda" and paged.core.lanes[0].store.pool.keys[0].is_cuda
     assert got.ranking == want.ranking
     for a, b in zip(got.comparisons, want.comparisons):
         assert abs(a.prob_a - b.prob_a) <= 1e-5

@@ -33,8 +33,8 @@ def test_preprocess_device_says_why_not(monkeypatch):
 
 def test_cpu_engines_preprocess_on_cpu(tiny_ckpt):
     engine = Engine(tiny_ckpt, backend="torch")
-    assert engine._core.preprocess_device == "cpu"
-    assert "computes on cpu" in engine._core.preprocess_why_not_cuda
+    assert engine.core.session.preprocess_device == "cpu"
+    assert "computes on cpu" in engine.core.session.preprocess_why_not_cuda
 
 
 def test_concat_pixels_keeps_the_kind():
@@ -60,7 +60,7 @@ def test_device_pixels_flow_through_the_engine(tiny_ckpt, monkeypatch):
     want = Engine(tiny_ckpt, backend="torch").select(images, PROFILE, strategy="round_robin")
     engine = Engine(tiny_ckpt, backend="torch")
     monkeypatch.setattr(pixels, "preprocess_cuda", fake_preprocess_cuda)
-    engine._core.preprocess_device = "cuda"
+    engine.core.session.preprocess_device = "cuda"
     got = engine.select(images, PROFILE, strategy="round_robin")
     assert calls and sum(calls) >= len(images)
     assert got.ranking == want.ranking
@@ -72,7 +72,7 @@ def test_device_pixels_flow_through_the_engine(tiny_ckpt, monkeypatch):
 def test_cuda_engine_preprocesses_on_the_gpu(tiny_ckpt):
     images = [make_test_image(56, 56, seed=s) for s in range(3)]
     engine = Engine(tiny_ckpt, backend="torch", device="cuda", dtype="float32")
-    assert engine._core.preprocess_device == "cuda", engine._core.preprocess_why_not_cuda
+    assert engine.core.session.preprocess_device == "cuda", engine.core.session.preprocess_why_not_cuda
     want = Engine(tiny_ckpt, backend="torch").select(images, PROFILE, strategy="round_robin")
     got = engine.select(images, PROFILE, strategy="round_robin")
     assert got.ranking == want.ranking

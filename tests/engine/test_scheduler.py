@@ -37,7 +37,7 @@ class Gate:
 
     def __init__(self, engine: Engine) -> None:
         self.entered, self.released = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=engine._scheduler.call, args=(self._hold,))
+        self._thread = threading.Thread(target=engine.core.call, args=(self._hold,))
         self._thread.start()
         assert self.entered.wait(30)
 
@@ -150,7 +150,7 @@ def test_a_failing_batch_fails_only_its_own_request(tiny_ckpt, images, reference
     eng = Engine(tiny_ckpt, backend="torch")
     runner = eng.runner
     original = runner.encode_images
-    poison_grid = eng._core.grid_of(eng._core.load_images([images[5]])[0])
+    poison_grid = eng.core.session.grid_of(eng.core.session.load_images([images[5]])[0])
 
     def encode_images(pixel_values, grid_thw):
         if any(tuple(g) == poison_grid for g in np.asarray(grid_thw).tolist()):
@@ -199,8 +199,8 @@ def test_cancelled_requests_do_not_hold_queue_places(tiny_ckpt, images, referenc
 def test_an_error_outside_the_batched_calls_fails_live_requests_and_the_engine_goes_on(tiny_ckpt, images,
                                                                                        reference):
     eng = Engine(tiny_ckpt, backend="torch")
-    scheduler = eng._scheduler
-    original = scheduler._schedule
+    scheduler = eng.core.lanes[0].worker.scheduler
+    original = scheduler.schedule
     calls = []
 
     def broken():
@@ -209,7 +209,7 @@ def test_an_error_outside_the_batched_calls_fails_live_requests_and_the_engine_g
             raise RuntimeError("bug in scheduling")
         return original()
 
-    scheduler._schedule = broken
+    scheduler.schedule = broken
     with pytest.raises(InferenceError, match="bug in scheduling"):
         eng.select(images[:4], PROFILE)
     assert _same(eng.select(images[:4], PROFILE), reference)

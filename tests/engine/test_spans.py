@@ -13,6 +13,7 @@ from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine
 from c4u_engine.engine.prompt import PROMPT_PRESETS, PromptTemplate
+from c4u_engine.engine.chain import PromptChain
 from c4u_engine.engine.spans import ComparisonSpans
 from c4u_engine.errors import InvalidInputError, ModelFormatError
 from c4u_engine.profile import Profile
@@ -33,7 +34,7 @@ def images():
 @pytest.mark.parametrize("profile", PROFILES, ids=["plain", "unicode-extra", "punctuation"])
 def test_spans_tokenize_as_the_whole_prompt(tiny_ckpt, images, preset, profile):
     eng = Engine(tiny_ckpt, backend="torch", prompt=preset)
-    core = eng._core
+    core = eng.core.session
     spans = ComparisonSpans(core, eng.prompt, eng.answer, profile)
     for a, b in ((0, 1), (1, 0)):
         ga, gb = (core.grid_of(core.load_images([images[i]])[0]) for i in (a, b))
@@ -92,22 +93,25 @@ def test_a_template_that_merges_text_across_images_is_refused(tiny_ckpt):
 
 
 @pytest.mark.parametrize("preset", sorted(PROMPT_PRESETS))
-def test_the_head_is_the_profile_independent_start_of_the_prefix(tiny_ckpt, preset):
+def test_the_system_turn_is_the_profile_independent_start_of_the_prefix(tiny_ckpt, preset):
     eng = Engine(tiny_ckpt, backend="torch", prompt=preset)
-    a, b = (ComparisonSpans(eng._core, eng.prompt, eng.answer, p) for p in PROFILES[:2])
-    head = a.head_ids
-    assert len(head) > 0 and np.array_equal(head, b.head_ids) and a.head_key == b.head_key
+    a, b = (ComparisonSpans(eng.core.session, eng.prompt, eng.answer, p) for p in PROFILES[:2])
+    head = a.system_ids
+    assert len(head) > 0 and np.array_equal(head, b.system_ids)
+    chains = [PromptChain(spans, [], []) for spans in (a, b)]
+    assert chains[0].system.key == chains[1].system.key and chains[0].prefix.key != chains[1].prefix.key
+    assert chains[0].prefix.parent == chains[0].system.key
     assert np.array_equal(a.prefix_ids[: len(head)], head) and len(a.prefix_ids) > len(head)
-    assert head[-1] == eng._core.tokenizer.im_start_id  # cut right after a special token: exact tokenization
+    assert head[-1] == eng.core.session.tokenizer.im_start_id  # cut right after a special token: exact tokenization
     eng.close()
 
 
-def test_requests_for_other_profiles_reuse_the_head(tiny_ckpt, images):
+def test_requests_for_other_profiles_reuse_the_system_turn(tiny_ckpt, images):
     eng = Engine(tiny_ckpt, backend="torch")
     first = eng.select(images, PROFILES[0])
-    second = eng.select(images, PROFILES[2])  # another profile: its own prefix, the same head
-    head = len(ComparisonSpans(eng._core, eng.prompt, eng.answer, PROFILES[0]).head_ids)
-    p0, p2 = (len(ComparisonSpans(eng._core, eng.prompt, eng.answer, p).prefix_ids)
+    second = eng.select(images, PROFILES[2])  # another profile: its own prefix, the same system turn
+    head = len(ComparisonSpans(eng.core.session, eng.prompt, eng.answer, PROFILES[0]).system_ids)
+    p0, p2 = (len(ComparisonSpans(eng.core.session, eng.prompt, eng.answer, p).prefix_ids)
               for p in (PROFILES[0], PROFILES[2]))
     # everything after the prefix costs the same; the second request computes its prefix without the head
     assert head > 0 and first.stats["tokens_prefilled"] - p0 == second.stats["tokens_prefilled"] - (p2 - head)

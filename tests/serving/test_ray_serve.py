@@ -22,7 +22,7 @@ def test_two_replicas_serve_the_in_process_results(tiny_ckpt):
 
     images = [make_test_image(56, 56, seed=s) for s in range(4)]
     eng = Engine(tiny_ckpt, backend="torch")
-    want = eng.select([eng._core.load_images([png_bytes(im)])[0] for im in images], PROFILE)
+    want = eng.select([eng.core.session.load_images([png_bytes(im)])[0] for im in images], PROFILE)
     eng.close()
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

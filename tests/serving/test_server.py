@@ -38,7 +38,7 @@ def engine(tiny_ckpt):
 def reference(tiny_ckpt, images):
     """In-process results on their own engine (the server's engine is closed when its server stops)."""
     eng = Engine(tiny_ckpt, backend="torch")
-    decoded = [eng._core.load_images([png_bytes(im)])[0] for im in images]  # what the server decodes
+    decoded = [eng.core.session.load_images([png_bytes(im)])[0] for im in images]  # what the server decodes
     out = {
         "fast": eng.select(decoded, PROFILE),
         "reason": eng.select(decoded[:3], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6),

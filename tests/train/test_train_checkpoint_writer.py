@@ -59,9 +59,9 @@ def test_unknown_parameter_name_is_refused():
 
 def test_112px_images_keep_their_size(engine, comparison):
     messages, prefix = comparison
-    prompt = engine._core.tokenize(messages, prefix)
+    prompt = engine.core.session.tokenize(messages, prefix)
     assert prompt.grids.tolist() == [[1, 8, 8], [1, 8, 8]]
-    assert int((prompt.ids == engine._core.tokenizer.image_pad_id).sum()) == 32  # 16 tokens per image
+    assert int((prompt.ids == engine.core.session.tokenizer.image_pad_id).sum()) == 32  # 16 tokens per image
     assert preprocessor_dict(ModelSpec())["max_pixels"] == 112 * 112
 
 
@@ -74,10 +74,10 @@ def test_engine_uses_the_checkpoint_prompt_and_single_token_answers(engine, tiny
 def test_engine_logits_equal_the_written_model(engine, comparison, tiny_train_ckpt, tiny_spec):
     messages, prefix = comparison
     model = build_model(ModelConfig.from_json(tiny_train_ckpt), seed=0, std=tiny_spec.init_std).eval()
-    prompt = engine._core.tokenize(messages, prefix)
+    prompt = engine.core.session.tokenize(messages, prefix)
     from c4u_engine.ops.preprocess import preprocess
 
-    pixels, grid = preprocess([im.pixels for im in prompt.images], engine._core.preprocess_params)
+    pixels, grid = preprocess([im.pixels for im in prompt.images], engine.core.session.preprocess_params)
     ours = model.forward_logits(prompt.ids, torch.from_numpy(pixels), grid)[0, -1].numpy()
     assert np.abs(engine.logits(messages, prefix) - ours).max() < 1e-5
 
@@ -92,7 +92,7 @@ def test_transformers_gives_the_same_logits(engine, comparison, tiny_train_ckpt)
     inputs["mm_token_type_ids"] = (inputs["input_ids"] == judge.model.config.image_token_id).int()
     with torch.inference_mode():
         ref = judge.model(**inputs).logits[0, -1].float().numpy()
-    assert inputs["input_ids"][0].tolist() == engine._core.tokenize(messages, prefix).ids.tolist()
+    assert inputs["input_ids"][0].tolist() == engine.core.session.tokenize(messages, prefix).ids.tolist()
     assert np.abs(engine.logits(messages, prefix) - ref).max() < 1e-4
 
 

@@ -58,10 +58,10 @@ def test_serving_prompts_are_prefixes_of_the_training_sequences(builder, tiny_tr
     for form, mode in (("reason", "reason"), ("fast", "fast")):
         example = builder.example(Item(1, swapped, form))
         messages, prefix = engine.comparison_messages(pair.image_a, pair.image_b, pair.profile, mode=mode)
-        served = engine._core.tokenize(messages, prefix).ids
+        served = engine.core.session.tokenize(messages, prefix).ids
         assert np.array_equal(example.ids[: len(served)], served)
         assert example.n_prompt < len(served)  # the loss also covers the assistant prefix's tokens
-        tok = engine._core.tokenizer
+        tok = engine.core.session.tokenizer
         assert example.ids[-1] == tok.im_end_id
         if form == "fast":  # the token after the fast prefix is the label's answer token
             assert example.ids[len(served)] == (id_a if pair.label == "A" else id_b)
@@ -140,7 +140,7 @@ def test_perceive_example_describes_one_image_of_the_pair(builder, records, tiny
         example = builder.example(Item(0, swapped, "perceive"))
         assert len(example.images) == 1
         shown = records[0].image_b if swapped else records[0].image_a
-        assert np.array_equal(example.images[0].pixels, engine._core.load_images([str(shown)])[0].pixels)
+        assert np.array_equal(example.images[0].pixels, engine.core.session.load_images([str(shown)])[0].pixels)
         target = builder.engine.tokenizer.decode(example.ids[example.n_prompt:].tolist(), skip_special_tokens=False)
         assert target == describe_creative(CreativeSpec.from_dict(records[0].meta[key])) + "<|im_end|>"
 
