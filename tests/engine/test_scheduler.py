@@ -98,10 +98,16 @@ def test_a_missed_deadline_fails_only_that_request_and_releases_its_kv(tiny_ckpt
 
 def test_a_deadline_during_decoding_drops_the_rows(tiny_ckpt, images):
     eng = Engine(tiny_ckpt, backend="torch")
+    executor = eng.core.lanes[0].worker.scheduler.executor
+    decoding = []  # rows in the decode batch at each decode pass
+    original_step = executor.decode.step
+    executor.decode.step = lambda: (decoding.append(len(executor.decode)), original_step())[1]
     restore = slow_forward(eng, 0.1)  # prefix, [prefix + A], comparisons: 0.3 s, then decoding
     slow = eng.submit(images[:4], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=200, timeout=0.45)
     with pytest.raises(DeadlineExceededError):
         slow.result(60)
+    assert decoding and max(decoding) == 12  # the deadline struck while all 12 rows were decoding
+    assert len(executor.decode) == 0  # and they left the decode batch with the request
     restore()
     fine = eng.select(images[:3], PROFILE, mode="reason", max_new_tokens=4)
     assert len(fine.comparisons) == 4 and eng.load_stats()["prefix_cache_pinned_bytes"] == 0

@@ -11,6 +11,8 @@ from tiny_checkpoint import make_test_image
 
 from c4u_engine.api import Engine
 from c4u_engine.engine.kv_store import KVStore, make_key
+from c4u_engine.engine.spans import ComparisonSpans
+from c4u_engine.profile import Profile
 from c4u_engine.errors import C4UError, InvalidImageError, InvalidInputError, LimitExceededError, ProfileError
 
 PROFILE = {"title": "Trail running shoes", "queries": ["waterproof shoes", "running sale"]}
@@ -113,7 +115,7 @@ def test_threads_get_sequential_results(engine, images):
 def test_reason_mode_batched_decode_equals_single_chat(engine, images):
     sel = engine.select(images[:3], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=12)
     assert len(sel.comparisons) == 6
-    for c in sel.comparisons[:3]:
+    for c in sel.comparisons:  # every batched row equals its comparison generated alone
         messages, prefix = engine.comparison_messages(images[c.first], images[c.second], PROFILE, mode="reason")
         solo = engine.chat(messages, max_new_tokens=12, assistant_prefix=prefix)
         assert c.raw_text == prefix + solo.text
@@ -141,8 +143,14 @@ def test_hybrid_explains_the_winner(engine, images):
 def test_stats_count_work(engine, images):
     sel = engine.select(images[:4], PROFILE, strategy="round_robin", use_cache=False)
     st = sel.stats
-    assert st["comparisons"] == 12 and st["images_encoded"] == 4
-    assert st["tokens_prefilled"] > 0 and "prefill_comparisons" in st["seconds"]
+    assert st["comparisons"] == 12 and st["images_encoded"] == 4 and "prefill_comparisons" in st["seconds"]
+    # new tokens follow from the spans: the system turn, the profile, four images A, twelve (B + question) rows
+    spans = ComparisonSpans(engine.core.session, engine.prompt, engine.answer, Profile.coerce(PROFILE))
+    grid = engine.core.session.grid_of(engine.core.session.load_images([images[0]])[0])
+    layout = spans.layout(grid, grid, "fast")
+    assert len({engine.core.session.grid_of(engine.core.session.load_images([im])[0]) for im in images[:4]}) == 1
+    assert st["tokens_prefilled"] == len(spans.prefix_ids) + 4 * (layout.a_end - len(spans.prefix_ids)) + \
+        12 * (len(layout.ids) - layout.a_end)
 
 
 # -- bad input, service-friendly -------------------------------------------------------------------------

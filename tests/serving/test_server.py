@@ -178,8 +178,15 @@ def test_bearer_token_auth(tiny_ckpt, serve_engine, images):
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
 
 
+def _metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample `name` in a Prometheus text exposition."""
+    (value,) = [line.split()[-1] for line in text.splitlines() if line.split(" ")[0] == name]
+    return float(value)
+
+
 def test_health_metrics_and_openapi(tiny_ckpt, serve_engine, images):
-    srv = serve_engine(_server_engine(tiny_ckpt))
+    eng = _server_engine(tiny_ckpt)
+    srv = serve_engine(eng)
     with httpx.Client(base_url=srv.url, timeout=60) as c:
         assert c.get("/readyz").json()["status"] == "ready"
         for _ in range(3):
@@ -190,9 +197,13 @@ def test_health_metrics_and_openapi(tiny_ckpt, serve_engine, images):
         assert 'c4u_requests_total{endpoint="/v1/select",status="200"} 3.0' in text
         assert 'c4u_errors_total{type="InvalidInputError"} 1.0' in text
         assert 'c4u_request_latency_seconds_count{endpoint="/v1/select"} 4.0' in text
-        for name in ("c4u_queue_depth", "c4u_batch_rows_bucket", "c4u_encoder_cache_hit_rate",
-                     "c4u_prefix_cache_hit_rate", "c4u_active_requests"):
-            assert name in text
+        stats = eng.load_stats()  # idle now: the gauges read the engine's own counters
+        assert _metric(text, "c4u_queue_depth") == 0 and _metric(text, "c4u_active_requests") == 0
+        assert _metric(text, "c4u_batch_rows_count") == stats["model_calls"] > 0
+        assert _metric(text, "c4u_batch_rows_sum") == stats["model_call_rows"]
+        for cache in ("encoder", "prefix"):
+            hits, misses = stats[f"{cache}_cache_hits"], stats[f"{cache}_cache_misses"]
+            assert hits > 0 and abs(_metric(text, f"c4u_{cache}_cache_hit_rate") - hits / (hits + misses)) < 1e-9
         spec = c.get("/openapi.json").json()
         assert {"/v1/select", "/v1/compare", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
         content = spec["paths"]["/v1/select"]["post"]["requestBody"]["content"]
