@@ -144,11 +144,9 @@ class Engine:
              top_p: float = 1.0, top_k: int = 0, seed: int | None = None, assistant_prefix: str = "",
              min_new_tokens: int = 0):
         """Generate with a KV cache. Returns an object with .token_ids (new tokens only), .text, .finish_reason."""
-        from c4u_engine.engine.sampling import SamplingParams
-
-        params = SamplingParams(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
         return self.core.chat(messages, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                              assistant_prefix=assistant_prefix, sampling=params)
+                              assistant_prefix=assistant_prefix, do_sample=do_sample, temperature=temperature,
+                              top_p=top_p, top_k=top_k, seed=seed)
 
     # -- comparisons -----------------------------------------------------------------------------------
     def comparison_messages(self, image_a: Any, image_b: Any, profile: Any,

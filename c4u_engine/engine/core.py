@@ -98,10 +98,12 @@ class EngineCore:
         return self.call(lambda: self.session.logits(messages, assistant_prefix))
 
     def chat(self, messages: list[dict], *, max_new_tokens: int, min_new_tokens: int, assistant_prefix: str,
-             sampling: SamplingParams):
+             **sampling: Any):
+        """Generate with a KV cache; `sampling`: SamplingParams' fields (do_sample, temperature, top_p, ...)."""
+        params = SamplingParams(**sampling)
         return self.call(lambda: self.session.chat(messages, max_new_tokens=max_new_tokens,
                                                    min_new_tokens=min_new_tokens, assistant_prefix=assistant_prefix,
-                                                   sampling=sampling))
+                                                   sampling=params))
 
     # -- facts and housekeeping --------------------------------------------------------------------------------
     def cache_totals(self) -> dict[str, int]:
@@ -124,6 +126,7 @@ class EngineCore:
                 "prefix_cache_entries": sum(len(s) for s in stores), "prefix_cache_bytes": sum(s.nbytes for s in stores),
                 "prefix_cache_pinned_bytes": sum(s.pinned_bytes for s in stores),
                 "prefix_cache_hits": sum(s.hits for s in stores), "prefix_cache_misses": sum(s.misses for s in stores),
+                "prefix_cache_evictions": sum(s.evictions for s in stores),
                 "encoder_cache_hits": encoder.hits, "encoder_cache_misses": encoder.misses,
                 "lanes": [{"queue_depth": w.queue_depth, "active_requests": w.active_requests, "steps": w.steps}
                           for w in workers]}

@@ -1,4 +1,4 @@
-"""A byte-bounded LRU map, the storage under the encoder cache and the prefix cache."""
+"""A byte-bounded LRU map, the storage under the encoder cache and the screening caches (the KV store keeps its own)."""
 
 from __future__ import annotations
 

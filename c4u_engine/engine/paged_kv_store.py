@@ -33,6 +33,7 @@ import numpy as np
 from c4u_engine.engine.kv_store import KVEntry, KVStore, PrefixKey
 from c4u_engine.errors import BackendUnavailableError, InvalidInputError
 from c4u_engine.ops import paged_kv
+from c4u_engine.ops.paged_kv import PagedRow
 
 DEFAULT_BLOCK_SIZE = 16
 
@@ -181,17 +182,13 @@ class PagedKVStore(KVStore):
             self.pool = BlockPool(keys[0], len(keys), self.block_size)
         rows: list = []
         try:
-            return self._fill_decode_rows(keys, values, np.asarray(mask, bool), pasts, lens, rows)
+            return self._fill_decode_rows(runner, keys, values, np.asarray(mask, bool), pasts, lens, rows)
         except BaseException:  # no PagedRows owns them yet: give back what the rows built so far hold
             for row in rows:
                 self.pool.decref(row.held)
             raise
 
-    def _fill_decode_rows(self, keys, values, mask: np.ndarray, pasts, lens, rows: list) -> Any:
-        import torch
-
-        from c4u_engine.runners.paged_rows import PagedRow, PagedRows
-
+    def _fill_decode_rows(self, runner, keys, values, mask: np.ndarray, pasts, lens, rows: list) -> Any:
         pool, bs = self.pool, self.block_size
         past_w = mask.shape[1] - max(lens)
         sources = []
@@ -224,16 +221,7 @@ class PagedKVStore(KVStore):
             tables[r, : len(row.table)] = row.table
         at = np.array([row.shared_len for row in rows], np.int32)
         counts = np.array([len(i) for i in sources], np.int32)
-        with torch.inference_mode():
-            dev = keys[0].device
-            row_t = torch.arange(len(rows), device=dev)[:, None]
-            index_t = torch.from_numpy(index).to(dev)
-            for layer in range(pool.layers):  # [R, width, kvH, D] -> [R, kvH, width, D]: the rows' real slots
-                src_k = keys[layer][row_t, :, index_t].permute(0, 2, 1, 3).contiguous()
-                src_v = values[layer][row_t, :, index_t].permute(0, 2, 1, 3).contiguous()
-                paged_kv.append(pool.keys[layer], pool.values[layer], tables, at, counts, src_k, src_v,
-                                device=self.device)
-        return PagedRows(pool, rows, mask.shape[1])
+        return runner.kv_paged_rows(pool, rows, keys, values, index, tables, at, counts, mask.shape[1], self.device)
 
     # -- blocks ------------------------------------------------------------------------------------------
     def _charge(self, kv: PagedKV) -> int:

@@ -26,6 +26,17 @@ _FLOATS = ("float32", "float16", "bfloat16")
 _SUFFIX = {"cpu": "_cpu", "cuda": "_cuda", "emulated": ""}
 
 
+@dataclass
+class PagedRow:
+    """One decode row's blocks in the pools (engine/paged_kv_store.py builds it, runners/paged_rows.py decodes it)."""
+
+    table: list[int]  # block ids in position order (the entry's shared full blocks, then own blocks)
+    shared_blocks: tuple[int, ...]  # the entry's blocks read by the shared pass (its partly filled last one too)
+    shared_len: int
+    seq_len: int
+    held: list[int]  # blocks this row holds a reference on (released once)
+
+
 @dataclass(frozen=True)
 class _Data:
     """What the checks need of a numpy array or torch tensor."""

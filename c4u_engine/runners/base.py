@@ -186,6 +186,13 @@ class Runner(ABC):
         gathers entries into (its kv_layers are then written in place)."""
         raise NotImplementedError(f"the {self.name} runner does not expose its KV buffers (no paged KV layout)")
 
+    def kv_paged_rows(self, pool: Any, rows: list, keys: list, values: list, index: np.ndarray, tables: np.ndarray,
+                      at: np.ndarray, counts: np.ndarray, length: int, device: str) -> KV:
+        """Decode rows kept in the paged store's pools (capabilities.paged_decode_rows): `rows` (ops.paged_kv.
+        PagedRow) get their own slots from a contiguous batch KV's layers `keys`/`values` (row r: slots
+        index[r, :counts[r]], written from slot at[r] of its table); returns the KV the runner decodes them as."""
+        raise NotImplementedError(f"the {self.name} runner does not decode rows in block pools")
+
     def kv_release(self, kv: KV) -> None:
         """The caller is done with `kv` (a decode cohort that emptied): a KV holding pool blocks (runners/
         paged_rows.py) gives them back now instead of at garbage collection. Nothing to do for plain buffers."""

@@ -24,15 +24,8 @@ from typing import Any
 import numpy as np
 
 from c4u_engine.errors import InvalidInputError
-
-
-@dataclass
-class PagedRow:
-    table: list[int]  # block ids in position order (the entry's shared full blocks, then own blocks)
-    shared_blocks: tuple[int, ...]  # the entry's blocks read by the shared pass (its partly filled last one too)
-    shared_len: int
-    seq_len: int
-    held: list[int]  # blocks this row holds a reference on (released once)
+from c4u_engine.ops import paged_kv
+from c4u_engine.ops.paged_kv import PagedRow
 
 
 class PagedRows:
@@ -126,3 +119,20 @@ class PagedRows:
         return {"order": order, "group_rows": np.concatenate([[0], np.cumsum(counts)]).astype(np.int32),
                 "shared_tables": shared_tables, "shared_lens": shared_lens, "tables": tables,
                 "append_at": before, "seq_lens": before + np.int32(new)}
+
+
+def fill_rows(pool: Any, rows: list[PagedRow], keys: list, values: list, index: np.ndarray, tables: np.ndarray,
+              at: np.ndarray, counts: np.ndarray, length: int, device: str) -> PagedRows:
+    """PagedRows over `rows`, their own slots appended from a contiguous batch KV (per layer torch [R, kvH, S, D]):
+    row r's slots index[r, :counts[r]] go into its table from slot at[r] on."""
+    import torch
+
+    with torch.inference_mode():
+        dev = keys[0].device
+        row_t = torch.arange(len(rows), device=dev)[:, None]
+        index_t = torch.from_numpy(index).to(dev)
+        for layer in range(pool.layers):  # [R, width, kvH, D] -> [R, kvH, width, D]: the rows' real slots
+            src_k = keys[layer][row_t, :, index_t].permute(0, 2, 1, 3).contiguous()
+            src_v = values[layer][row_t, :, index_t].permute(0, 2, 1, 3).contiguous()
+            paged_kv.append(pool.keys[layer], pool.values[layer], tables, at, counts, src_k, src_v, device=device)
+    return PagedRows(pool, rows, length)

@@ -10,7 +10,7 @@ import numpy as np
 
 from c4u_engine.errors import BackendUnavailableError, InvalidInputError
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
-from c4u_engine.runners.paged_rows import PagedRows
+from c4u_engine.runners.paged_rows import PagedRows, fill_rows
 
 try:
     import torch
@@ -179,6 +179,9 @@ class TorchRunner(Runner):
         return self.kernels.decode_paged(self.model.language, embeds, pos, rows, index).float().cpu().numpy()
 
     # -- KV plumbing -----------------------------------------------------------------------------------
+    def kv_paged_rows(self, pool, rows, keys, values, index, tables, at, counts, length, device):
+        return fill_rows(pool, rows, keys, values, index, tables, at, counts, length, device)
+
     def _alloc(self, batch: int, capacity: int) -> TorchKV:
         shape = (batch, self.num_kv_heads, capacity, self.head_dim)
         new = lambda: torch.zeros(shape, dtype=self.dtype, device=self._torch_device)  # noqa: E731

@@ -24,13 +24,13 @@ def _put(store: KVStore, n: int, nbytes: int = 100, slots: int = 3, scope: str =
 def test_pinned_entries_survive_any_budget():
     store = KVStore(250, lambda kv: kv.nbytes)
     a, b, c = _put(store, 1), _put(store, 2), _put(store, 3)  # 300 bytes, all pinned: nothing may go
-    assert len(store) == 3 and store.pinned_bytes == 300 and store.over_budget
+    assert len(store) == 3 and store.pinned_bytes == 300 and (store.pinned_bytes > store.capacity)
     assert store.acquire(_key(1)) is a and store.acquire(_key(2)) is b and store.acquire(_key(3)) is c
     for e in (a, b, c):
         store.release(e)
     assert len(store) == 3 and store.pinned_bytes == 300 and store.evictions == 0  # each still pinned once
     store.release(b)  # unpinned while over budget: evicted at once
-    assert len(store) == 2 and store.nbytes == 200 and store.evictions == 1 and not store.over_budget
+    assert len(store) == 2 and store.nbytes == 200 and store.evictions == 1 and not (store.pinned_bytes > store.capacity)
 
 
 def test_eviction_order_and_budget():
@@ -38,7 +38,7 @@ def test_eviction_order_and_budget():
     a, b, c = _put(store, 1), _put(store, 2), _put(store, 3)
     store.release(b)
     assert store.acquire(_key(2)) is None  # over budget (300 > 250): the only unpinned entry went at once
-    assert store.evictions == 1 and store.nbytes == 200 and not store.over_budget
+    assert store.evictions == 1 and store.nbytes == 200 and not (store.pinned_bytes > store.capacity)
     store.release(a)
     store.release(c)
     assert store.nbytes == 200 and len(store) == 2  # within budget: both kept
