@@ -58,7 +58,7 @@ class Engine:
         self._screen_pool: ThreadPoolExecutor | None = None
         self._closed = False
         if screen_model is not None:
-            self.screener  # a wrong screening model directory fails here, naming the problem
+            _ = self.screener  # a wrong screening model directory fails here, naming the problem
         self.core = EngineCore(self.model_dir, config, backend=backend, device=device, dtype=dtype,
                                precision=precision, prompt=prompt, runner=runner)
         self.config, self.runner, self.prompt, self.answer = (self.core.config, self.core.runner, self.core.prompt,

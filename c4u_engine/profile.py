@@ -32,7 +32,8 @@ class Profile:
         try:
             queries = tuple(queries)
         except TypeError:
-            raise ProfileError(f"profile.queries must be a list of strings, got {type(self.queries).__name__}") from None
+            raise ProfileError(
+                f"profile.queries must be a list of strings, got {type(self.queries).__name__}") from None
         for i, q in enumerate(queries):
             if not isinstance(q, str) or not q.strip():
                 raise ProfileError(f"profile.queries[{i}] must be a non-empty string, got {q!r}")

@@ -75,7 +75,8 @@ class TransformersJudge:
             out = self.model(**self.inputs(messages, assistant_prefix))
         return out.logits[0, -1].float().cpu().numpy()
 
-    def generate(self, messages: list[dict], assistant_prefix: str = "", max_new_tokens: int = 64, **kwargs) -> list[int]:
+    def generate(self, messages: list[dict], assistant_prefix: str = "", max_new_tokens: int = 64,
+                 **kwargs) -> list[int]:
         """Greedy new token ids (transformers' generate with its KV cache)."""
         batch = self.inputs(messages, assistant_prefix)
         with self.torch.inference_mode():

@@ -9,7 +9,8 @@ so a digest collision cannot return the wrong KV either.
 Lifetime. `acquire` (a hit) and `insert` (a new entry) pin the entry for the caller; `release` unpins. A pinned entry
 is never evicted, whatever the budget, so a live request's KV cannot vanish under it. The byte budget evicts unpinned
 entries, least recently used first; while pinned bytes alone exceed it, a lane admits no new request (worker.py's
-admission compares pinned_bytes with the capacity). An entry inserted with retain=False (a private one) is dropped at its last release.
+admission compares pinned_bytes with the capacity). An entry inserted with retain=False (a private one) is dropped at
+its last release.
 
 Operations (the interface the CUDA paged-KV kernels implement): insert (allocate), fork (entries -> one batch of
 comparison rows), append (the runner's forward appends to a forked batch in place: a KV handed over as `past`),

@@ -50,7 +50,8 @@ class Sampler:
             data = torch.from_numpy(data).cuda()
         kernels.calls["sample"] += 1
         out = sample(data, temperature=p.temperature if p.do_sample else 0.0, top_k=p.top_k if p.do_sample else 0,
-                     top_p=p.top_p if p.do_sample else 1.0, seed=self._kernel_seed, offsets=offsets, device=kernels.device)
+                     top_p=p.top_p if p.do_sample else 1.0, seed=self._kernel_seed, offsets=offsets,
+                     device=kernels.device)
         return np.asarray(out.cpu() if hasattr(out, "cpu") else out).astype(np.int64)
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:

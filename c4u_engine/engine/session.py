@@ -100,7 +100,8 @@ class ModelSession:
     def render(self, messages: list[dict], assistant_prefix: str = "") -> str:
         return self.chat_template.render(messages, add_generation_prompt=True) + assistant_prefix
 
-    def tokenize(self, messages: list[dict], assistant_prefix: str = "", images: list[LoadedImage] | None = None) -> Prompt:
+    def tokenize(self, messages: list[dict], assistant_prefix: str = "",
+                 images: list[LoadedImage] | None = None) -> Prompt:
         """Messages (transformers format) to a Prompt. `images` may pass already-loaded images (same order)."""
         messages = validate_messages(messages)
         if images is None:
@@ -178,7 +179,8 @@ class ModelSession:
         embeds = self.runner.embed(prompt.ids[None, :], embeds_img)
         s = len(prompt.ids)
         logits, kv = self.runner.forward(
-            embeds, prompt.positions[:, None, :], None, np.ones((1, s), dtype=bool), np.array([[s - 1]], dtype=np.int64),
+            embeds, prompt.positions[:, None, :], None, np.ones((1, s), dtype=bool),
+            np.array([[s - 1]], dtype=np.int64),
             reserve=reserve,
         )
         timer.add_time("prefill", t0)

@@ -59,7 +59,8 @@ class StepBatch:
 
 @dataclass
 class StepOutputs:
-    embeds: dict[tuple[int, int], tuple[Any, bool]] = field(default_factory=dict)  # (request id, image) -> (embeds, cached)
+    # (request id, image index) -> (embeddings, from the encoder cache)
+    embeds: dict[tuple[int, int], tuple[Any, bool]] = field(default_factory=dict)
     entries: dict[PrefixKey, KVEntry] = field(default_factory=dict)  # computed this step
     pins: list[KVEntry] = field(default_factory=list)  # pins run() holds (released after the holders took theirs)
     comparisons: dict[tuple[int, int], Comparison] = field(default_factory=dict)  # (request id, row) -> fast result

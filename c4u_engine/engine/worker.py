@@ -182,7 +182,7 @@ class Worker:
         for r in list(self.scheduler.active) + list(self._queue):
             self.scheduler.fail(r, err)
         self._queue.clear()
-        for fn, fut in self._calls:
+        for _, fut in self._calls:
             if fut.set_running_or_notify_cancel():
                 fut.set_exception(err)
         self._calls.clear()

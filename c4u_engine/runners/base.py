@@ -193,7 +193,7 @@ class Runner(ABC):
         index[r, :counts[r]], written from slot at[r] of its table); returns the KV the runner decodes them as."""
         raise NotImplementedError(f"the {self.name} runner does not decode rows in block pools")
 
-    def kv_release(self, kv: KV) -> None:
+    def kv_release(self, kv: KV) -> None:  # noqa: B027 - optional hook, nothing to do for plain buffers
         """The caller is done with `kv` (a decode cohort that emptied): a KV holding pool blocks (runners/
         paged_rows.py) gives them back now instead of at garbage collection. Nothing to do for plain buffers."""
 
@@ -201,7 +201,7 @@ class Runner(ABC):
         """Bytes an embedding block holds (for cache budgets)."""
         return int(embeds.nelement() * embeds.element_size()) if hasattr(embeds, "element_size") else int(embeds.nbytes)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory and sessions (optional)."""
 
 

@@ -37,7 +37,8 @@ def why_not(device: str, tensor_device: str, dtype, head_dim: int) -> str | None
         return reason
     on_cuda = str(tensor_device).startswith("cuda")
     if on_cuda != (device == "cuda"):
-        return f"the {device} kernels take {'device' if device == 'cuda' else 'host'} memory; the KV is on {tensor_device}"
+        memory = "device" if device == "cuda" else "host"
+        return f"the {device} kernels take {memory} memory; the KV is on {tensor_device}"
     if str(dtype) not in _DTYPES:
         return f"the kernel takes float32, float16 or bfloat16 KV, not {dtype}"
     if head_dim > cascade_attention.MAX_HEAD_DIM:

@@ -18,7 +18,6 @@ returns the blocks of the rows still held (the decode batch calls it when a coho
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

@@ -41,7 +41,8 @@ class TorchRunner(Runner):
 
     def __init__(self, model_dir: str | Path, *, device: str = "cpu", dtype: str | None = None) -> None:
         if torch is None:
-            raise BackendUnavailableError("the torch runtime needs torch: pip install torch==2.13.0 (CPU) or a CUDA build")
+            raise BackendUnavailableError(
+                "the torch runtime needs torch: pip install torch==2.13.0 (CPU) or a CUDA build")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} asked for, but torch sees no CUDA device")
         if device != "cpu" and not device.startswith("cuda"):

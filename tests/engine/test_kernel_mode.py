@@ -237,7 +237,8 @@ def test_a_failed_pool_write_leaks_no_block_and_fails_only_that_request(tiny_ckp
     with pytest.raises(InferenceError, match="simulated"):
         engine.select(images[-3:], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
     assert state["failed"]
-    assert engine.core.lanes[0].store.pool.blocks_in_use == _held_blocks(engine.core.lanes[0].store) and engine.core.lanes[0].store.pinned_bytes == 0
+    store = engine.core.lanes[0].store
+    assert store.pool.blocks_in_use == _held_blocks(store) and store.pinned_bytes == 0
     got = engine.select(images[-3:], PROFILE, mode="reason", strategy="round_robin", max_new_tokens=6)
     want = references[("reason", "round_robin", 3)]
     assert [c.raw_text for c in got.comparisons] == [c.raw_text for c in want.comparisons]

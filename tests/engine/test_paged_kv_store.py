@@ -193,7 +193,8 @@ def test_paged_store_shares_prefix_blocks_in_a_selection(engines, images):
     assert len(with_images) == 4 and full >= 2
     # every [prefix + A] entry reads its [prefix]'s full blocks in place instead of a copy of them
     assert all(e.kv.blocks[:full] == prefix.kv.blocks[:full] for e in with_images)
-    assert store.pool.refs[prefix.kv.blocks[full - 1]] == 1 + len(with_images)  # its last full block: not the system turn's
+    # its last full block (not the system turn's, which the prefix shares too): the prefix and four images A
+    assert store.pool.refs[prefix.kv.blocks[full - 1]] == 1 + len(with_images)
 
 
 def test_onnxruntime_runner_on_the_paged_store(images):

@@ -32,7 +32,8 @@ def engine(tiny_ckpt, request):
 @pytest.fixture(scope="module")
 def images():
     # one shared size (the common case) plus two odd sizes so batches need padding
-    return [make_test_image(56, 56, seed=s) for s in range(4)] + [make_test_image(90, 45, 11), make_test_image(40, 70, 12)]
+    return [make_test_image(56, 56, seed=s) for s in range(4)] + [make_test_image(90, 45, 11),
+                                                                 make_test_image(40, 70, 12)]
 
 
 @pytest.mark.parametrize("pair", [(0, 4), (5, 1), (2, 3)])
@@ -55,7 +56,8 @@ def test_select_with_caches_disabled_equals_warm_caches(tiny_ckpt, images, strat
     b = warm.select(images, PROFILE, strategy=strategy)
     assert b.stats.get("prefix_cache_hits", 0) > 0 and b.stats.get("images_cached", 0) == len(images)
     assert a.ranking == b.ranking and a.winner == b.winner
-    assert [(c.first, c.second, c.answer) for c in a.comparisons] == [(c.first, c.second, c.answer) for c in b.comparisons]
+    assert [(c.first, c.second, c.answer) for c in a.comparisons] == \
+        [(c.first, c.second, c.answer) for c in b.comparisons]
     for x, y in zip(a.comparisons, b.comparisons):
         assert abs(x.prob_a - y.prob_a) < 1e-5
 
