@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU session's checklist (DESIGN.md, "Kernels without a GPU"), one results file, minutes not hours:
 #   device      nvidia-smi sees a GPU; its compute capability picks the one CUDA architecture to build
-#   build       the CUDA build of c4u_engine._C, in place (CMake + pybind11 from the venv, no pip, no network),
-#               for that architecture only
+#   build       the CUDA build of c4u_engine._C, in place (CMake; pybind11 from the venv or else torch's copy of
+#               its headers; no pip, no network), for that architecture only
 #   extension   _C was built with CUDA for that architecture and sees the device; torch sees it too
 #   cuda-tests  the `cuda`-marked tests of tests/ops and tests/engine with C4U_REQUIRE_CUDA=1 (a skip is a failure)
 #   canary      compute-sanitizer memcheck catches a deliberate overrun in our sampling kernel (proves the kernel
@@ -222,11 +222,15 @@ else
   say "-> dry run: CMAKE_CUDA_ARCHITECTURES comes from compute_cap (an H100 or H200 answers 9.0 -> 90)"
 fi
 
+# pybind11's CMake files from the venv, or else the pybind11 headers torch ships (CMakeLists.txt, C4U_PYBIND11_INCLUDE).
 build_cmd="for tool in nvcc cmake; do command -v \$tool >/dev/null || { echo \"\$tool not found (the CUDA build needs it)\"; exit 1; }; done
-python3 -c 'import pybind11' || { echo 'pybind11 is not importable by python3 (the build needs its CMake files)'; exit 1; }
+if pyb=\$(python3 -m pybind11 --cmakedir 2>/dev/null); then pyb=-Dpybind11_DIR=\$pyb; echo \"pybind11: \$pyb\"
+else pyb=-DC4U_PYBIND11_INCLUDE=\$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), \"include\"))') \
+|| { echo 'neither pybind11 nor torch is importable by python3: no pybind11 headers to build with'; exit 1; }
+echo \"pybind11 not installed: the headers torch ships (\$pyb)\"; fi
 gen=\$(command -v ninja >/dev/null && echo '-G Ninja')
-cmake -S . -B build/gpu-sm$arch \$gen -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=\$(command -v python3) \
--Dpybind11_DIR=\$(python3 -m pybind11 --cmakedir) -DC4U_CUDA=ON -DC4U_SIMT_EMULATION=OFF -DCMAKE_CUDA_ARCHITECTURES=$arch \
+cmake -S . -B build/gpu-sm$arch \$gen -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=\$(command -v python3) \$pyb \
+-DC4U_CUDA=ON -DC4U_SIMT_EMULATION=OFF -DCMAKE_CUDA_ARCHITECTURES=$arch \
 && cmake --build build/gpu-sm$arch -j \$(nproc) && cp build/gpu-sm$arch/_C*.so c4u_engine/ && ls -l c4u_engine/_C*.so"
 extension_cmd="python3 - <<'EOF'
 import sys
