@@ -177,3 +177,20 @@ def test_peaks_come_from_the_device_name():
     assert peak_for("NVIDIA H100 PCIe").gbps == 2000.0 and peak_for("NVIDIA H100 NVL").gbps == 3900.0
     assert peak_for("NVIDIA H200 NVL").bf16_tflops == 835.0 and peak_for("NVIDIA A100-SXM4-80GB").gbps == 2039.0
     assert peak_for("NVIDIA GeForce RTX 4090") is None and peak_for("") is None
+
+
+def test_end_to_end_with_require_kernels_fails_when_the_kernels_engine_falls_back(monkeypatch, tmp_path, capsys):
+    """The suite's end-to-end step must not pass while its "kernels" engine times today's path under that name."""
+    import bench_gpu_end_to_end
+
+    from c4u_engine.train.engine_bridge import InMemoryRunner
+
+    monkeypatch.setattr(InMemoryRunner, "use_kernels", lambda self, *args, **kwargs: "simulated: no kernels here")
+    out = tmp_path / "e2e.json"
+    argv = ["--tiny", "--modes", "fast", "--strategies", "knockout", "--naive-limit", "1", "--json", str(out)]
+    assert bench_gpu_end_to_end.main([*argv, "--require-kernels"]) == 3
+    assert "FAILED: --require-kernels" in capsys.readouterr().err
+    report = json.loads(out.read_text())  # measured anyway, and marked
+    assert report["kernels_fallback"] == {"kernels": "simulated: no kernels here"}
+    assert report["rows"][0]["kernels"]["kernels_active"] is False
+    assert bench_gpu_end_to_end.main(argv) == 0  # without the flag: a fallback is reported, not failed

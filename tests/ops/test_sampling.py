@@ -165,8 +165,8 @@ def test_cuda_draws_the_cpu_twins_tokens():
     got = sample(torch.from_numpy(x).cuda(), seed=3, **MIXED).cpu().numpy()
     np.testing.assert_array_equal(got, sample(x, seed=3, **MIXED))
     # Many rows drawn at temperature 1 from near-ties: any last-bit difference in the noise would show here.
-    ties = np.random.default_rng(4).standard_normal((256, 151_936)).astype(np.float32) * 1e-3
-    offsets = np.arange(256)
+    ties = np.random.default_rng(4).standard_normal((64, 151_936)).astype(np.float32) * 1e-3
+    offsets = np.arange(64)
     got = sample(torch.from_numpy(ties).cuda(), temperature=1.0, top_p=0.95, seed=11, offsets=offsets)
     np.testing.assert_array_equal(got.cpu().numpy(), sample(ties, temperature=1.0, top_p=0.95, seed=11,
                                                             offsets=offsets))
