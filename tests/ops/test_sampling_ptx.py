@@ -23,12 +23,13 @@ NVCC = shutil.which("nvcc")
 
 def float_instructions(ptx: str) -> list[str]:
     """Every f32/f64 arithmetic instruction of the PTX, with its modifiers (e.g. 'mul.rn.f32')."""
-    return re.findall(r"^\s*(?:@!?%p\d+\s+)?((?:fma|mad|mul|add|sub|div|ex2|lg2|rcp|sqrt|rsqrt)\.[a-z0-9.]*f(?:32|64))\b",
-                      ptx, flags=re.MULTILINE)
+    ops = r"fma|mad|mul|add|sub|div|ex2|lg2|rcp|sqrt|rsqrt"
+    return re.findall(rf"^\s*(?:@!?%p\d+\s+)?((?:{ops})\.[a-z0-9.]*f(?:32|64))\b", ptx, flags=re.MULTILINE)
 
 
 def test_float_instructions_classifier():
-    ptx = "\tmul.rn.f32 \t%f1, %f2, %f3;\n\tfma.rn.f32 %f1;\n\t@%p3 add.f32 %f4;\n\tadd.s64 %rd1;\n\tex2.approx.ftz.f32 %f9;"
+    ptx = ("\tmul.rn.f32 \t%f1, %f2, %f3;\n\tfma.rn.f32 %f1;\n\t@%p3 add.f32 %f4;\n\tadd.s64 %rd1;\n"
+           "\tex2.approx.ftz.f32 %f9;")
     assert float_instructions(ptx) == ["mul.rn.f32", "fma.rn.f32", "add.f32", "ex2.approx.ftz.f32"]
 
 
