@@ -104,7 +104,7 @@ run_step() {
   current=$name
   local t0=$SECONDS rc
   # In the background and waited for, so a signal to the suite is handled at once (on_signal), not after the step.
-  timeout -k "$KILL_GRACE" "$limit" bash -c "$cmd" >"$log" 2>&1 &
+  timeout -k "$KILL_GRACE" "$limit" bash -c "$cmd" </dev/null >"$log" 2>&1 &
   step_pid=$!
   wait "$step_pid"
   rc=$?
