@@ -142,8 +142,8 @@ C4U_SAMPLING_HD uint32_t philox_first(uint32_t c0, uint32_t c1, uint32_t c2, uin
 
 // Uniform in (0, 1): 23 random bits, centred, exact in float32: (m + 0.5) / 2^23 in [2^-24, 1 - 2^-24]. (24 bits
 // were not exact: m + 0.5 needs 25 significant bits for m >= 2^23, so it rounded to even, and m = 2^24 - 1 gave
-// u = 1.0 exactly, Gumbel noise +inf: once in 2^24 tokens a token won whatever its logit, ~1% of rows at a
-// 152k vocabulary.)
+// u = 1.0 exactly, Gumbel noise +inf: once in 2^24 draws a kept token won whatever its logit, 0.9% of the rows that
+// sample (temperature > 0) over a whole 152k vocabulary.)
 C4U_SAMPLING_HD float uniform_of_word(uint32_t x) {
   return mul_rn(add_rn(static_cast<float>(x >> 9), 0.5f), 1.0f / 8388608.0f);  // both steps exact
 }
