@@ -2,7 +2,7 @@
 the same random bf16 weights (issue 15 item 4; benchmarks/gpu_suite.sh runs it).
 
     python benchmarks/bench_gpu_end_to_end.py --device cuda [--layers 28] [--n 8] [--image-side 448]
-        [--max-new-tokens 64] [--naive-limit 4] [--peak-tflops 989] [--json out.json]
+        [--max-new-tokens 64] [--naive-limit 4] [--peak-tflops TFLOPS] [--require-kernels] [--json out.json]
     python benchmarks/bench_gpu_end_to_end.py --tiny        # a tiny CPU run of the same code (the suite's dry run)
 
 The checkpoint has the real Qwen2.5-VL-7B shapes (decoder 3584 hidden, 28 layers, 28 query / 4 KV heads of 128,
@@ -16,8 +16,11 @@ them all), knockout and round robin, N images of image-side^2; engines: "default
 sampling). The transformers loop is benchmarks/bench_select.py's (one forward or one generate per comparison,
 full prompt each time), timed over at most --naive-limit comparisons and extrapolated linearly.
 TFLOP/s: weight-matmul FLOPs of the tokens each side actually ran (2 x non-embedding parameters x tokens + the
-logits rows + 2 x vision parameters x patches; attention scores excluded), over its seconds, against --peak-tflops
-(H200 dense bf16: 989). Argument errors exit 2.
+logits rows + 2 x vision parameters x patches; attention scores excluded), over its seconds, against the card's dense
+bf16 peak (gpu_peaks.py by the device's name: H100 SXM and H200 989; none for an unknown card or on CPU unless
+--peak-tflops gives one). --require-kernels: exit 3 (after measuring, rows marked kernels_active: false) if the
+"kernels" engine could not run its kernels here and timed today's path under that name; the GPU suite sets it.
+Argument errors exit 2.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_select
 import report
+from gpu_peaks import describe, peak_for
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 from tiny_checkpoint import make_test_image, make_tiny_checkpoint
@@ -67,7 +71,9 @@ def parse(argv):
     p.add_argument("--strategies", nargs="+", choices=("knockout", "round_robin"), default=["knockout", "round_robin"])
     p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     p.add_argument("--naive-limit", type=int, default=4, help="transformers comparisons timed per row (0 = all)")
-    p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--peak-tflops", type=float, default=None, help="default: the card's dense bf16 datasheet peak")
+    p.add_argument("--require-kernels", action="store_true",
+                   help="fail (exit 3) when the kernels engine falls back to today's path")
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default=None,
                    help="default: bfloat16 on cuda, float32 with --tiny")
     p.add_argument("--workdir", type=Path, default=None)
@@ -77,7 +83,7 @@ def parse(argv):
         a.device = "cpu"
         a.n, a.image_side, a.max_new_tokens = min(a.n, 3), min(a.image_side, 56), min(a.max_new_tokens, 4)
     if a.n < 2 or a.image_side < 28 or a.image_side % 28 or a.max_new_tokens < 1 or a.naive_limit < 0 \
-            or a.peak_tflops <= 0 or (a.layers is not None and a.layers < 1):
+            or (a.peak_tflops is not None and a.peak_tflops <= 0) or (a.layers is not None and a.layers < 1):
         p.error("--n >= 2, --image-side a positive multiple of 28, --max-new-tokens >= 1, --naive-limit >= 0, "
                 "--peak-tflops > 0, --layers >= 1")
     a.dtype = a.dtype or ("float32" if a.tiny else "bfloat16")
@@ -160,7 +166,15 @@ def main(argv=None) -> int:
             if fallback[name] is not None:
                 print(f"kernels engine: today's path instead ({fallback[name]})", file=sys.stderr)
         engines[name] = engine
-    gpu = f"; GPU: {torch.cuda.get_device_name()}" if a.device == "cuda" else ""
+    gpu_name = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    gpu = f"; GPU: {gpu_name}" if a.device == "cuda" else ""
+    known = peak_for(gpu_name) if a.device == "cuda" else None
+    peak = a.peak_tflops if a.peak_tflops is not None else (known.bf16_tflops if known else None)
+    print(describe(gpu_name, known, a.peak_tflops, "TFLOP/s") if a.device == "cuda" or a.peak_tflops
+          else "peak: none on cpu", flush=True)
+
+    def pct(rate: float) -> float | None:  # TFLOP/s as % of the peak, None without one
+        return 100 * rate / peak if peak else None
 
     def write_json(rows: list) -> None:  # after every row: a step killed at its time limit keeps what it measured
         if a.json is not None:
@@ -190,7 +204,7 @@ def main(argv=None) -> int:
                               patches * st.get("images_encoded", 0))
                 row[name] = dict(seconds=seconds, comparisons=len(sel.comparisons), tflop=work,
                                  kernels_active=getattr(engine.runner, "kernels", None) is not None,
-                                 tflops=work / seconds, peak_pct=100 * work / seconds / a.peak_tflops,
+                                 tflops=work / seconds, peak_pct=pct(work / seconds),
                                  tokens_prefilled=st.get("tokens_prefilled", 0),
                                  tokens_decoded=st.get("tokens_decoded", 0))
                 if first is None:
@@ -213,7 +227,7 @@ def main(argv=None) -> int:
                                               prompt if mode == "fast" else 1 + new, 2 * patches)
             scale = len(pairs) / len(sample)
             row["transformers"] = dict(seconds=t_naive * scale, measured_comparisons=len(sample),
-                                       tflops=naive_work / t_naive, peak_pct=100 * naive_work / t_naive / a.peak_tflops)
+                                       tflops=naive_work / t_naive, peak_pct=pct(naive_work / t_naive))
             if mode == "fast":
                 id_a, id_b = engine.answer_token_ids
                 probs = [1 / (1 + np.exp(float(o[id_b]) - float(o[id_a]))) for o in outs]
@@ -239,7 +253,7 @@ def main(argv=None) -> int:
     headers = ["mode", "strategy", "comparisons", "transformers s", "transformers TFLOP/s",
                "agreement (fast: max P(A) diff; reason: same text)"]
     for name in engines:
-        headers += [f"{name} s", f"{name} speedup", f"{name} TFLOP/s (% of {a.peak_tflops:.0f})"]
+        headers += [f"{name} s", f"{name} speedup", f"{name} TFLOP/s (% of {peak:.0f})" if peak else f"{name} TFLOP/s"]
     table = []
     for r in rows:
         cells = [r["mode"], r["strategy"], r[next(iter(engines))]["comparisons"],
@@ -248,10 +262,14 @@ def main(argv=None) -> int:
         for name in engines:
             e = r[name]
             cells += [f"{e['seconds']:.2f}", f"{e['speedup_vs_transformers']:.1f}x",
-                      f"{e['tflops']:.2f} ({e['peak_pct']:.1f}%)"]
+                      f"{e['tflops']:.2f}" + (f" ({e['peak_pct']:.1f}%)" if e["peak_pct"] is not None else "")]
         table.append(cells)
     print(report.markdown_table(headers, table))
     write_json(rows)
+    missing = {name: why for name, why in fallback.items() if why is not None}
+    if a.require_kernels and missing:  # measured anyway (the JSON says kernels_active: false), but not a pass
+        print(f"FAILED: --require-kernels, but the kernels engine ran today's path: {missing}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -1,7 +1,8 @@
 """Per-kernel timings: paged KV append and gather, batched sampling, cascade decode attention. On "cuda", CUDA events
-(median after a warm-up) with GB/s against the device's peak bandwidth (--peak-gbps; H200: 4800); on "cpu" the CPU
-twins' wall clock (the same table, for a baseline and for CI). Run:
-    python benchmarks/bench_kernels.py [--device cpu|cuda] [--small] [--reps 20] [--peak-gbps 4800] [--json out.json]
+(median after a warm-up) with GB/s against the device's peak bandwidth (the datasheet figure of the card, chosen by
+its name in gpu_peaks.py, e.g. H100 SXM 3350, H200 4800; none for an unknown card unless --peak-gbps gives one); on
+"cpu" the CPU twins' wall clock (the same table without a peak, for a baseline and for CI). Run:
+    python benchmarks/bench_kernels.py [--device cpu|cuda] [--small] [--reps 20] [--peak-gbps GBPS] [--json out.json]
 --small: shapes a CI machine runs in seconds. Embed merge and M-RoPE are timed for a comparison batch (rows of two
 448x448 images: 256 image tokens each); their calls include the host work the ops do per call (checking the ids,
 walking the spans, uploading the metadata), which CUDA events then count too (the GPU idles meanwhile).
@@ -22,6 +23,7 @@ from c4u_engine.ops.mrope import mrope_position_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402
+from gpu_peaks import describe, peak_for  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,10 +31,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--small", action="store_true")
     p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--peak-gbps", type=float, default=4800.0)
+    p.add_argument("--peak-gbps", type=float, default=None, help="default: the card's datasheet figure (gpu_peaks.py)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
-    if a.reps < 1 or a.peak_gbps <= 0:
+    if a.reps < 1 or (a.peak_gbps is not None and a.peak_gbps <= 0):
         p.error("--reps >= 1 and --peak-gbps > 0")
     import torch
 
@@ -41,6 +43,9 @@ def main(argv=None) -> int:
         print("--device cuda: torch sees no CUDA device", file=sys.stderr)
         return 2
     dev = torch.device(a.device)
+    gpu_name = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    known = peak_for(gpu_name) if cuda else None
+    peak_gbps = a.peak_gbps if a.peak_gbps is not None else (known.gbps if known else None)
 
     def timed(fn) -> float:
         return report.median_seconds(fn, a.reps, cuda_events=torch if cuda else None)
@@ -59,7 +64,8 @@ def main(argv=None) -> int:
 
     def add(name: str, seconds: float, bytes_moved: float) -> None:
         gbps = bytes_moved / seconds / 1e9
-        results.append(dict(kernel=name, ms=seconds * 1e3, gbps=gbps, peak_pct=100 * gbps / a.peak_gbps))
+        results.append(dict(kernel=name, ms=seconds * 1e3, gbps=gbps,
+                            peak_pct=100 * gbps / peak_gbps if peak_gbps else None))
 
     add("paged_kv.append", timed(lambda: paged_kv.append(*pool, tables, zeros, lens, src, src, device=a.device)),
         2 * kv_bytes)
@@ -91,15 +97,18 @@ def main(argv=None) -> int:
     grids = np.array([grid] * (2 * rows), np.int64)
     add("mrope positions", timed(lambda: mrope_position_ids(ids, grids, image_token, 2, device=a.device)),
         3 * ids.size * 8)
-    machine = report.machine() + (f"; GPU: {torch.cuda.get_device_name(dev)}" if cuda else "")
+    machine = report.machine() + (f"; GPU: {gpu_name}" if cuda else "")
     print(f"machine: {machine}")
+    print(describe(gpu_name, known, a.peak_gbps, "GB/s") if cuda or a.peak_gbps else "peak: none on cpu")
     print(f"{rows} rows x {slots} slots, {heads} KV heads x {dim}, {str(dtype).removeprefix('torch.')}, block size "
           f"{bs}; vocab {vocab}; embed/M-RoPE: {rows} rows x {ids.shape[1]} tokens, hidden {hidden}; median of {a.reps} ({'CUDA events' if cuda else 'wall clock, CPU twins'})")
-    print(report.markdown_table(["kernel", "median ms", "GB/s", f"% of {a.peak_gbps:.0f} GB/s"],
-                                [[r["kernel"], f"{r['ms']:.3f}", f"{r['gbps']:.1f}", f"{r['peak_pct']:.1f}"]
-                                 for r in results]))
+    peak_header = f"% of {peak_gbps:.0f} GB/s" if peak_gbps else "% of peak"
+    print(report.markdown_table(["kernel", "median ms", "GB/s", peak_header],
+                                [[r["kernel"], f"{r['ms']:.3f}", f"{r['gbps']:.1f}",
+                                  "n/a" if r["peak_pct"] is None else f"{r['peak_pct']:.1f}"] for r in results]))
     if a.json is not None:
-        a.json.write_text(json.dumps(dict(machine=machine, device=a.device, rows=results), indent=1))
+        a.json.write_text(json.dumps(dict(machine=machine, device=a.device, peak_gbps=peak_gbps, rows=results),
+                                     indent=1))
     return 0
 
 

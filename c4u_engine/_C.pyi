@@ -121,6 +121,11 @@ def sample_cpu(
 sample_cuda = sample_cpu
 # The Philox4x32-10 block the samplers draw from: 4 output words of (counter, key).
 def philox4x32_10(counter: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, int, int, int]: ...
+# (exp(x) for x <= 0, log(x) for positive normal x) as the samplers compute them (basic IEEE operations only, the
+# same bits on host and device); NaN where x is outside that function's domain.
+def sampling_exp_log(x: list[float]) -> tuple[list[float], list[float]]: ...
+# The Gumbel noise -log(-log(u)) the samplers derive from one Philox output word (u from its 23 high bits).
+def sampling_gumbel_of_word(words: list[int]) -> list[float]: ...
 
 # Image-embedding merge (csrc/include/c4u/embed_merge.h; ops/embed_merge.py) and M-RoPE position ids
 # (csrc/include/c4u/mrope.h; ops/mrope.py). The *_cuda variants (CUDA builds) have the same signatures.

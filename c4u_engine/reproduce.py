@@ -2,7 +2,8 @@
 
 `Engine.comparison_messages(...)` hands out (messages, assistant_prefix); `transformers_inputs` turns them into the
 inputs Qwen2_5_VLForConditionalGeneration takes, the way transformers' own processor would (chat template,
-Pillow image processor, one <|image_pad|> per image expanded to its token count). transformers is imported here
+Pillow image processor, loaded explicitly so torchvision's never stands in; one <|image_pad|> per image expanded to
+its token count). transformers is imported here
 only; the runtime never imports this module.
 """
 
@@ -12,17 +13,32 @@ from pathlib import Path
 from typing import Any
 
 
+def pillow_image_processor(model_dir: str | Path) -> Any:
+    """The checkpoint's Qwen2-VL image processor on transformers' Pillow backend, whatever else is installed.
+
+    AutoImageProcessor would pick the torchvision backend wherever torchvision is installed (transformers 5: "when
+    backend is omitted, torchvision is picked if it's installed"), whose resize is not Pillow's, so the same test or
+    benchmark would compare against other pixels on a machine with torchvision (the GPU machine has it). Loaded by
+    class: Qwen2VLImageProcessorPil (transformers 5), or Qwen2VLImageProcessor where that is still the Pillow/numpy one
+    (transformers 4)."""
+    import transformers
+
+    cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+    return cls.from_pretrained(model_dir)
+
+
 class TransformersJudge:
-    """A checkpoint loaded the way a user would with transformers (no torchvision: the Pillow image processor)."""
+    """A checkpoint loaded the way a user would with transformers, with the Pillow image processor (explicitly: see
+    pillow_image_processor)."""
 
     def __init__(self, model_dir: str | Path, dtype: Any = None, device: str = "cpu") -> None:
         import torch
-        from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
         self.torch = torch
         self.model_dir = Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.image_processor = AutoImageProcessor.from_pretrained(self.model_dir)
+        self.image_processor = pillow_image_processor(self.model_dir)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             self.model_dir, dtype=dtype or torch.float32).to(device).eval()
         self.device = device
@@ -32,12 +48,12 @@ class TransformersJudge:
         """A judge over an already-built Qwen2_5_VLForConditionalGeneration (random weights made on the device by
         benchmarks/bench_gpu_end_to_end.py), with model_dir's tokenizer and image processor."""
         import torch
-        from transformers import AutoImageProcessor, AutoTokenizer
+        from transformers import AutoTokenizer
 
         judge = cls.__new__(cls)
         judge.torch, judge.model_dir, judge.device = torch, Path(model_dir), device
         judge.tokenizer = AutoTokenizer.from_pretrained(judge.model_dir)
-        judge.image_processor = AutoImageProcessor.from_pretrained(judge.model_dir)
+        judge.image_processor = pillow_image_processor(judge.model_dir)
         judge.model = model.eval()
         return judge
 

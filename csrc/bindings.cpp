@@ -93,6 +93,28 @@ PYBIND11_MODULE(_C, m) {
       },
       "The Philox4x32-10 block the samplers draw from (c4u/sampling_math.h), for tests and reproducing draws",
       py::arg("counter"), py::arg("key"));
+  m.def(
+      "sampling_exp_log",
+      [](const std::vector<float>& x) {
+        std::vector<float> e(x.size()), l(x.size());
+        for (size_t i = 0; i < x.size(); ++i) {
+          e[i] = x[i] <= 0.f ? c4u::sampling::exp_nonpositive(x[i]) : NAN;
+          l[i] = x[i] > 0.f ? c4u::sampling::log_positive(x[i]) : NAN;
+        }
+        return std::make_pair(e, l);
+      },
+      "(exp(x) for x <= 0, log(x) for x > 0) as the samplers compute them (c4u/sampling_math.h), NaN outside; "
+      "for tests",
+      py::arg("x"));
+  m.def(
+      "sampling_gumbel_of_word",
+      [](const std::vector<uint32_t>& words) {
+        std::vector<float> g(words.size());
+        for (size_t i = 0; i < words.size(); ++i) g[i] = c4u::sampling::gumbel_of_word(words[i]);
+        return g;
+      },
+      "The Gumbel noise the samplers derive from one Philox output word (c4u/sampling_math.h); for tests",
+      py::arg("words"));
   c4u::bind_embed_mrope(
       m, "_cpu", [](const c4u::EmbedMergeArgs& a, uintptr_t) { c4u::embed_merge_cpu(a); },
       [](const c4u::MropeArgs& a, uintptr_t) { c4u::mrope_positions_cpu(a); });

@@ -25,12 +25,12 @@ int32_t sample_row(const SamplingArgs& a, int64_t b, std::vector<char>& allowed)
   }
   const float temperature = a.temperature[b];
   if (temperature == 0.f) return best_index;
-  const float max_s = row[best_index] / temperature;
+  const float max_s = sampling::scaled(row[best_index], temperature);
   std::vector<float> s(static_cast<size_t>(a.vocab));
   std::vector<uint32_t> keys;  // keys of the allowed tokens
   keys.reserve(static_cast<size_t>(a.vocab));
   for (int64_t i = 0; i < a.vocab; ++i) {
-    s[i] = row[i] / temperature;
+    s[i] = sampling::scaled(row[i], temperature);
     if (allowed[i]) keys.push_back(order_key(s[i]));
   }
 
@@ -66,7 +66,7 @@ int32_t sample_row(const SamplingArgs& a, int64_t b, std::vector<char>& allowed)
   int32_t index = -1;
   for (int64_t i = 0; i < a.vocab; ++i) {
     if (!allowed[i] || order_key(s[i]) < threshold) continue;
-    const float g = s[i] + sampling::gumbel(a.seed, a.offsets[b], static_cast<uint32_t>(i));
+    const float g = sampling::add_rn(s[i], sampling::gumbel(a.seed, a.offsets[b], static_cast<uint32_t>(i)));
     if (index < 0 || g > score) {
       score = g;
       index = static_cast<int32_t>(i);

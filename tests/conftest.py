@@ -2,12 +2,17 @@
 
 Collection never touches a GPU: torch is imported only inside the collection hook, and only when some collected
 test is marked `cuda`.
+
+C4U_REQUIRE_CUDA=1 (benchmarks/gpu_suite.sh sets it) turns every skip of a `cuda`-marked test into a failure, whatever
+skipped it (no CUDA build, no device, a skip inside the test): on a GPU machine a skipped kernel test is a test that
+did not run, and must not read as a pass.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +70,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if reason is not None:
             for item in marked:
                 item.add_marker(pytest.mark.skip(reason=f"{marker}: {reason}"))
+
+
+def cuda_required() -> bool:
+    """C4U_REQUIRE_CUDA=1: `cuda` tests must run. Any other value than unset, "" or "0" is a typo and refused."""
+    value = os.environ.get("C4U_REQUIRE_CUDA", "")
+    if value not in ("", "0", "1"):
+        raise pytest.UsageError(f"C4U_REQUIRE_CUDA must be 1 (cuda tests must run) or 0/unset, got {value!r}")
+    return value == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    cuda_required()  # a bad value stops the run before collection
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("cuda") is not None and cuda_required():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"C4U_REQUIRE_CUDA=1 but this cuda test was skipped: {reason}"
 
 
 @pytest.fixture(scope="session")

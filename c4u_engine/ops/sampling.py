@@ -1,7 +1,8 @@
 """Batched sampling: the Python face of _C.sample_cpu / _C.sample_cuda and _C_emulated.sample (the CUDA source under
 the SIMT emulator). Rules (argmax at temperature 0, top-k, top-p, banned first tokens, Gumbel-max with Philox
 noise) and their exactness: csrc/include/c4u/sampling.h. The same seed and offsets give the same tokens on every
-device (bit for bit between the CPU twin and the emulator; on a GPU up to a last-ulp difference of expf/logf).
+device, bit for bit by construction (the float math is IEEE basic operations rounded once each: no libm, no fused
+multiply-add; csrc/include/c4u/sampling_math.h).
 
 Logits are float32 [batch, vocab]: numpy on "cpu" / "emulated", a torch CUDA tensor on "cuda". Per-row settings
 are host values (numbers or numpy arrays of length batch), checked here; bad ones raise KernelArgumentError naming

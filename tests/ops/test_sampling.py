@@ -27,6 +27,35 @@ def test_philox_known_answers():
         assert list(_C.philox4x32_10(counter, key)) == want
 
 
+def test_exp_and_log_are_within_2_ulp_of_float64():
+    """The samplers' own exp and log (basic IEEE operations only, so host and device compute the same bits) against
+    float64 over their whole domains as used: exp of s - max_s <= 0, log of u and of -log(u)."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-np.geomspace(1e-30, 79.99, 20000), rng.uniform(-80, 0, 20000), [0.0]]).astype(np.float32)
+    got = np.array(_C.sampling_exp_log(x.tolist())[0], np.float32)
+    want = np.exp(x.astype(np.float64))
+    assert (np.abs(got - want) <= 2 * np.spacing(want.astype(np.float32))).all()
+    assert _C.sampling_exp_log([-80.5, -np.inf])[0] == [0.0, 0.0]  # below 2^-115: 0 (its 2^-40 mass is 0 anyway)
+    y = np.concatenate([np.geomspace(2.0**-24, 18, 20000), np.geomspace(1.2e-38, 3e38, 2000),
+                        1 + np.arange(-300, 300) * 2.0**-23]).astype(np.float32)
+    got = np.array(_C.sampling_exp_log(y.tolist())[1], np.float32)
+    want = np.log(y.astype(np.float64))
+    assert (np.abs(got - want) <= 2 * np.spacing(np.abs(want).astype(np.float32))).all()
+    assert np.isnan(_C.sampling_exp_log([1.0])[0][0]) and np.isnan(_C.sampling_exp_log([0.0])[1][0])
+
+
+def test_gumbel_noise_is_finite_at_both_ends_of_the_philox_word():
+    # u = (23 high bits + 0.5) / 2^23: never 0 or 1. (With 24 bits, the word 0xFFFFFFFF rounded to u = 1.0 and the
+    # noise was +inf: that token won whatever its logit, 0.9% of the rows sampling over a whole 152k vocabulary.)
+    lo, hi = _C.sampling_gumbel_of_word([0, 0xFFFFFFFF])
+    assert lo == pytest.approx(-np.log(-np.log(2.0**-24)), rel=1e-6)
+    assert hi == pytest.approx(-np.log(-np.log1p(-(2.0**-24))), rel=1e-6)
+    words = np.random.default_rng(1).integers(0, 2**32, 5000, dtype=np.uint64)
+    g = np.array(_C.sampling_gumbel_of_word(words.tolist()), np.float64)
+    u = ((words >> 9).astype(np.float64) + 0.5) / 2.0**23
+    np.testing.assert_allclose(g, -np.log(-np.log(u)), rtol=4e-6, atol=4e-7)
+
+
 def kept_reference(logits: np.ndarray, temperature: float, top_k: int, top_p: float, banned=()) -> set[int]:
     """The tokens a row may draw, in float64 (engine.sampling.Sampler's rules)."""
     s = logits.astype(np.float64) / temperature
@@ -128,11 +157,19 @@ def test_emulated_cuda_source_draws_the_cpu_twins_tokens(order):
 
 @pytest.mark.cuda
 def test_cuda_draws_the_cpu_twins_tokens():
+    # Equal by construction, not by luck: the kernel's float math is basic operations rounded once each (no libm,
+    # no fused multiply-add; tests/ops/test_sampling_ptx.py checks the compiled kernel), as in the CPU twin.
     import torch
 
     x = mixed_logits(3, vocab=151_936)  # a real vocabulary: many blocks' worth of strided reads per row
     got = sample(torch.from_numpy(x).cuda(), seed=3, **MIXED).cpu().numpy()
     np.testing.assert_array_equal(got, sample(x, seed=3, **MIXED))
+    # Many rows drawn at temperature 1 from near-ties: any last-bit difference in the noise would show here.
+    ties = np.random.default_rng(4).standard_normal((64, 151_936)).astype(np.float32) * 1e-3
+    offsets = np.arange(64)
+    got = sample(torch.from_numpy(ties).cuda(), temperature=1.0, top_p=0.95, seed=11, offsets=offsets)
+    np.testing.assert_array_equal(got.cpu().numpy(), sample(ties, temperature=1.0, top_p=0.95, seed=11,
+                                                            offsets=offsets))
 
 
 def test_empty_batch():

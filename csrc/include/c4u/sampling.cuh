@@ -85,7 +85,7 @@ __global__ void sample_kernel(SamplingArgs a) {
     if (threadIdx.x == 0) a.out[b] = best_index;
     return;  // uniform across the block: no thread waits at a later barrier
   }
-  const float max_s = best / temperature;
+  const float max_s = scaled(best, temperature);
 
   // 2. top-k: the key of the k-th largest scaled logit, bit by bit (counts are exact).
   uint32_t threshold = 0;
@@ -95,7 +95,7 @@ __global__ void sample_kernel(SamplingArgs a) {
       const uint32_t cand = threshold | (1u << bit);
       unsigned long long count = 0;
       for (int64_t i = threadIdx.x; i < a.vocab; i += blockDim.x) {
-        count += (allowed(i) && order_key(row[i] / temperature) >= cand) ? 1ull : 0ull;
+        count += (allowed(i) && order_key(scaled(row[i], temperature)) >= cand) ? 1ull : 0ull;
       }
       if (block_sum(count, sum_slots) >= static_cast<unsigned long long>(k)) threshold = cand;
     }
@@ -106,7 +106,7 @@ __global__ void sample_kernel(SamplingArgs a) {
   if (top_p < 1.f) {
     unsigned long long total = 0;
     for (int64_t i = threadIdx.x; i < a.vocab; i += blockDim.x) {
-      const float s = row[i] / temperature;
+      const float s = scaled(row[i], temperature);
       if (allowed(i) && order_key(s) >= threshold) total += mass(s, max_s);
     }
     const unsigned long long target = mass_target(top_p, block_sum(total, sum_slots));
@@ -116,7 +116,7 @@ __global__ void sample_kernel(SamplingArgs a) {
       const uint32_t floor = cand > threshold ? cand : threshold;
       unsigned long long kept = 0;
       for (int64_t i = threadIdx.x; i < a.vocab; i += blockDim.x) {
-        const float s = row[i] / temperature;
+        const float s = scaled(row[i], temperature);
         if (allowed(i) && order_key(s) >= floor) kept += mass(s, max_s);
       }
       if (block_sum(kept, sum_slots) >= target) cut = cand;
@@ -128,9 +128,9 @@ __global__ void sample_kernel(SamplingArgs a) {
   float score = 0.f;
   int32_t index = -1;
   for (int64_t i = threadIdx.x; i < a.vocab; i += blockDim.x) {
-    const float s = row[i] / temperature;
+    const float s = scaled(row[i], temperature);
     if (!allowed(i) || order_key(s) < threshold) continue;
-    const float g = s + gumbel(a.seed, offset, static_cast<uint32_t>(i));
+    const float g = add_rn(s, gumbel(a.seed, offset, static_cast<uint32_t>(i)));
     if (index < 0 || g > score) {
       score = g;
       index = static_cast<int32_t>(i);

@@ -10,12 +10,12 @@
 //   top-p (top_p[b] < 1): of the kept, keep s_i >= tau, tau the largest value whose kept mass
 //       sum_{s_j >= tau} exp(s_j - max s) reaches top_p[b] of the total (the smallest head set reaching top_p).
 //   draw: argmax over the kept of s_i + g_i, g_i = -log(-log(u_i)) (Gumbel-max: token i with probability
-//       softmax(s)_i renormalised over the kept), u_i from Philox4x32-10 with key = seed and
-//       counter = (i, 0, offsets[b] low, offsets[b] high).
+//       softmax(s)_i renormalised over the kept), u_i = (23 high bits of Philox4x32-10's first word + 0.5) / 2^23,
+//       with key = seed and counter = (i, 0, offsets[b] low, offsets[b] high).
 // Every step is exact and order-free (thresholds by bitwise search on integer counts, masses in 2^-40 fixed point
-// summed as integers, argmax with lowest-id ties), so results do not depend on thread order. CPU twin and emulator
-// share libm and agree bit for bit; on a GPU, expf/logf may differ from the host's in the last ulp, which changes a
-// token only when two candidates' scores are that close.
+// summed as integers, argmax with lowest-id ties), so results do not depend on thread order; and the float math
+// (scaling, exp, log: c4u/sampling_math.h) is IEEE basic operations rounded once each, no libm, no fused
+// multiply-add, so the CPU twin, the emulator and the GPU draw the same token bit for bit by construction.
 #pragma once
 #include <cstdint>
 
