@@ -5,7 +5,8 @@
 Workload: `--requests` selections of `--candidates` creatives each, every one for its own product and user (its own
 profile and its own creatives, drawn from the synthetic generator at 112x112: nothing is shared across requests, so
 any gain is batching, not caching); knockout with both orders. Baseline: the same requests, one `select` after the
-other, on the same engine, in the same run (with --lanes 1 2, also against the one-lane engine's). Caches are cleared before every phase, so every phase starts cold.
+other, on the same engine, in the same run (with --lanes 1 2, also against the one-lane engine's). Caches are
+cleared before every phase, so every phase starts cold.
 Reports throughput (selections/s, and the ratio to one-at-a-time) and p50/p99 request latency per client count;
 checks that every concurrent result equals the one-at-a-time result (rankings, P(A) within 1e-5).
 Models: `builtin` (default; onnxruntime on CPU), `workload` (bench_select's ~40M checkpoint with random weights),
@@ -165,7 +166,8 @@ def main() -> None:
                 secs, lat, sels = run_phase(engine, requests, c, options)
                 row(c, secs, lat, sum(same(a, b) for a, b in zip(sels, base_sel)))
         engine.close()
-    desc = (f"{args.model} model on {engine.backend}/{engine.device}, lanes {args.lanes}; {args.candidates} candidates, "
+    desc = (f"{args.model} model on {engine.backend}/{engine.device}, lanes {args.lanes}; "
+            f"{args.candidates} candidates, "
             f"{args.strategy}, both orders, {args.size}x{args.size}; reason max_new_tokens={args.max_new_tokens}")
     where = machine()
     if args.device.startswith("cuda"):

@@ -258,7 +258,8 @@ def main(argv=None) -> int:
     for r in rows:
         cells = [r["mode"], r["strategy"], r[next(iter(engines))]["comparisons"],
                  f"{r['transformers']['seconds']:.2f}", f"{r['transformers']['tflops']:.2f}",
-                 f"{r['transformers']['max_prob_a_diff']:.1e}" if r["mode"] == "fast" else r["transformers"]["same_text"]]
+                 f"{r['transformers']['max_prob_a_diff']:.1e}" if r["mode"] == "fast"
+                 else r["transformers"]["same_text"]]
         for name in engines:
             e = r[name]
             cells += [f"{e['seconds']:.2f}", f"{e['speedup_vs_transformers']:.1f}x",

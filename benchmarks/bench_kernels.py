@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     print(f"machine: {machine}")
     print(describe(gpu_name, known, a.peak_gbps, "GB/s") if cuda or a.peak_gbps else "peak: none on cpu")
     print(f"{rows} rows x {slots} slots, {heads} KV heads x {dim}, {str(dtype).removeprefix('torch.')}, block size "
-          f"{bs}; vocab {vocab}; embed/M-RoPE: {rows} rows x {ids.shape[1]} tokens, hidden {hidden}; median of {a.reps} ({'CUDA events' if cuda else 'wall clock, CPU twins'})")
+          f"{bs}; vocab {vocab}; embed/M-RoPE: {rows} rows x {ids.shape[1]} tokens, hidden {hidden}; "
+          f"median of {a.reps} ({'CUDA events' if cuda else 'wall clock, CPU twins'})")
     peak_header = f"% of {peak_gbps:.0f} GB/s" if peak_gbps else "% of peak"
     print(report.markdown_table(["kernel", "median ms", "GB/s", peak_header],
                                 [[r["kernel"], f"{r['ms']:.3f}", f"{r['gbps']:.1f}",

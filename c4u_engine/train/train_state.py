@@ -44,7 +44,7 @@ class RunConfig:
 
     @property
     def states(self) -> Path:
-        state_dir, out_dir = getattr(self, "state_dir"), getattr(self, "out_dir")
+        state_dir, out_dir = self.state_dir, self.out_dir
         return Path(state_dir) if state_dir else Path(str(out_dir).rstrip("/") + "_state")
 
     def run_settings(self) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def build_case(kv_heads, ratio, head_dim, block_size, groups, seed=0):
     pool_shape = (num_blocks, kv_heads, block_size, head_dim)
     pool_k, pool_v = sentinel(pool_shape, seed + 1), sentinel(pool_shape, seed + 2)
     # Live positions get real values: the shared ones in the group's blocks, the own ones in each row's.
-    for g, (s, own) in enumerate(groups):
+    for g, (s, _own) in enumerate(groups):
         for p in range(s):
             b, t = shared_tables[g, p // block_size], p % block_size
             pool_k[b, :, t] = rng.standard_normal((kv_heads, head_dim))

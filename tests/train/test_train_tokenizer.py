@@ -25,7 +25,7 @@ def test_added_tokens_follow_the_bpe_vocabulary_in_qwen_order(tok, tokenizer_fil
     ids = [t["id"] for t in added]
     assert ids == list(range(ids[0], ids[0] + len(ids)))
     assert ids[0] == tok.get_vocab_size(with_added_tokens=False)
-    for content, special in QWEN_ADDED_TOKENS:
+    for content, _special in QWEN_ADDED_TOKENS:
         assert tok.encode(content, add_special_tokens=False).ids == [tok.token_to_id(content)]
 
 
