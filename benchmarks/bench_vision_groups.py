@@ -37,7 +37,7 @@ def main() -> None:
         runner = engine.runner
         for size in args.sizes:
             images = [im for ims, _ in workload(8, 4, size, 0) for im in ims]
-            pixels, grid = preprocess(images, engine._core.preprocess_params)
+            pixels, grid = preprocess(images, engine.core.session.preprocess_params)
             cells = []
             for budget in args.budgets:
                 if runner.name == "onnxruntime":
