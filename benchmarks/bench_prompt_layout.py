@@ -51,8 +51,9 @@ def main() -> None:
                     t0 = time.perf_counter()
                     sel = engine.select(images, profile, strategy=strategy, use_cache=False)
                     times.append(time.perf_counter() - t0)
-                full = sum(len(engine.core.session.tokenize(*engine.comparison_messages(images[c.first], images[c.second],
-                                                                                 profile)).ids)
+                session = engine.core.session
+                full = sum(len(session.tokenize(*engine.comparison_messages(images[c.first], images[c.second],
+                                                                            profile)).ids)
                            for c in sel.comparisons)
                 done = sel.stats["tokens_prefilled"]
                 rows.append(dict(preset=preset, n=n, strategy=strategy, comparisons=len(sel.comparisons),
