@@ -149,7 +149,7 @@ class DecodeBatch:
         by_sampler: dict[int, list[int]] = {}
         for i, row in enumerate(c.rows):
             by_sampler.setdefault(id(row.sampler), []).append(i)
-        kernels = getattr(self.runner, "kernels", None)  # kernel mode: ops.sampling on its device
+        kernels = self.runner.kernels  # kernel mode (the runner's declaration): ops.sampling on its device
         for idx in by_sampler.values():
             sampler = c.rows[idx[0]].sampler
             chosen[idx] = sampler(logits[idx]) if kernels is None else sampler.sample_with(kernels, logits[idx])
@@ -160,9 +160,7 @@ class DecodeBatch:
             return
         c.rows = [c.rows[i] for i in keep]
         if not keep:  # the cohort leaves: a KV holding pool blocks gives them back now (Runner.kv_release)
-            release = getattr(self.runner, "kv_release", None)
-            if release is not None:
-                release(c.kv)
+            self.runner.kv_release(c.kv)
         else:
             c.kv = self.runner.kv_select(c.kv, keep, reserve=self._reserve(c.rows))
             c.mask, c.logits, c.positions = c.mask[keep], c.logits[keep], c.positions[keep]

@@ -23,7 +23,7 @@ import numpy as np
 
 from c4u_engine.comparison import Comparison
 from c4u_engine.engine.answer import AnswerTokens, prob_a_from_logits
-from c4u_engine.engine.chain import IMAGE_A, LEVELS, NewTokens
+from c4u_engine.engine.chain import IMAGE_A, NewTokens
 from c4u_engine.engine.config import EngineConfig
 from c4u_engine.engine.decode_batch import DecodeBatch, DecodeRow, reasoning_batch
 from c4u_engine.engine.kv_store import KVEntry, KVStore, PrefixKey
@@ -33,7 +33,7 @@ from c4u_engine.engine.session import ImageJob, ModelSession
 from c4u_engine.engine.stats import CallStats
 from c4u_engine.engine.step import LinkWork, Row, StepBatch, StepOutputs
 
-STAGES = {"system": "prefill_prefix", "prefix": "prefill_prefix", "image_a": "prefill_image_a"}  # Selection.stats
+STAGES = ("prefill_prefix", "prefill_prefix", "prefill_image_a")  # per chain level, as Selection.stats names them
 
 
 def chunks(items: list, tokens: Callable[[Any], int], config: EngineConfig) -> list[list]:
@@ -67,7 +67,15 @@ class StepExecutor:
 
     def run(self, batch: StepBatch) -> StepOutputs:
         out = StepOutputs()
+        out.failures.update(batch.failures)
         self._found = {e.key: e for _, e in batch.hits} | {e.key: e for _, e in batch.parents}
+        try:
+            self._run(batch, out)
+        finally:
+            self._found = {}
+        return out
+
+    def _run(self, batch: StepBatch, out: StepOutputs) -> None:
         if batch.encode:
             self._isolated(batch.encode, lambda it: it[0], lambda part: self._encode(part, out), out)
         for works in batch.links:
@@ -76,13 +84,12 @@ class StepExecutor:
             for group, compute in ((roots, self._from_scratch), (chained, self._continuations)):
                 if group:
                     self._isolated(group, lambda w: _owner(w, out), lambda part, f=compute: f(part, out), out)
-        for mode, rows in batch.rows.items():
-            ready = [row for row in rows if self._a_entry(row, out) is not None]
+        for mode, rows in batch.rows.items():  # rows whose request holds (or got) its prefix and image A
+            ready = [row for row in rows if self._a_entry(row, out) is not None
+                     and self._entry(row.request.chain.prefix.key, row.request, out) is not None]
             if ready:
                 self._isolated(ready, lambda row: row.request, lambda part, m=mode: self._compare(part, m, out), out)
         self._decode_step(out)
-        self._found = {}
-        return out
 
     # -- calls -------------------------------------------------------------------------------------------------
     def _encode(self, items: list[tuple[Request, int]], out: StepOutputs) -> None:
@@ -94,28 +101,34 @@ class StepExecutor:
             out.seconds.append(("vision", time.perf_counter() - t0, [r for r, _ in items]))
 
     def _from_scratch(self, works: list[LinkWork], out: StepOutputs) -> None:
+        done = StepOutputs()  # counters of this part, kept only if all of it succeeds (a retry counts again)
         for chunk in chunks(works, lambda w: len(w.link.new.ids), self.config):
             t0 = time.perf_counter()
             computed = prefill_from_scratch(self.runner, [w.link.new for w in chunk],
                                             self.session.tokenizer.im_end_id)
             self.calls.note(len(chunk))
             for w, (kv, mask) in zip(chunk, computed):
-                self._insert(w, kv, mask, None, out)
-            self._charge(chunk, t0, out)
+                self._insert(w, kv, mask, None, out, done)
+            self._charge(chunk, t0, done)
+        out.counts += done.counts
+        out.seconds += done.seconds
 
     def _continuations(self, works: list[LinkWork], out: StepOutputs) -> None:
-        works = [w for w in works if self._parent(w, out) is not None]
+        works = [w for w in works if self._parent(w, out) is not None]  # the others wait for a later step
+        done = StepOutputs()
         for chunk in chunks(works, lambda w: len(w.link.new.ids), self.config):
             t0 = time.perf_counter()
             pasts = [self._parent(w, out) for w in chunk]
-            embeds = ([self._embeds(w.requests[0], w.link.image, out) for w in chunk]
+            embeds = ([self._embeds(*_holder(w, out), out) for w in chunk]
                       if chunk[0].link.level == IMAGE_A else None)
             _, kv, mask, lens = prefill_continuations(self.runner, self.store, pasts, [w.link.new for w in chunk],
                                                       embeds, self.session.tokenizer.im_end_id)
             self.calls.note(len(chunk))
             for w, (kv_r, mask_r), past in zip(chunk, split_entries(self.runner, kv, mask, lens), pasts):
-                self._insert(w, kv_r, mask_r, past, out)
-            self._charge(chunk, t0, out)
+                self._insert(w, kv_r, mask_r, past, out, done)
+            self._charge(chunk, t0, done)
+        out.counts += done.counts
+        out.seconds += done.seconds
 
     def _compare(self, rows: list[Row], mode: str, out: StepOutputs) -> None:
         # kernel mode with the paged store: reasoning rows decode in the store's pools (runners/paged_rows.py)
@@ -133,21 +146,23 @@ class StepExecutor:
         if paged_rows:  # before anything is recorded: a failure here is retried
             kv = self.store.decode_rows(self.runner, kv, mask, pasts, lens)
         self.calls.note(len(rows))
-        for row, new in zip(rows, news):
-            out.count(row.request, "tokens_prefilled", len(new.ids))
-            out.count(row.request, "comparisons")
-        out.prefilled += rows
-        out.seconds.append(("prefill_comparisons", time.perf_counter() - t0, [row.request for row in rows]))
         if mode == "fast":
-            for k, row in enumerate(rows):
-                p = prob_a_from_logits(logits[k], *self.answer.ids)
-                out.comparisons[(row.request.id, row.index)] = Comparison(*row.pair, "A" if p >= 0.5 else "B", p,
-                                                                          mode="fast")
-        else:
+            answers = [prob_a_from_logits(logits[k], *self.answer.ids) for k in range(len(rows))]
+        else:  # the rows' KV is the decode batch's from here on
             joining = [DecodeRow((row.request, row.index), row.request.sampler, row.request.max_new_tokens)
                        for row in rows]
             self.decode.join(joining, kv, mask, logits, np.array([lay.next_position for lay in layouts]))
             out.joined += rows
+        # recorded only now that the call succeeded (a failed batch is retried per request)
+        for k, (row, new) in enumerate(zip(rows, news)):
+            out.count(row.request, "tokens_prefilled", len(new.ids))
+            out.count(row.request, "comparisons")
+            if mode == "fast":
+                p = answers[k]
+                out.comparisons[(row.request.id, row.index)] = Comparison(*row.pair, "A" if p >= 0.5 else "B", p,
+                                                                          mode="fast")
+        out.prefilled += rows
+        out.seconds.append(("prefill_comparisons", time.perf_counter() - t0, [row.request for row in rows]))
 
     def _decode_step(self, out: StepOutputs) -> None:
         if out.failures:  # a failed request's rows leave before the pass
@@ -173,27 +188,30 @@ class StepExecutor:
             out.count(r, "tokens_decoded", n)
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    def _insert(self, work: LinkWork, kv: Any, mask: np.ndarray, parent: KVEntry | None, out: StepOutputs) -> None:
+    def _insert(self, work: LinkWork, kv: Any, mask: np.ndarray, parent: KVEntry | None, out: StepOutputs,
+                done: StepOutputs) -> None:
+        """Store a computed entry (its pin is the step's until postprocess) and count its tokens in `done`."""
         key = work.link.key
         entry = self.store.insert(key, kv, mask, work.link.last_position, retain=key.scope == "", parent=parent)
         out.entries[key] = entry
         out.pins.append(entry)
-        out.count(work.requests[0], "tokens_prefilled", len(work.link.new.ids))
+        done.count(_owner(work, out), "tokens_prefilled", len(work.link.new.ids))
 
-    def _charge(self, works: list[LinkWork], t0: float, out: StepOutputs) -> None:
-        stage = STAGES[LEVELS[works[0].link.level]]
-        out.seconds.append((stage, time.perf_counter() - t0, [r for w in works for r in w.requests]))
+    @staticmethod
+    def _charge(works: list[LinkWork], t0: float, done: StepOutputs) -> None:
+        stage = STAGES[works[0].link.level]
+        done.seconds.append((stage, time.perf_counter() - t0, [r for w in works for r in w.requests]))
 
-    def _entry(self, key: PrefixKey, r: Request, out: StepOutputs) -> KVEntry | None:
+    def _entry(self, key: PrefixKey, r: Request | None, out: StepOutputs) -> KVEntry | None:
         """The entry under `key`: computed this step, found by schedule(), or held by the request."""
         entry = out.entries.get(key) or self._found.get(key)
-        if entry is None:
+        if entry is None and r is not None:
             held = [e for e in r.held_entries() if e.key == key]
             entry = held[0] if held else None
         return entry
 
     def _parent(self, work: LinkWork, out: StepOutputs) -> KVEntry | None:
-        return self._entry(work.link.parent, work.requests[0], out)
+        return self._entry(work.link.parent, _owner(work, out), out)
 
     def _a_entry(self, row: Row, out: StepOutputs) -> KVEntry | None:
         held = row.request.a_entries.get(row.pair[0])
@@ -223,3 +241,9 @@ class StepExecutor:
 def _owner(work: LinkWork, out: StepOutputs) -> Request | None:
     """The first request the entry is computed for that has not failed (None: all have)."""
     return next((r for r in work.requests if r not in out.failures), None)
+
+
+def _holder(work: LinkWork, out: StepOutputs) -> tuple[Request, int]:
+    """The first holder whose request has not failed: (request, candidate) whose embeddings an image A link takes
+    (holders show the same image under their own candidate ids)."""
+    return next((r, c) for r, c in work.holders if r not in out.failures)

@@ -126,15 +126,14 @@ class PagedKVStore(KVStore):
     def __init__(self, capacity_bytes: int, runner, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise InvalidInputError(f"PagedKVStore: block_size must be an int >= 1, got {block_size!r}")
-        try:
-            runner.kv_layers(runner.kv_empty(1, 0))
-        except NotImplementedError as exc:
-            raise BackendUnavailableError(f"paged KV layout: {exc}") from exc
+        if not runner.capabilities.paged_kv:
+            raise BackendUnavailableError(f"paged KV layout: the {runner.name} runner does not expose its KV buffers "
+                                          f"(kv_layers / kv_empty), so its KV cannot live in block pools")
         super().__init__(capacity_bytes, self._charge)
         self.runner = runner
         self.block_size = block_size
         self.pool: BlockPool | None = None
-        self._data_device = "cuda" if str(getattr(runner, "device", "cpu")).startswith("cuda") else "cpu"
+        self._data_device = "cuda" if str(runner.device).startswith("cuda") else "cpu"
 
     @property
     def device(self) -> str:

@@ -17,9 +17,9 @@ from c4u_engine.ops.preprocess import PreprocessParams, preprocess, preprocess_c
 
 def preprocess_device(runner) -> tuple[str, str | None]:
     """("cuda", None) when preprocessing can run on the runner's GPU, else ("cpu", why not)."""
-    if not str(getattr(runner, "device", "cpu")).startswith("cuda"):
-        return "cpu", f"the {runner.name} runner computes on {getattr(runner, 'device', 'cpu')}"
-    if not getattr(runner, "takes_device_pixels", False):
+    if not str(runner.device).startswith("cuda"):
+        return "cpu", f"the {runner.name} runner computes on {runner.device}"
+    if not runner.capabilities.device_pixels:
         return "cpu", f"the {runner.name} runner takes host pixel values"
     reason = cuda_why_not()
     return ("cpu", reason) if reason is not None else ("cuda", None)

@@ -1,4 +1,4 @@
-"""Batched prefill passes, each one decoder call over rows of many requests (the step's runner, step_runner.py):
+"""Batched prefill passes, each one decoder call over rows of many requests (run by execute.py):
 
     from scratch:   a link with no parent (the system turn; a prefix without one)  -> one KV entry per row
     continuations:  a link from its parent entry (prefix from the system turn, [prefix + A] from the prefix)

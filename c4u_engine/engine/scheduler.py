@@ -48,9 +48,15 @@ class Scheduler:
         self.executor = StepExecutor(session, store, answer, config)
 
     def step(self) -> None:
-        batch = self.schedule()
-        outputs = self.run(batch)
-        self.postprocess(batch, outputs)
+        batch = outputs = None
+        try:
+            batch = self.schedule()
+            outputs = self.run(batch)
+            self.postprocess(batch, outputs)
+        except BaseException:
+            if batch is not None:  # a bug outside the guarded calls: the step's own pins go back first
+                self.abort(batch, outputs)
+            raise
 
     def run(self, batch: StepBatch) -> StepOutputs:
         return self.executor.run(batch)
@@ -61,20 +67,28 @@ class Scheduler:
         batch = StepBatch(chosen, [], [], [], [[], [], []], [], {"fast": [], "reason": []}, len(self.executor.decode))
         planned: dict[PrefixKey, LinkWork] = {}
         rounds = []
-        for r in chosen:  # every request's prefix before any image A: the levels run in order
-            if r.embeds is None:
-                batch.encode += [(r, i) for i in range(len(r.images))]
-            if r.prefix is None:
-                self._need(batch, planned, r.chain.prefix, (r, PREFIX_SLOT))
-                pairs, mode = r.plan.pending_round()  # the first round starts with the prefix
-                batch.starts.append((r, pairs, mode))
-                rounds.append((r, pairs, mode, list(range(len(pairs)))))
-            elif r.round_pairs is not None:
-                rounds.append((r, r.round_pairs, r.round_mode, list(r.waiting_rows)))
-        for r, pairs, _, waiting in rounds:
-            for c in dict.fromkeys(pairs[i][0] for i in waiting):
-                if c not in r.a_entries:
-                    self._need(batch, planned, r.chain.image_a(c), (r, c))
+        try:
+            for r in chosen:  # every request's prefix before any image A: the levels run in order
+                if r.prefix is None:
+                    try:
+                        pairs, mode = r.plan.pending_round()  # the first round starts with the prefix
+                    except Exception as exc:  # noqa: BLE001 - a plan that cannot go on fails its own request only
+                        batch.failures[r] = exc
+                        continue
+                    self._need(batch, planned, r.chain.prefix, (r, PREFIX_SLOT))
+                    batch.starts.append((r, pairs, mode))
+                    rounds.append((r, pairs, mode, list(range(len(pairs)))))
+                elif r.round_pairs is not None:
+                    rounds.append((r, r.round_pairs, r.round_mode, list(r.waiting_rows)))
+                if r.embeds is None:
+                    batch.encode += [(r, i) for i in range(len(r.images))]
+            for r, pairs, _, waiting in rounds:
+                for c in dict.fromkeys(pairs[i][0] for i in waiting):
+                    if c not in r.a_entries:
+                        self._need(batch, planned, r.chain.image_a(c), (r, c))
+        except BaseException:
+            self.abort(batch, None)
+            raise
         self._rows(batch, rounds)
         return batch
 
@@ -122,8 +136,11 @@ class Scheduler:
         planned[link.key] = work = LinkWork(link, [holder], [request])
         batch.links[link.level].append(work)
         system = request.chain.system
-        if link.level == PREFIX and system is not None and system.key not in planned \
-                and all(e.key != system.key for _, e in batch.parents):
+        if link.level != PREFIX or system is None:
+            return
+        if system.key in planned:  # computed for several requests: a failure of the first does not skip it
+            planned[system.key].requests.append(request)
+        elif all(e.key != system.key for _, e in batch.parents):
             entry = self.store.acquire(system.key)
             if entry is not None:
                 batch.parents.append((request, entry))
@@ -148,7 +165,7 @@ class Scheduler:
 
     # -- postprocess ---------------------------------------------------------------------------------------------
     def postprocess(self, batch: StepBatch, out: StepOutputs) -> None:
-        for r, exc in out.failures.items():
+        for r, exc in [*batch.failures.items(), *out.failures.items()]:
             if r in self.active:
                 self.fail(r, exc)
         live = set(self.active)
@@ -162,9 +179,32 @@ class Scheduler:
             r.timer.count(name, n)
         for stage, seconds, requests in out.seconds:
             charge([r.timer for r in requests], stage, seconds)
-        for entry in out.pins + [e for _, e in batch.parents]:
-            self.store.release(entry)
+        self.abort(batch, out)  # nothing is left but the step's own pins
         self.advance()
+
+    def abort(self, batch: StepBatch, out: StepOutputs | None) -> None:
+        """Give back the pins the step itself still holds: entries found but not handed to a request, parents,
+        and what run() inserted. Safe to call twice (after a failure midway through postprocess, too)."""
+        held = [e for _, e in batch.hits] + [e for _, e in batch.parents] + (out.pins if out is not None else [])
+        batch.hits, batch.parents = [], []
+        if out is not None:
+            out.pins = []
+        for entry in held:
+            self.store.release(entry)
+
+    def recover(self, exc: BaseException) -> None:
+        """After a step failed outside the guarded calls: fail every live request (their state may be
+        inconsistent) and start over with an empty decode batch."""
+        self.executor.decode = self.executor.new_decode_batch()
+        for r in list(self.active):
+            r.decoding = 0
+            try:
+                self.fail(r, exc)
+            except Exception:  # noqa: BLE001 - its KV bookkeeping is what broke: forget the request anyway
+                if r in self.active:
+                    self.active.remove(r)
+                if r.future.set_running_or_notify_cancel():
+                    r.future.set_exception(InferenceError(f"engine step failed: {type(exc).__name__}: {exc}"))
 
     def _take_embeddings(self, batch: StepBatch, out: StepOutputs, live: set) -> None:
         for r, i in batch.encode:
@@ -179,7 +219,8 @@ class Scheduler:
             r.timer.count("images_cached" if cached else "images_encoded")
 
     def _take_entries(self, batch: StepBatch, out: StepOutputs, live: set) -> None:
-        for (r, slot), entry in batch.hits:  # each pinned once for its holder by schedule()
+        while batch.hits:  # each pinned once for its holder by schedule(); handed over one by one
+            (r, slot), entry = batch.hits.pop()
             r.timer.count("prefix_cache_hits")
             if r in live and _wants(r, slot):
                 _give(r, slot, entry)
@@ -197,7 +238,7 @@ class Scheduler:
     def _take_comparisons(self, out: StepOutputs, live: set) -> None:
         for row in out.prefilled:
             r = row.request
-            if r in live:
+            if r in live and r.round_pairs is not None and row.index in r.waiting_rows:
                 r.waiting_rows.remove(row.index)
                 if (r.id, row.index) in out.comparisons:
                     r.results[row.index] = out.comparisons[(r.id, row.index)]

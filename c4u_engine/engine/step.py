@@ -50,11 +50,12 @@ class StepBatch:
     requests: list[Request]  # scheduled this step, oldest first
     encode: list[tuple[Request, int]]  # (request, image index) to embed
     hits: list[tuple[Holder, KVEntry]]  # found in the store, pinned once for their holder
-    parents: list[KVEntry]  # found in the store as parents only (system turns), pinned for this step
+    parents: list[tuple[Request, KVEntry]]  # found in the store as parents only (system turns), pinned for the step
     links: list[list[LinkWork]]  # per chain level (0, 1, 2): entries to compute, in order
     starts: list[tuple[Request, list[Pair], str]]  # requests whose first round starts this step
     rows: dict[str, list[Row]]  # per judge mode: this step's one call of comparison rows
     decode_rows: int  # rows in the decode batch before this step's comparisons join it
+    failures: dict[Request, BaseException] = field(default_factory=dict)  # plans that could not say their round
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from c4u_engine.engine.request import Request
 from c4u_engine.engine.scheduler import Scheduler
-from c4u_engine.errors import DeadlineExceededError, InferenceError, OverloadedError, RequestCancelledError
+from c4u_engine.errors import DeadlineExceededError, OverloadedError, RequestCancelledError
 
 IDLE_EXIT_S = 2.0  # the thread exits after this long without work (and starts again on the next request)
 _LIVE: "weakref.WeakSet[Worker]" = weakref.WeakSet()
@@ -125,7 +125,7 @@ class Worker:
                     self._reap(now)
                     self.scheduler.step()
                 except Exception as exc:  # noqa: BLE001 - a bug outside the guarded calls must not stop the lane
-                    self._recover(exc)
+                    self.scheduler.recover(exc)
 
     def _admit(self, now: float) -> None:
         store, active = self.scheduler.store, self.scheduler.active
@@ -162,20 +162,6 @@ class Worker:
         else:
             self.scheduler.fail(r, DeadlineExceededError(
                 f"request {r.id} did not finish within its timeout (after {time.perf_counter() - r.submitted:.3f} s)"))
-
-    def _recover(self, exc: Exception) -> None:
-        """Fail every live request (their state may be inconsistent) and start over with an empty decode batch."""
-        executor = self.scheduler.executor
-        executor.decode = executor.new_decode_batch()
-        for r in list(self.scheduler.active):
-            r.decoding = 0
-            try:
-                self.scheduler.fail(r, exc)
-            except Exception:  # noqa: BLE001 - its KV bookkeeping is what broke: forget the request anyway
-                if r in self.scheduler.active:
-                    self.scheduler.active.remove(r)
-                if r.future.set_running_or_notify_cancel():
-                    r.future.set_exception(InferenceError(f"engine step failed: {type(exc).__name__}: {exc}"))
 
     def _shutdown(self) -> None:  # holding self._cond
         err = RequestCancelledError("the engine was closed before the request finished")

@@ -38,6 +38,11 @@ def script(tokens: np.ndarray) -> int:
 class ScriptedRunner:
     """KV = the token ids themselves [B, slots] (0 = padding)."""
 
+    kernels = None  # the runner contract's declaration: no kernel mode
+
+    def kv_release(self, kv):
+        pass
+
     def embed(self, ids, images):
         return np.asarray(ids, np.int64)
 

@@ -138,13 +138,10 @@ def test_bad_settings_are_typed_errors(tiny_ckpt):
     with pytest.raises(InvalidInputError, match="block_size"):
         PagedKVStore(0, ArrayRunner(), block_size=0)
 
-    class Opaque:
-        name = "opaque"
-
-        def kv_empty(self, batch, length, reserve=0):
-            raise NotImplementedError("the opaque runner does not expose its KV buffers")
-
-        kv_layers = kv_empty
+    class Opaque:  # declares no paged KV (as the TensorRT runner)
+        name, device = "opaque", "cpu"
+        capabilities = RunnerCapabilities(concurrent_calls=False, paged_kv=False, paged_decode_rows=False,
+                                          kernel_device=None, device_pixels=False, intra_op_threads=None)
 
     with pytest.raises(BackendUnavailableError, match="opaque runner"):
         PagedKVStore(0, Opaque())

@@ -8,6 +8,7 @@ import pytest
 
 from tiny_checkpoint import make_test_image
 
+from c4u_engine.runners.base import RunnerCapabilities
 from c4u_engine.api import Engine
 from c4u_engine.engine import pixels
 from c4u_engine.ops.preprocess import PreprocessParams, preprocess
@@ -19,7 +20,9 @@ class FakeRunner:
     name = "fake"
 
     def __init__(self, device: str, takes: bool) -> None:
-        self.device, self.takes_device_pixels = device, takes
+        self.device = device
+        self.capabilities = RunnerCapabilities(concurrent_calls=False, paged_kv=False, paged_decode_rows=False,
+                                               kernel_device=None, device_pixels=takes, intra_op_threads=None)
 
 
 def test_preprocess_device_says_why_not(monkeypatch):
