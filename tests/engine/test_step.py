@@ -164,3 +164,39 @@ def test_postprocess_fails_only_the_failed_request_and_releases_its_entries():
     assert b.round_pairs == [(0, 1), (1, 0)] and b.waiting_rows == [0, 1]  # its rows come next step
     held = {id(e) for e in b.held_entries()}
     assert s.store.pinned_bytes == sum(e.nbytes for e in s.store._entries.values() if id(e) in held)
+
+
+def test_a_plan_that_cannot_say_its_round_fails_only_its_request():
+    s = _scheduler()
+    good, bad = _request(1, FakeSpans(1), ["x", "y"]), _request(2, FakeSpans(2), ["x", "y"])
+
+    def broken():
+        raise RuntimeError("plan broke")
+
+    bad.plan.pending_round = broken
+    s.active += [bad, good]
+    batch = s.schedule()
+    assert list(batch.failures) == [bad] and [r for r, *_ in batch.starts] == [good]
+    assert all(h[0] is good for level in batch.links for w in level for h in w.holders)
+    s.postprocess(batch, StepOutputs())
+    assert "plan broke" in str(bad.future.exception()) and s.active == [good]
+
+
+def test_a_step_that_raises_gives_back_the_pins_it_took():
+    s = _scheduler()
+    r = _request(1, FakeSpans(1), ["x", "y"])
+    for link in (r.chain.system, r.chain.image_a(0)):
+        s.store.release(s.store.insert(link.key, FakeKV(), np.ones(len(link.new.ids), bool), link.last_position))
+    s.active.append(r)
+
+    def failing_run(batch):
+        assert s.store.pinned_bytes == 20  # the system turn (a parent) and image A x (a hit), pinned by schedule()
+        raise RuntimeError("bug in run")
+
+    s.run = failing_run
+    try:
+        s.step()
+    except RuntimeError as exc:
+        s.recover(exc)
+    assert "bug in run" in str(r.future.exception()) and s.active == []
+    assert s.store.pinned_bytes == 0 and all(e.refs == 0 for e in s.store._entries.values())
