@@ -23,7 +23,7 @@ class InMemoryRunner(TorchRunner):
         self._bind(model, next(model.parameters()).device)
 
 
-def training_engine(model_dir: str | Path, model: torch.nn.Module) -> ModelSession:
+def training_session(model_dir: str | Path, model: torch.nn.Module) -> ModelSession:
     """A ModelSession reading model_dir's tokenizer, chat template and image settings, running `model`, no caches.
 
     model_dir must be a complete checkpoint directory (its weights file is read only for the fingerprint)."""

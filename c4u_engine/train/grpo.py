@@ -39,7 +39,7 @@ from c4u_engine.models.checkpoint import load_model
 from c4u_engine.models.rope import text_position_ids
 from c4u_engine.train.batching import IGNORE, Example, ExampleBuilder, collate, orient
 from c4u_engine.train.checkpoint_writer import fork_checkpoint, save_weights
-from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.engine_bridge import training_session
 from c4u_engine.train.forward import batch_logits, token_logprobs
 from c4u_engine.train.rewards import correctness_reward, format_reward, group_advantages, section_reward
 from c4u_engine.train.train_state import (
@@ -241,7 +241,7 @@ def run_grpo(config: GRPOConfig, *, resume: bool = False, progress: bool = True)
         check_fresh_start(config.states)
     policy = fork_checkpoint(config.init_dir, config.out_dir, config.device)  # init_dir: the SFT checkpoint
     reference = load_model(config.init_dir, device=config.device, dtype=torch.float32)
-    engine = training_engine(config.out_dir, policy)
+    engine = training_session(config.out_dir, policy)
     builder = ExampleBuilder(engine, load_prompt_template(config.out_dir), records)
     optimizer = make_optimizer(policy, config.lr, config.weight_decay)
     settings = config.run_settings()

@@ -35,7 +35,7 @@ from c4u_engine.data.creatives import BACKGROUNDS, LAYOUTS, CreativeSpec
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.ops.preprocess import preprocess
 from c4u_engine.train.checkpoint_writer import fork_checkpoint, save_weights
-from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.engine_bridge import training_session
 from c4u_engine.train.forward import encode_images
 from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.train_state import (
@@ -201,7 +201,7 @@ def run_perception(config: PerceptionConfig, *, resume: bool = False, progress: 
     torch.manual_seed(config.seed)
     heads = new_heads(model.config.text.hidden_size)
     trainable = WithHeads(model.visual, heads.to(config.device))
-    engine = training_engine(out, model)
+    engine = training_session(out, model)
     optimizer = make_optimizer(trainable, config.lr, config.weight_decay)
     settings = config.run_settings()
     start = load_latest_state(config.states, trainable, optimizer, settings) if resume else 0

@@ -28,7 +28,7 @@ from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.train.batching import FORMS, ExampleBuilder, collate, make_items
 from c4u_engine.train.checkpoint_writer import fork_checkpoint, save_weights, write_assets
-from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.engine_bridge import training_session
 from c4u_engine.train.forward import encode_images, language_logits, sequence_mean_nll
 from c4u_engine.train.model_spec import ModelSpec, build_model, load_trainable
 from c4u_engine.train.perception import WithHeads, attribute_loss, item_image_classes, new_heads, pad_tokens
@@ -119,7 +119,7 @@ def run_sft(config: SFTConfig, *, resume: bool = False, progress: bool = True) -
         check_fresh_start(config.states)
     torch.manual_seed(config.seed)
     model = prepare_checkpoint(config)
-    engine = training_engine(config.out_dir, model)
+    engine = training_session(config.out_dir, model)
     builder = ExampleBuilder(engine, load_prompt_template(config.out_dir), records)
     items = make_items(len(records), config.forms)
     order = ItemOrder(items, config.batch_size, config.seed)

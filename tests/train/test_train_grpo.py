@@ -16,7 +16,7 @@ from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.engine.sampling import SamplingParams
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.train.batching import ExampleBuilder, orient
-from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.engine_bridge import training_session
 from c4u_engine.train.grpo import (
     GRPOConfig, grpo_token_loss, policy_step, rollout, run_grpo, sample_completions, update_rows,
 )
@@ -102,7 +102,7 @@ def test_grpo_kl_is_the_k3_estimator():
 @pytest.fixture(scope="module")
 def bench(tiny_train_ckpt, train_data):
     model = load_trainable(tiny_train_ckpt)
-    engine = training_engine(tiny_train_ckpt, model)
+    engine = training_session(tiny_train_ckpt, model)
     builder = ExampleBuilder(engine, load_prompt_template(tiny_train_ckpt), load_pairs(train_data, "train"))
     return model, engine, builder
 

@@ -16,7 +16,7 @@ from c4u_engine.data.reasoning import make_reasoning
 from c4u_engine.engine.prompt import load_prompt_template
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.train.batching import ExampleBuilder, Item, collate, make_items, orient, swap_reasoning
-from c4u_engine.train.engine_bridge import training_engine
+from c4u_engine.train.engine_bridge import training_session
 from c4u_engine.train.model_spec import load_trainable
 from c4u_engine.train.sft import ItemOrder, SFTConfig, run_sft
 from c4u_engine.train.train_state import cosine_lr
@@ -30,7 +30,7 @@ def records(train_data):
 @pytest.fixture(scope="module")
 def builder(tiny_train_ckpt, records) -> ExampleBuilder:
     model = load_trainable(tiny_train_ckpt)
-    return ExampleBuilder(training_engine(tiny_train_ckpt, model), load_prompt_template(tiny_train_ckpt), records)
+    return ExampleBuilder(training_session(tiny_train_ckpt, model), load_prompt_template(tiny_train_ckpt), records)
 
 
 def test_swapped_reasoning_equals_the_generators_reasoning_for_the_swapped_pair(records):
