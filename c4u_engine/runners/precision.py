@@ -34,11 +34,15 @@ from c4u_engine.errors import EngineArtifactError, InvalidInputError
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # precision -> the manifest's dtype
 QUANTIZED = ("int8", "int4")
+# Precisions a manifest may declare: the runtime ones, and fp8, which only TensorRT builds run (explicit Q/DQ
+# graphs from export/tensorrt_qdq.py; int8 Q/DQ graphs declare "int8" with method "c4u.smoothquant_qdq").
+MANIFEST_PRECISIONS = (*PRECISIONS, "fp8")
 _ALIASES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "fp16": "fp16", "float16": "fp16", "half": "fp16",
             "bf16": "bf16", "bfloat16": "bf16", "int8": "int8", "int4": "int4"}
 # The operators that carry a quantized precision, by precision (what a graph of it must contain at least one of).
-MARKER_OPS = {"int8": ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"),
-              "int4": ("MatMulNBits",)}
+MARKER_OPS = {"int8": ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+                       "DequantizeLinear"),
+              "int4": ("MatMulNBits",), "fp8": ("DequantizeLinear",)}
 ACTIVATION_SCALES = ("per_row", "per_tensor")
 # Every quantization operator onnxruntime's quantizers emit: none may appear in a float engine's graphs.
 QUANT_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul",
@@ -83,7 +87,7 @@ class PrecisionEntry:
                "quantized_ops": {g: dict(sorted(c.items())) for g, c in self.quantized_ops.items()}}
         if self.activation_scales is not None:
             out["activation_scales"] = self.activation_scales
-        if self.name == "int8" and self.activation_scales is not None:
+        if self.name in ("int8", "fp8") and self.activation_scales is not None:
             out["smoothing"] = None if self.smoothing is None else dict(self.smoothing)
             out["calibration"] = None if self.calibration is None else dict(self.calibration)
         return out
@@ -95,9 +99,9 @@ def parse_precision(manifest: Mapping[str, Any], dtype: str, graphs: tuple[str, 
     float_name = {v: k for k, v in FLOAT_DTYPES.items()}[dtype]
     if raw is None:
         return PrecisionEntry(float_name, quantized_ops={g: {} for g in graphs})
-    if not isinstance(raw, Mapping) or raw.get("name") not in PRECISIONS:
-        raise EngineArtifactError(f"{where}: 'precision' must be an object whose 'name' is one of {list(PRECISIONS)}, "
-                                  f"got {raw!r}")
+    if not isinstance(raw, Mapping) or raw.get("name") not in MANIFEST_PRECISIONS:
+        raise EngineArtifactError(f"{where}: 'precision' must be an object whose 'name' is one of "
+                                  f"{list(MANIFEST_PRECISIONS)}, got {raw!r}")
     name = raw["name"]
     if activation_dtype(name) != dtype:
         raise EngineArtifactError(f"{where}: precision {name!r} runs {activation_dtype(name)} activations, but "
@@ -123,8 +127,8 @@ def parse_precision(manifest: Mapping[str, Any], dtype: str, graphs: tuple[str, 
                                       f"({sorted(QUANT_OPS)}) to positive counts, got {counts!r}")
         census[graph] = dict(counts)
     scales = raw.get("activation_scales")
-    if scales is not None and (name != "int8" or scales not in ACTIVATION_SCALES):
-        raise EngineArtifactError(f"{where}: precision.activation_scales must be absent or, for int8, one of "
+    if scales is not None and (name not in ("int8", "fp8") or scales not in ACTIVATION_SCALES):
+        raise EngineArtifactError(f"{where}: precision.activation_scales must be absent or, for int8 / fp8, one of "
                                   f"{list(ACTIVATION_SCALES)}, got {scales!r}")
     extra = {}
     for key in ("smoothing", "calibration"):
@@ -151,7 +155,7 @@ def check_graph_precision(entry: PrecisionEntry, graph: str, found_ops: Mapping[
 
 def check_marker_ops(entry: PrecisionEntry, where: str) -> None:
     """A quantized claim needs its precision's operator in some graph (an "int8" engine of float graphs is not)."""
-    if not entry.quantized:
+    if entry.name not in MARKER_OPS:
         return
     markers = MARKER_OPS[entry.name]
     if not any(op in ops for ops in entry.quantized_ops.values() for op in markers):
