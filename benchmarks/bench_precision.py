@@ -54,6 +54,7 @@ import report  # noqa: E402
 DEFAULT_KEPT = ("vision.patch_embed", "vision.merger")
 UNSMOOTHED = {"smoothing": False}
 PER_TENSOR = {"activation_scales": "per_tensor", "smoothing": False}
+FLOAT_COLUMNS = {"smoothing": False, "float_columns": True}
 CONFIGS = {
     "onnxruntime fp32": ("onnxruntime", "fp32", "onnx", None, {}),
     "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", DEFAULT_KEPT, {}),  # the default: per row, smoothed
@@ -61,6 +62,8 @@ CONFIGS = {
                                                UNSMOOTHED),
     "onnxruntime int8 per-tensor (quantize_dynamic)": ("onnxruntime", "int8", "onnx-int8-per-tensor", DEFAULT_KEPT,
                                                        PER_TENSOR),
+    "onnxruntime int8 per-row, outlier channels float (LLM.int8-style)": (
+        "onnxruntime", "int8", "onnx-int8-float-columns", DEFAULT_KEPT, FLOAT_COLUMNS),
     "onnxruntime int8, vision float": ("onnxruntime", "int8", "onnx-int8-vision-float", ("vision",), {}),
     "onnxruntime int8, all vision int8": ("onnxruntime", "int8", "onnx-int8-vision-all", (), {}),
     "onnxruntime int8, lm_head float": ("onnxruntime", "int8", "onnx-int8-lmhead", (*DEFAULT_KEPT, "lm_head"), {}),
@@ -131,7 +134,8 @@ def _made_as(engine_dir: Path, precision: str, options: dict) -> bool:
         return block["name"] == precision
     scales = options.get("activation_scales", "per_row")
     smoothed = options.get("smoothing", True)
-    return block.get("activation_scales", "per_tensor") == scales and bool(block.get("smoothing")) == smoothed
+    return (block.get("activation_scales", "per_tensor") == scales and bool(block.get("smoothing")) == smoothed
+            and bool(block.get("float_columns")) == options.get("float_columns", False))
 
 
 def make_engine(ckpt: Path, label: str, **settings):

@@ -23,7 +23,7 @@ reduce_range exists for this); this path assumes VNNI or AVX512-BW, as the machi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -51,8 +51,21 @@ def weight_matmuls(model: onnx.ModelProto, excluded: Iterable[str] = ()) -> list
             and len(weights[n.input[1]].dims) == 2 and weights[n.input[1]].data_type == TensorProto.FLOAT]
 
 
-def quantize_per_row(model: onnx.ModelProto, excluded: Iterable[str] = ()) -> onnx.ModelProto:
-    """Rewrite `model` (in place, returned) so each weight MatMul not in `excluded` runs per-row int8."""
+def outlier_columns(act_max: np.ndarray, threshold: float = 6.0) -> np.ndarray:
+    """LLM.int8-style outlier channels, static: those whose calibration max |x| is at least `threshold` times the
+    median channel's (sorted indices; empty when none stands out)."""
+    a = np.asarray(act_max, np.float64)
+    return np.flatnonzero(a >= threshold * max(float(np.median(a)), 1e-30)).astype(np.int64)
+
+
+def quantize_per_row(model: onnx.ModelProto, excluded: Iterable[str] = (),
+                     float_columns: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """Rewrite `model` (in place, returned) so each weight MatMul not in `excluded` runs per-row int8.
+
+    float_columns: activation tensor -> input channels kept in float (LLM.int8(), Dettmers et al. 2022, with the
+    outlier channels fixed from calibration instead of found per call): those channels are zeroed before the row
+    scale is taken and their rows of W go through a float MatMul of the gathered channels, added to the product."""
+    float_columns = {x: np.asarray(c, np.int64) for x, c in (float_columns or {}).items() if len(c)}
     graph = model.graph
     targets = weight_matmuls(model, excluded)
     if not targets:
@@ -73,8 +86,18 @@ def quantize_per_row(model: onnx.ModelProto, excluded: Iterable[str] = ()) -> on
         p = f"rowq{g}"
         k_shape = numpy_helper.from_array(np.array([-1, k], np.int64), f"{p}/k_shape")
         new_inits.append(k_shape)
-        emitted[x] = [
-            helper.make_node("Reshape", [x, k_shape.name], [f"{p}/x2"], name=f"{p}/Reshape"),
+        split = []
+        if x in float_columns:  # the outlier channels leave the int8 path for a float one
+            mask = np.ones(k, np.float32)
+            mask[float_columns[x]] = 0
+            new_inits += [numpy_helper.from_array(mask, f"{p}/inlier_mask"),
+                          numpy_helper.from_array(float_columns[x], f"{p}/outlier_index")]
+            split = [helper.make_node("Mul", [x, f"{p}/inlier_mask"], [f"{p}/inliers"], name=f"{p}/Inliers"),
+                     helper.make_node("Gather", [x, f"{p}/outlier_index"], [f"{p}/outliers"], name=f"{p}/Outliers",
+                                      axis=-1)]
+        emitted[x] = split + [
+            helper.make_node("Reshape", [f"{p}/inliers" if split else x, k_shape.name], [f"{p}/x2"],
+                             name=f"{p}/Reshape"),
             helper.make_node("Shape", [x], [f"{p}/lead"], name=f"{p}/Shape", end=-1),
             helper.make_node("Abs", [f"{p}/x2"], [f"{p}/abs"], name=f"{p}/Abs"),
             helper.make_node("ReduceMax", [f"{p}/abs"], [f"{p}/amax"], name=f"{p}/ReduceMax", axes=[1], keepdims=0),
@@ -95,6 +118,11 @@ def quantize_per_row(model: onnx.ModelProto, excluded: Iterable[str] = ()) -> on
             nodes.extend(emitted.pop(x))
         g = list(by_input).index(x)
         p, w = f"rowq{g}", numpy_helper.to_array(weights[node.input[1]])
+        cols = float_columns.get(x)
+        if cols is not None:
+            w_float = np.ascontiguousarray(w[cols])
+            w = w.copy()
+            w[cols] = 0  # those rows go float: they must not set the column scales
         q, scale = quantize_weight(w)
         base = node.name or node.output[0]
         wq = numpy_helper.from_array(q, f"{node.input[1]}_int8")
@@ -107,8 +135,16 @@ def quantize_per_row(model: onnx.ModelProto, excluded: Iterable[str] = ()) -> on
                              [f"{base}/y2"], name=f"{base}/MatMulIntegerToFloat", domain=MS_DOMAIN),
             helper.make_node("Mul", [f"{base}/y2", f"{p}/row_scale"], [f"{base}/y2s"], name=f"{base}/RowScale"),
             helper.make_node("Concat", [f"{p}/lead", n_shape.name], [f"{base}/shape"], name=f"{base}/Shape", axis=0),
-            helper.make_node("Reshape", [f"{base}/y2s", f"{base}/shape"], [node.output[0]], name=f"{base}/Reshape"),
+            helper.make_node("Reshape", [f"{base}/y2s", f"{base}/shape"],
+                             [node.output[0] if cols is None else f"{base}/y_int8"], name=f"{base}/Reshape"),
         ]
+        if cols is not None:
+            wf = numpy_helper.from_array(w_float, f"{node.input[1]}_outlier_rows")
+            new_inits.append(wf)
+            nodes += [helper.make_node("MatMul", [f"{p}/outliers", wf.name], [f"{base}/y_float"],
+                                       name=f"{base}/OutlierMatMul"),
+                      helper.make_node("Add", [f"{base}/y_int8", f"{base}/y_float"], [node.output[0]],
+                                       name=f"{base}/AddOutliers")]
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)

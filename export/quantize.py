@@ -81,16 +81,20 @@ def _stderr(message: str) -> None:
 def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *, block_size: int | None = None,
                     float_kept: Sequence[str] = DEFAULT_FLOAT_KEPT, activation_scales: str | None = None,
                     smoothing: bool | None = None, alpha: float | None = None,
-                    calibration: str | Path | CalibrationSet | None = None,
+                    calibration: str | Path | CalibrationSet | None = None, float_columns: bool = False,
                     log: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Write a `precision` (int8 | int4) copy of the fp32 engine directory src_dir into out_dir; returns the
     manifest. The source is loaded and checked first (hashes included); out_dir's manifest is written last.
 
     int8 only: activation_scales "per_row" (default) | "per_tensor"; smoothing (default True): SmoothQuant with
     alpha (default: chosen per graph on the calibration set); calibration: None (the synthetic set), a directory
-    of creatives, or a CalibrationSet."""
+    of creatives, or a CalibrationSet; float_columns (per_row only): LLM.int8-style, the input channels whose
+    calibration max is >= 6x the median channel's stay float (measured beside smoothing in BENCHMARKS.md)."""
     block_size = check_options(precision, block_size, float_kept)
-    activation_scales, smoothing = check_int8_options(precision, activation_scales, smoothing, alpha, calibration)
+    activation_scales, smoothing = check_int8_options(precision, activation_scales, smoothing, alpha,
+                                                      None if float_columns else calibration)
+    if float_columns and activation_scales != "per_row":
+        raise InvalidInputError("float_columns (LLM.int8-style outlier channels in float) needs int8 per_row")
     src = load_engine_dir(src_dir)
     if src.precision.name != "fp32":
         raise InvalidInputError(f"{src.path}: quantizing needs an fp32 engine, this one is {src.precision.name}")
@@ -109,11 +113,12 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
             model = gemm_to_matmul(model)
             excluded[name] = _excluded_nodes(model, name, float_kept)
         models[name] = model
-    smoothed, calibration_record = {}, None
-    if smoothing and excluded:
+    smoothed, calibration_record, columns, columns_block = {}, None, {}, None
+    if (smoothing or float_columns) and excluded:
         t0 = time.perf_counter()
-        smoothed, calibration_record = smooth_graphs(src_dir, models, excluded, alpha, calibration, log)
-        log(f"[quantize] smoothing in {time.perf_counter() - t0:.1f} s")
+        smoothed, calibration_record, columns, columns_block = smooth_graphs(
+            src_dir, models, excluded, alpha, calibration, log, smoothing=smoothing, float_columns=float_columns)
+        log(f"[quantize] calibration in {time.perf_counter() - t0:.1f} s")
 
     census: dict[str, dict[str, int]] = {}
     for name in GRAPH_NAMES:
@@ -123,7 +128,7 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
         model = models[name]
         t0 = time.perf_counter()
         if name in excluded:
-            model = _quantize(model, precision, block_size, excluded[name], activation_scales)
+            model = _quantize(model, precision, block_size, excluded[name], activation_scales, columns.get(name))
             log(f"[quantize] {name}: {precision} in {time.perf_counter() - t0:.1f} s "
                 f"({len(excluded[name])} weight MatMul(s) kept in float)")
         else:
@@ -144,6 +149,8 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
                            tuple(float_kept), census, activation_scales=activation_scales,
                            smoothing=smoothed or None, calibration=calibration_record)
     manifest["precision"] = entry.to_json()
+    if columns_block is not None:
+        manifest["precision"]["float_columns"] = columns_block
     manifest["exporter"] = {**manifest.get("exporter", {}), "onnxruntime": _ort_version()}
     write_manifest(out_dir, manifest)
     load_engine_dir(out_dir)  # the runtime's own checks on what was just written
@@ -188,38 +195,52 @@ def check_int8_options(precision: str, activation_scales: str | None, smoothing:
 
 
 def smooth_graphs(src_dir: Path, models: dict[str, onnx.ModelProto], excluded: dict[str, set[str]],
-                  alpha: float | None, calibration: Any, log: Callable[[str], None]
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+                  alpha: float | None, calibration: Any, log: Callable[[str], None], *, smoothing: bool = True,
+                  float_columns: bool = False) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]:
     """SmoothQuant on the graphs about to be quantized (in place): calibrate on the fp32 engine at src_dir, choose
-    alpha per graph (unless given), fold the factors. Returns (the manifest's smoothing block, calibration block)."""
+    alpha per graph (unless given), fold the factors; with float_columns, also pick each quantized MatMul input's
+    outlier channels (after smoothing). Returns (the manifest's smoothing block, calibration block, graph ->
+    activation -> float channel indices, the manifest's float_columns block or None)."""
+    from export.per_row_int8 import outlier_columns, weight_matmuls
     from export import calibration as calib
     from export.smoothing import (apply_smoothing, choose_alpha, factors, find_groups, group_weights,
                                   inline_constant_identities)
 
-    groups = {name: find_groups(inline_constant_identities(models[name]), sorted(excluded[name]))
-              for name in excluded}
+    groups = {name: find_groups(inline_constant_identities(models[name]), sorted(excluded[name])) if smoothing
+              else [] for name in excluded}
+    inputs = {name: sorted({n.input[0] for n in weight_matmuls(models[name], excluded[name])}) if float_columns
+              else [g.activation for g in groups[name]] for name in excluded}
     if isinstance(calibration, calib.CalibrationSet):
         cal = calibration
     else:
         cal = calib.directory_set(calibration) if calibration is not None else calib.synthetic_set()
     log(f"[quantize] calibrating on {cal.record['creatives']} creatives ({cal.record['source']}), "
         f"{sum(len(g) for g in groups.values())} smoothing groups")
-    stats = calib.collect(src_dir, {n: [g.activation for g in gs] for n, gs in groups.items()}, cal)
+    stats = calib.collect(src_dir, {n: t for n, t in inputs.items() if t}, cal)
     block: dict[str, Any] = {}
+    columns: dict[str, dict[str, Any]] = {}
     for name, gs in groups.items():
+        amax = {t: stats[name][t].amax.copy() for t in inputs[name]}
+        if float_columns:
+            columns[name] = {t: outlier_columns(amax[t]) for t in inputs[name]}
         if not gs:
             continue
         rows = {g.activation: (stats[name][g.activation].amax, stats[name][g.activation].sample()) for g in gs}
         chosen, errors = choose_alpha(models[name], gs, rows)
         use = alpha if alpha is not None else chosen
         if use is not None:
-            apply_smoothing(models[name], gs, {g.activation: factors(rows[g.activation][0],
-                                                                     group_weights(models[name], g), use) for g in gs})
+            scale = {g.activation: factors(rows[g.activation][0], group_weights(models[name], g), use) for g in gs}
+            apply_smoothing(models[name], gs, scale)
+            if float_columns:  # the outliers that remain after smoothing
+                columns[name].update({a: outlier_columns(amax[a] / s) for a, s in scale.items()})
         block[name] = {"alpha": use, "alpha_chosen_by": "given" if alpha is not None else "calibration error",
                        "groups": len(gs) if use is not None else 0,
                        "calibration_error": {k: float(f"{v:.4g}") for k, v in errors.items()}}
         log(f"[quantize] {name}: smoothing alpha {use} over {len(gs)} groups (errors {block[name]['calibration_error']})")
-    return block, cal.record
+    columns_block = None if not float_columns else {
+        name: {"threshold": 6.0, "activations": sum(bool(len(c)) for c in cols.values()),
+               "channels": int(sum(len(c) for c in cols.values()))} for name, cols in columns.items()}
+    return block, cal.record, columns, columns_block
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -265,9 +286,9 @@ def _excluded_nodes(model: onnx.ModelProto, graph: str, float_kept: Sequence[str
 
 
 def _quantize(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str],
-              activation_scales: str | None) -> onnx.ModelProto:
+              activation_scales: str | None, float_columns: dict[str, Any] | None = None) -> onnx.ModelProto:
     if precision == "int8" and activation_scales == "per_row":
-        return quantize_per_row(model, excluded)
+        return quantize_per_row(model, excluded, float_columns)
     logging.disable(logging.WARNING)  # the quantizers log advice ("run pre-processing first") on the root logger
     try:
         return _run_quantizer(model, precision, block_size, excluded)

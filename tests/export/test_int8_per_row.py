@@ -46,6 +46,8 @@ def outlier_ckpt(tiny_ckpt, tmp_path_factory, calibration):
     quantize_engine(root / "onnx", root / "int8-unsmoothed", "int8", smoothing=False, log=_quiet)
     quantize_engine(root / "onnx", root / "int8-per-tensor", "int8", activation_scales="per_tensor",
                     smoothing=False, log=_quiet)
+    quantize_engine(root / "onnx", root / "int8-float-columns", "int8", smoothing=False, float_columns=True,
+                    calibration=calibration, log=_quiet)
     return root
 
 
@@ -72,14 +74,20 @@ def test_outlier_checkpoint_computes_the_same_function(tiny_ckpt, outlier_ckpt, 
     assert sorted(set(np.round(ratio, 3))) == [1.0, OUTLIER_FACTOR] and (ratio > 1).sum() == 4
 
 
-def test_int8_on_outlier_channels_needs_smoothing(outlier_ckpt, images):
-    """Per-row scales alone are not enough when a few channels are 60x the rest; smoothed, int8 stays within the
-    precision's bound (measured here: 0.0007 smoothed, 0.017 per row without smoothing, 0.008 per tensor)."""
+def test_int8_on_outlier_channels_needs_smoothing_or_float_columns(outlier_ckpt, images):
+    """Per-row scales alone are not enough when a few channels are 60x the rest; smoothed, or with those channels
+    kept in float (LLM.int8-style), int8 stays within the precision's bound (measured here: 0.0007 smoothed, 0.0008
+    float columns, 0.017 per row alone, 0.008 per tensor)."""
     reference = Engine(outlier_ckpt, backend="onnxruntime").select(images, PROFILE, strategy="round_robin")
     smoothed = Engine(outlier_ckpt, precision="int8").select(images, PROFILE, strategy="round_robin")
+    columns = Engine(outlier_ckpt / "int8-float-columns").select(images, PROFILE, strategy="round_robin")
     unsmoothed = Engine(outlier_ckpt / "int8-unsmoothed").select(images, PROFILE, strategy="round_robin")
     assert 0 < _drift(smoothed, reference) <= INT8_BOUND
+    assert 0 < _drift(columns, reference) <= INT8_BOUND
     assert _drift(unsmoothed, reference) > INT8_BOUND
+    # the 4 outlier channels, found at each of the 5 norm-fed inputs (2 layers x (q/k/v, gate/up) + lm_head)
+    block = load_engine_dir(outlier_ckpt / "int8-float-columns").manifest["precision"]["float_columns"]
+    assert block["decoder"] == {"threshold": 6.0, "activations": 5, "channels": 20}
 
 
 def test_smoothing_preserves_float_outputs(outlier_ckpt, calibration):
