@@ -192,11 +192,12 @@ def _export_quantized(ckpt_dir: Path, out_dir: str | Path | None, precision: str
     started = time.perf_counter()
     float_kept = DEFAULT_FLOAT_KEPT if float_kept is None else float_kept
     check_options(precision, block_size, float_kept)  # before minutes of tracing
-    unknown = set(int8_options) - {"activation_scales", "smoothing", "alpha", "calibration"}
+    unknown = set(int8_options) - {"activation_scales", "smoothing", "alpha", "calibration", "float_columns"}
     if unknown:
         raise InvalidInputError(f"export_engine: unknown option(s) {sorted(unknown)}")
-    check_int8_options(precision, **{k: int8_options.get(k) for k in ("activation_scales", "smoothing", "alpha",
-                                                                       "calibration")})
+    int8_options = {k: v for k, v in int8_options.items() if v is not None}
+    check_int8_options(precision, *(int8_options.get(k) for k in ("activation_scales", "smoothing", "alpha")),
+                       None if int8_options.get("float_columns") else int8_options.get("calibration"))
     if isinstance(int8_options.get("calibration"), (str, Path)):  # (or a CalibrationSet: tests, benchmarks)
         from export.calibration import directory_set
 
