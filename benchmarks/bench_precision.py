@@ -294,7 +294,7 @@ def main() -> int:
     accuracy = {}
     if builtin:
         print("[bench] held-out accuracy", file=sys.stderr, flush=True)
-        accuracy = held_out_accuracy(engines, work / "held_out", args.test_pairs)
+        accuracy = held_out_accuracy(engines, work / f"held_out_{args.test_pairs}", args.test_pairs)
     invariance = {}
     if args.invariance_requests:
         print("[bench] batch invariance", file=sys.stderr, flush=True)

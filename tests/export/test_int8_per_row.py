@@ -156,7 +156,10 @@ def test_per_row_graph_rows_do_not_depend_on_their_batch(outlier_ckpt):
 
 
 def test_int8_selection_is_batch_invariant(outlier_ckpt):
-    """Requests alone (every cache off) vs 8 clients at once on one engine: the same P(A) to 1e-5, int8."""
+    """Requests alone (every cache off) vs 8 clients at once on one engine: the same P(A) to 1e-5, int8 (measured
+    here: <= 2e-8 per row, 0.02-0.03 per tensor). On larger models the float parts' batch-dependent rounding (~1e-7,
+    attention over padded batches) now and then crosses an int8 rounding boundary: BENCHMARKS.md measures up to 2e-3
+    on the built-in model ("Precision on any checkpoint")."""
     from tests.engine.test_concurrency import requests, run_clients
 
     pool = [make_test_image(56, 56, seed=s) for s in range(6)] + [make_test_image(84, 56, 21)]
