@@ -45,7 +45,8 @@ def graphs(k: int, n: int, w: np.ndarray) -> dict:
     def model(nodes, inits):
         g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [None, k])],
                               [helper.make_tensor_value_info("y", T.FLOAT, [None, n])], inits)
-        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid("com.microsoft", 1)])
 
     common = [c("wq", wq), c("ws", ws), c("wz", np.zeros(n, np.int8)), c("eps", np.float32(1e-12)),
               c("c127", np.float32(127)), c("inv127", np.float32(1 / 127)), c("c128", np.float32(128)),

@@ -142,7 +142,7 @@ class _RecordingSession:
             take = min(len(rows), 128)
             st.rows.append(rows[self._rng.choice(len(rows), take, replace=False)])
             st.seen += len(rows)
-        return out[: self._n] if output_names is None else [out[i] for i in range(self._n)]
+        return out[: self._n]  # the runner asks for every output (output_names None)
 
 
 class CalibrationRunner(OnnxRuntimeRunner):

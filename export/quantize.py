@@ -236,7 +236,8 @@ def smooth_graphs(src_dir: Path, models: dict[str, onnx.ModelProto], excluded: d
         block[name] = {"alpha": use, "alpha_chosen_by": "given" if alpha is not None else "calibration error",
                        "groups": len(gs) if use is not None else 0,
                        "calibration_error": {k: float(f"{v:.4g}") for k, v in errors.items()}}
-        log(f"[quantize] {name}: smoothing alpha {use} over {len(gs)} groups (errors {block[name]['calibration_error']})")
+        log(f"[quantize] {name}: smoothing alpha {use} over {len(gs)} groups "
+            f"(errors {block[name]['calibration_error']})")
     columns_block = None if not float_columns else {
         name: {"threshold": 6.0, "activations": sum(bool(len(c)) for c in cols.values()),
                "channels": int(sum(len(c) for c in cols.values()))} for name, cols in columns.items()}

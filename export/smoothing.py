@@ -164,7 +164,8 @@ def int8_error(rows: np.ndarray, weights: Sequence[np.ndarray], s: np.ndarray | 
     return err
 
 
-def choose_alpha(model: onnx.ModelProto, groups: Sequence[SmoothGroup], stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
+def choose_alpha(model: onnx.ModelProto, groups: Sequence[SmoothGroup],
+                 stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
                  alphas: Sequence[float] = ALPHAS) -> tuple[float | None, dict[str, float]]:
     """The alpha with the least summed int8 error over the groups (None: smoothing does not help), and every
     candidate's error ("none" for no smoothing). stats: activation -> (per-channel max |x|, sample rows)."""

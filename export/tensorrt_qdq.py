@@ -115,8 +115,8 @@ def qdq_engine(src_dir: str | Path, out_dir: str | Path, kind: str = "int8", *,
 
                 model = models[name] = version_converter.convert_version(model, FP8_OPSET)
             _insert_qdq(model, amax, qtype, qmax)
-        census[name] = {op: sum(n.op_type == op for n in model.graph.node)
-                        for op in ("DequantizeLinear", "QuantizeLinear") if any(n.op_type == op for n in model.graph.node)}
+        ops = [n.op_type for n in model.graph.node]
+        census[name] = {op: ops.count(op) for op in ("DequantizeLinear", "QuantizeLinear") if op in ops}
         log(f"[qdq] {name}: {census[name] or 'kept in float'}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
