@@ -1,10 +1,15 @@
-"""Precision benchmark on the built-in model: every precision against fp32 onnxruntime, in one run, one machine.
+"""Precision benchmark: every precision against fp32 onnxruntime, in one run, one machine, on one checkpoint.
 
-    python benchmarks/bench_precision.py [--groups 100] [--test-pairs 300] [--reps 5] [--out results.json]
+    python benchmarks/bench_precision.py [--checkpoint builtin|random-40m|outliers-40m] [--groups 100]
+        [--test-pairs 300] [--reps 5] [--invariance-requests 24] [--out results.json]
 
-Per configuration (onnxruntime fp32 = the baseline; int8 as exported by default (the vision tower's first and last
-layers float), with all of the vision tower float, with none of it float, with lm_head float too; int4; fp16;
-torch fp32 and bf16):
+Checkpoints: the built-in model (112 px creatives); a ~40M-parameter Qwen2.5-VL checkpoint with random weights
+(benchmarks/workload.py, the selection benchmark's; 224 px creatives); the same checkpoint with outlier channels
+(tests/tiny_checkpoint.add_outlier_channels: a few RMSNorm channels x60 and the consuming projection rows /60, so
+float outputs are unchanged while a few activation channels are 60x the rest, as in real LLMs).
+Per configuration (onnxruntime fp32 = the baseline; int8 as exported by default (per-row activation scales,
+SmoothQuant, the vision tower's first and last layers float), per-row without smoothing, per-tensor (onnxruntime's
+quantize_dynamic, the previous default), the float-kept variants; int4; fp16; torch fp32 and bf16):
 - time of an N = 8 round-robin fast selection and of a reason-mode selection (N = 4 knockout, up to 256 new
   tokens), median over --reps repetitions of 4 groups, the precisions interleaved within each repetition so that
   load on the machine falls on all of them alike; speed-up = fp32 onnxruntime time / this time;
@@ -14,7 +19,10 @@ torch fp32 and bf16):
   max and mean |dP(A)| over all comparisons, the share of comparisons with the same answer, of groups with the
   same winner, of groups with the same ordered answers (every comparison's answer equal) and the same ranking;
 - held-out accuracy of the built-in model (its synthetic test split regenerated from the training seed: the first
-  --test-pairs test pairs of 20,000 and 100 groups of 4, the numbers of MODEL_CARD.md), fast mode.
+  --test-pairs test pairs of 20,000 and 100 groups of 4, the numbers of MODEL_CARD.md), fast mode (random
+  checkpoints: none);
+- batch invariance: --invariance-requests requests of 4 creatives (round robin, fast), each alone with every cache
+  off, then all submitted at once to one engine; max |dP(A)| between the two.
 
 The quantized and fp16 engines are exported from the built-in checkpoint into a work directory (a few seconds each)
 unless the package ships them. Prints a markdown table and the machine; --out writes everything as JSON.
@@ -38,49 +46,104 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(ROOT))  # `import export` (a repo-level package)
+sys.path.append(str(ROOT / "tests"))  # tiny_checkpoint.add_outlier_channels
 import report  # noqa: E402
 
-# label -> (backend, precision, engine subdirectory of the checkpoint copy, float-kept units for int8 / int4).
-# The two int8 variants are the measurements behind export/quantize.py's DEFAULT_FLOAT_KEPT.
+# label -> (backend, precision, engine subdirectory of the checkpoint copy, float-kept units for int8 / int4,
+# int8 options of export/quantize.py). The float-kept variants are the measurements behind DEFAULT_FLOAT_KEPT.
+DEFAULT_KEPT = ("vision.patch_embed", "vision.merger")
+UNSMOOTHED = {"smoothing": False}
+PER_TENSOR = {"activation_scales": "per_tensor", "smoothing": False}
+FLOAT_COLUMNS = {"smoothing": False, "float_columns": True}
 CONFIGS = {
-    "onnxruntime fp32": ("onnxruntime", "fp32", "onnx", None),
-    "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", ("vision.patch_embed", "vision.merger")),  # default
-    "onnxruntime int8, vision float": ("onnxruntime", "int8", "onnx-int8-vision-float", ("vision",)),
-    "onnxruntime int8, all vision int8": ("onnxruntime", "int8", "onnx-int8-vision-all", ()),
-    "onnxruntime int8, lm_head float": ("onnxruntime", "int8", "onnx-int8-lmhead",
-                                        ("vision.patch_embed", "vision.merger", "lm_head")),
-    "onnxruntime int4": ("onnxruntime", "int4", "onnx-int4", ("vision.patch_embed", "vision.merger")),
-    "onnxruntime fp16": ("onnxruntime", "fp16", "onnx-fp16", None),
-    "torch fp32": ("torch", "fp32", None, None),
-    "torch bf16": ("torch", "bf16", None, None),
+    "onnxruntime fp32": ("onnxruntime", "fp32", "onnx", None, {}),
+    "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", DEFAULT_KEPT, {}),  # the default: per row, smoothed
+    "onnxruntime int8 per-row, no smoothing": ("onnxruntime", "int8", "onnx-int8-unsmoothed", DEFAULT_KEPT,
+                                               UNSMOOTHED),
+    "onnxruntime int8 per-tensor (quantize_dynamic)": ("onnxruntime", "int8", "onnx-int8-per-tensor", DEFAULT_KEPT,
+                                                       PER_TENSOR),
+    "onnxruntime int8 per-row, outlier channels float (LLM.int8-style)": (
+        "onnxruntime", "int8", "onnx-int8-float-columns", DEFAULT_KEPT, FLOAT_COLUMNS),
+    "onnxruntime int8, vision float": ("onnxruntime", "int8", "onnx-int8-vision-float", ("vision",), {}),
+    "onnxruntime int8, all vision int8": ("onnxruntime", "int8", "onnx-int8-vision-all", (), {}),
+    "onnxruntime int8, lm_head float": ("onnxruntime", "int8", "onnx-int8-lmhead", (*DEFAULT_KEPT, "lm_head"), {}),
+    "onnxruntime int4": ("onnxruntime", "int4", "onnx-int4", DEFAULT_KEPT, {}),
+    "onnxruntime fp16": ("onnxruntime", "fp16", "onnx-fp16", None, {}),
+    "torch fp32": ("torch", "fp32", None, None, {}),
+    "torch bf16": ("torch", "bf16", None, None, {}),
 }
 BASELINE = "onnxruntime fp32"
+CHECKPOINTS = ("builtin", "random-40m", "outliers-40m")
+# What each checkpoint is measured with by default (--configs overrides).
+DEFAULT_CONFIGS = {
+    "builtin": list(CONFIGS),
+    "random-40m": ["onnxruntime fp32", "onnxruntime int8", "onnxruntime int8 per-row, no smoothing",
+                   "onnxruntime int8 per-tensor (quantize_dynamic)", "onnxruntime int4"],
+}
+DEFAULT_CONFIGS["outliers-40m"] = DEFAULT_CONFIGS["random-40m"]
 
 
 def _quiet(message: str) -> None:
     pass
 
 
-def prepare_checkpoint(work: Path, labels: list[str]) -> Path:
-    """A copy of the built-in checkpoint with each configuration's engine beside it (exported unless present)."""
-    from c4u_engine.builtin import builtin_model_dir
+def prepare_checkpoint(work: Path, labels: list[str], checkpoint: str = "builtin") -> Path:
+    """A copy of the checkpoint with each configuration's engine beside it (exported unless present). The int8
+    engines are quantized from the fp32 export (one trace for all of them)."""
     from export.onnx_export import export_engine
+    from export.quantize import quantize_engine
 
-    ckpt = work / "builtin"
-    if not ckpt.exists():
-        shutil.copytree(builtin_model_dir(), ckpt)
+    if checkpoint == "builtin":
+        from c4u_engine.builtin import builtin_model_dir
+
+        ckpt = work / "builtin"
+        if not ckpt.exists():
+            shutil.copytree(builtin_model_dir(), ckpt)
+    else:
+        import workload
+        from tiny_checkpoint import add_outlier_channels
+
+        ckpt = workload.checkpoint(work)
+        if checkpoint == "outliers-40m":
+            outliers = work / "c4u-bench-40m-outliers"
+            if not (outliers / "config.json").is_file():
+                add_outlier_channels(ckpt, outliers)
+            ckpt = outliers
+    if not (ckpt / "onnx" / "manifest.json").is_file():
+        export_engine(ckpt, ckpt / "onnx", log=_quiet)
     for label in labels:
-        _, precision, sub, kept = CONFIGS[label]
-        if sub is not None and not (ckpt / sub / "manifest.json").is_file():
+        _, precision, sub, kept, options = CONFIGS[label]
+        if sub is None or _made_as(ckpt / sub, precision, options):
+            continue
+        if precision in ("int8", "int4"):
+            quantize_engine(ckpt / "onnx", ckpt / sub, precision, float_kept=kept, log=_quiet, **options)
+        else:
             export_engine(ckpt, ckpt / sub, precision=precision, float_kept=kept, log=_quiet)
     return ckpt
 
 
-def make_engine(ckpt: Path, label: str):
+def _made_as(engine_dir: Path, precision: str, options: dict) -> bool:
+    """Whether engine_dir holds an engine of this precision made with these int8 options (a shipped onnx-int8/ of
+    an older method is re-made)."""
+    from c4u_engine.runners.engine_dir import read_manifest
+
+    if not (engine_dir / "manifest.json").is_file():
+        return False
+    block = read_manifest(engine_dir / "manifest.json").get("precision") or {"name": "fp32"}
+    if precision != "int8":
+        return block["name"] == precision
+    scales = options.get("activation_scales", "per_row")
+    smoothed = options.get("smoothing", True)
+    return (block.get("activation_scales", "per_tensor") == scales and bool(block.get("smoothing")) == smoothed
+            and bool(block.get("float_columns")) == options.get("float_columns", False))
+
+
+def make_engine(ckpt: Path, label: str, **settings):
     from c4u_engine.api import Engine
 
-    _, precision, sub, _ = CONFIGS[label]
-    return Engine(ckpt, backend="torch", precision=precision) if sub is None else Engine(ckpt / sub)
+    _, precision, sub, _, _ = CONFIGS[label]
+    return Engine(ckpt, backend="torch", precision=precision, **settings) if sub is None else \
+        Engine(ckpt / sub, **settings)
 
 
 def engine_bytes(ckpt: Path, label: str) -> int:
@@ -108,12 +171,15 @@ def synthetic_groups(n: int, size: int, seed: int) -> list[tuple[list, Any]]:
     return out
 
 
-def timings(engines: dict, groups: list, reps: int) -> dict[str, dict[str, float]]:
-    """Median seconds per selection, fast (N = 8 round robin) and reason (N = 4 knockout), per engine."""
+def timings(engines: dict, groups: list, reps: int, kinds: tuple[str, ...] = ("fast", "reason")
+            ) -> dict[str, dict[str, float]]:
+    """Median seconds per selection, fast (N = 8 round robin) and reason (N = 4 knockout), per engine, and the
+    median over repetitions of each engine's paired speed-up against the baseline ("<kind> speedup")."""
     runs = {"fast": dict(mode="fast", strategy="round_robin"),
             "reason": dict(mode="reason", strategy="knockout", max_new_tokens=256)}
     out: dict[str, dict[str, float]] = {label: {} for label in engines}
-    for kind, options in runs.items():
+    for kind in kinds:
+        options = runs[kind]
         picked = [(imgs if kind == "fast" else imgs[:4], p) for imgs, p in groups[:4]]
         for engine in engines.values():  # warm-up
             engine.select(*picked[0], use_cache=False, **options)
@@ -126,7 +192,20 @@ def timings(engines: dict, groups: list, reps: int) -> dict[str, dict[str, float
                 samples[label].append((time.perf_counter() - t0) / len(picked))
         for label in engines:
             out[label][kind] = statistics.median(samples[label])
+            out[label][f"{kind} speedup"] = statistics.median(
+                b / t for b, t in zip(samples[BASELINE], samples[label]))
     return out
+
+
+def batch_invariance(ckpt: Path, label: str, requests: list) -> float:
+    """max |dP(A)| between each request alone (every cache off) and all of them submitted at once."""
+    alone_engine = make_engine(ckpt, label, encoder_cache_bytes=0, prefix_cache_bytes=0)
+    alone = [alone_engine.select(im, p, strategy="round_robin", use_cache=False) for im, p in requests]
+    alone_engine.close()
+    shared = make_engine(ckpt, label)
+    got = [f.result() for f in [shared.submit(im, p, strategy="round_robin") for im, p in requests]]
+    shared.close()
+    return max(abs(x.prob_a - y.prob_a) for g, r in zip(got, alone) for x, y in zip(g.comparisons, r.comparisons))
 
 
 def drift(engines: dict, groups: list) -> dict[str, dict[str, float]]:
@@ -168,7 +247,7 @@ def held_out_accuracy(engines: dict, data_dir: Path, test_pairs: int) -> dict[st
 
 def peak_rss_mib(ckpt: Path, label: str, image_paths: list[str]) -> float:
     """Peak RSS of a fresh `c4u select` process: measured from a parent that runs only it."""
-    backend, precision, sub, _ = CONFIGS[label]
+    backend, precision, sub, _, _ = CONFIGS[label]
     cmd = [sys.executable, "-m", "c4u_engine.cli", "select", *image_paths, "--title", "x", "--strategy",
            "round_robin", "--model", str(ckpt if sub is None else ckpt / sub), "--backend", backend]
     if sub is None:
@@ -184,62 +263,90 @@ def peak_rss_mib(ckpt: Path, label: str, image_paths: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="builtin")
     parser.add_argument("--groups", type=int, default=100, help="synthetic groups of 8 for drift and agreement")
-    parser.add_argument("--test-pairs", type=int, default=300, help="held-out test pairs for accuracy")
+    parser.add_argument("--test-pairs", type=int, default=300, help="held-out test pairs for accuracy (built-in)")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--invariance-requests", type=int, default=24, help="requests for batch invariance (0: skip)")
+    parser.add_argument("--modes", default="fast,reason", help="timed selections: fast, reason or both")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS processes")
     parser.add_argument("--work", help="work directory (default: a temporary one); keeps exports and data")
-    parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated subset of: " + "; ".join(CONFIGS))
+    parser.add_argument("--configs", help="';'-separated subset of: " + "; ".join(CONFIGS))
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
-    labels = [c.strip() for c in args.configs.split(";") if c.strip()]
+    labels = [c.strip() for c in (args.configs or ";".join(DEFAULT_CONFIGS[args.checkpoint])).split(";") if c.strip()]
     if BASELINE not in labels or any(c not in CONFIGS for c in labels):
         parser.error(f"--configs must include {BASELINE!r} and name only {list(CONFIGS)}")
+    builtin = args.checkpoint == "builtin"
+    size = 112 if builtin else 224
+    kinds = tuple(k for k in args.modes.split(",") if k)
     work = Path(args.work or tempfile.mkdtemp(prefix="c4u-precision-"))
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    ckpt = prepare_checkpoint(work, labels)
+    ckpt = prepare_checkpoint(work, labels, args.checkpoint)
     engines = {label: make_engine(ckpt, label) for label in labels}
-    groups = synthetic_groups(max(args.groups, 4), 112, seed=2026)
-    images_dir = work / "rss_images"
-    images_dir.mkdir(exist_ok=True)
-    image_paths = []
-    for i, img in enumerate(groups[0][0]):
-        path = images_dir / f"c{i}.png"
-        img.save(path)
-        image_paths.append(str(path))
+    groups = synthetic_groups(max(args.groups, 4), size, seed=2026)
 
     print(f"[bench] timing ({args.reps} reps)", file=sys.stderr, flush=True)
-    times = timings(engines, groups, args.reps)
+    times = timings(engines, groups, args.reps, kinds)
     print("[bench] drift and agreement", file=sys.stderr, flush=True)
     drifts = drift(engines, groups[: args.groups])
-    print("[bench] held-out accuracy", file=sys.stderr, flush=True)
-    accuracy = held_out_accuracy(engines, work / "held_out", args.test_pairs)
-    print("[bench] peak RSS", file=sys.stderr, flush=True)
-    rss = {label: peak_rss_mib(ckpt, label, image_paths) for label in labels}
+    accuracy = {}
+    if builtin:
+        print("[bench] held-out accuracy", file=sys.stderr, flush=True)
+        accuracy = held_out_accuracy(engines, work / f"held_out_{args.test_pairs}", args.test_pairs)
+    invariance = {}
+    if args.invariance_requests:
+        print("[bench] batch invariance", file=sys.stderr, flush=True)
+        requests = [(images[:4], profile) for images, profile in
+                    synthetic_groups(args.invariance_requests, size, seed=77)]
+        for engine in engines.values():
+            engine.close()
+        invariance = {label: batch_invariance(ckpt, label, requests) for label in labels}
+    rss = {}
+    if not args.no_rss:
+        print("[bench] peak RSS", file=sys.stderr, flush=True)
+        images_dir = work / "rss_images"
+        images_dir.mkdir(exist_ok=True)
+        image_paths = []
+        for i, img in enumerate(groups[0][0]):
+            path = images_dir / f"c{i}.png"
+            img.save(path)
+            image_paths.append(str(path))
+        rss = {label: peak_rss_mib(ckpt, label, image_paths) for label in labels}
     sizes = {label: engine_bytes(ckpt, label) for label in labels}
 
-    base = times[BASELINE]
+    na = "-"
     rows, results = [], {}
     for label in labels:
-        t, d, a = times[label], drifts[label], accuracy[label]
-        results[label] = {"seconds": t, "speedup": {k: base[k] / t[k] for k in t}, "bytes": sizes[label],
-                          "peak_rss_mib": rss[label], **d, **a}
-        rows.append([label, f"{t['fast'] * 1e3:.0f} ms", f"{base['fast'] / t['fast']:.2f}x",
-                     f"{t['reason'] * 1e3:.0f} ms", f"{base['reason'] / t['reason']:.2f}x",
-                     f"{sizes[label] / 2**20:.1f} MiB", f"{rss[label]:.0f} MiB", f"{d['max_dpa']:.4f}",
-                     f"{d['mean_dpa']:.4f}", f"{100 * d['same_answer']:.1f}%", f"{100 * d['same_winner']:.0f}%",
-                     f"{100 * d['same_ordered_answers']:.0f}%", f"{100 * d['same_ranking']:.0f}%",
-                     f"{100 * a['accuracy']:.1f}%",
-                     f"{100 * a['group_accuracy']:.0f}%"])
-    headers = ["precision", "fast N=8 rr", "speed-up", "reason N=4 ko", "speed-up", "size", "peak RSS",
-               "max |dP(A)|", "mean |dP(A)|", "same answer", "same winner", "same ordered answers", "same ranking",
-               "held-out acc (fast)", "group acc"]
-    machine = f"{report.machine()}; peak RSS of `c4u select` (8 creatives)"
+        t, d, a = times[label], drifts[label], accuracy.get(label, {})
+        results[label] = {"seconds": {k: t[k] for k in kinds}, "speedup": {k: t[f"{k} speedup"] for k in kinds},
+                          "bytes": sizes[label], "peak_rss_mib": rss.get(label),
+                          "batch_invariance_max_dpa": invariance.get(label), **d, **a}
+        row = [label]
+        for k in kinds:
+            row += [f"{t[k] * 1e3:.0f} ms", f"{t[f'{k} speedup']:.2f}x"]
+        row += [f"{sizes[label] / 2**20:.1f} MiB", f"{rss[label]:.0f} MiB" if label in rss else na,
+                f"{d['max_dpa']:.4f}", f"{d['mean_dpa']:.4f}", f"{100 * d['same_answer']:.1f}%",
+                f"{100 * d['same_winner']:.0f}%", f"{100 * d['same_ordered_answers']:.0f}%",
+                f"{100 * d['same_ranking']:.0f}%",
+                f"{100 * a['accuracy']:.1f}%" if a else na, f"{100 * a['group_accuracy']:.0f}%" if a else na,
+                f"{invariance[label]:.1e}" if label in invariance else na]
+        rows.append(row)
+    headers = ["precision"]
+    for k in kinds:
+        headers += ["fast N=8 rr" if k == "fast" else "reason N=4 ko", "speed-up"]
+    headers += ["size", "peak RSS", "max |dP(A)|", "mean |dP(A)|", "same answer", "same winner",
+                "same ordered answers", "same ranking", "held-out acc (fast)", "group acc",
+                "batched vs alone max |dP(A)|"]
     print(report.markdown_table(headers, rows))
-    print(f"\nmachine: {report.machine()}; {args.groups} groups of 8 for drift; {args.test_pairs} held-out pairs "
-          f"(both orders) + 100 groups for accuracy; {time.perf_counter() - t_start:.0f} s in all")
+    print(f"\ncheckpoint: {args.checkpoint} ({size} px creatives); machine: {report.machine()}; {args.groups} groups "
+          f"of 8 for drift; speed-up: median of paired ratios over {args.reps} reps; "
+          f"{args.test_pairs if builtin else 0} held-out pairs; {args.invariance_requests} requests for batch "
+          f"invariance; {time.perf_counter() - t_start:.0f} s in all")
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine, "groups": args.groups, "test_pairs": args.test_pairs,
+        Path(args.out).write_text(json.dumps({"machine": report.machine(), "checkpoint": args.checkpoint,
+                                              "groups": args.groups, "test_pairs": args.test_pairs,
                                               "reps": args.reps, "results": results}, indent=2) + "\n")
     return 0
 

@@ -4,7 +4,8 @@
 
 On the built-in model (its fp32 export, quantized here into a temporary directory):
 - decoder: the largest call of an N = 8 round-robin fast selection (56 comparison rows) on the fp32 graph, the
-  dynamic int8 graph (quantize_dynamic, per channel) and a static QDQ int8 graph (quantize_static, per channel,
+  dynamic int8 graph (quantize_dynamic, per channel, one activation scale per tensor), the per-row int8 graph with
+  SmoothQuant (export/quantize.py's default) and a static QDQ int8 graph (quantize_static, per channel,
   calibrated on every decoder call of 6 selections); median time and max |logit - fp32 logit|;
 - vision: one encode_images of the 8 creatives with the vision tower in fp32 and in dynamic int8.
 Engines are timed interleaved (one call each, in turn, --reps times) so load on the machine falls on all alike.
@@ -56,8 +57,10 @@ def main() -> int:
     fp32_dir = builtin_model_dir() / "onnx"
     work = Path(tempfile.mkdtemp(prefix="c4u-qmethods-"))
     quiet = lambda message: None  # noqa: E731
-    quantize_engine(fp32_dir, work / "int8", "int8", float_kept=("vision",), log=quiet)
-    quantize_engine(fp32_dir, work / "int8-vision", "int8", float_kept=(), log=quiet)
+    per_tensor = dict(activation_scales="per_tensor", smoothing=False)  # onnxruntime's quantize_dynamic
+    quantize_engine(fp32_dir, work / "int8", "int8", float_kept=("vision",), log=quiet, **per_tensor)
+    quantize_engine(fp32_dir, work / "int8-vision", "int8", float_kept=(), log=quiet, **per_tensor)
+    quantize_engine(fp32_dir, work / "int8-per-row", "int8", float_kept=("vision",), log=quiet)
 
     engine = Engine(fp32_dir)
     decoder_calls, vision_calls = [], []
@@ -93,6 +96,8 @@ def main() -> int:
     options.log_severity_level = 3
     sessions = {"fp32": ort.InferenceSession(str(fp32_dir / "decoder.onnx"), options),
                 "int8 dynamic": ort.InferenceSession(str(work / "int8" / "decoder.onnx"), options),
+                "int8 per row, smoothed (the export default)": ort.InferenceSession(
+                    str(work / "int8-per-row" / "decoder.onnx"), options),
                 "int8 static QDQ": ort.InferenceSession(str(work / "decoder_qdq.onnx"), options)}
     reference = sessions["fp32"].run(None, largest)[0]
     times = interleaved({k: (lambda s=s: s.run(None, largest)) for k, s in sessions.items()}, args.reps)

@@ -8,10 +8,10 @@ from pathlib import Path
 from c4u_engine.errors import ModelFormatError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_model"
-# Quantized engines shipped beside the fp32 one (onnx/), for Engine(builtin_model_dir(), precision="int8"). Not the
-# default: dynamic int8 quantizes each batch's activations with one scale, so a comparison's P(A) depends on what
-# else is in its batch (up to 0.021, benchmarks/bench_batch_invariance.py); fp32 gives every request the same answer
-# whatever runs beside it (BENCHMARKS.md, "Batch invariance").
+# Quantized engines shipped beside the fp32 one (onnx/), for Engine(builtin_model_dir(), precision="int8"): per-row
+# int8 with SmoothQuant (export/quantize.py). Not the default: int8 did not meet the bars for a default on every
+# checkpoint tried (the same winner on ~40M random checkpoints; batched vs alone within 1e-5: per-row int8 moves
+# P(A) by up to 2e-3 where fp32 moves it by 7e-7; BENCHMARKS.md, "Precision on any checkpoint").
 SHIPPED_QUANTIZED = ("int8",)
 
 

@@ -1,4 +1,5 @@
 """python -m export CKPT_DIR [--out DIR] [--opset 17] [--precision fp32|fp16|bf16|int8|int4] [--check-tensorrt]
+    int8: [--calibration DIR] [--alpha A] [--no-smoothing] [--float-columns] [--activation-scales per_row|per_tensor]
 
 Exports a Qwen2.5-VL checkpoint to an engine directory (export/onnx_export.py; int8 / int4 through
 export/quantize.py into CKPT_DIR/onnx-int8 or onnx-int4), then runs the static TensorRT readiness check
@@ -32,6 +33,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-float", help="int8/int4: comma-separated units kept in float (default: vision; "
                                              "units: vision, vision.patch_embed, vision.merger, lm_head, "
                                              "decoder.first_layer; '' for none)")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="int8: your own creatives (image files in DIR) to calibrate the smoothing on (default: "
+                             "the package's synthetic creatives and profiles)")
+    parser.add_argument("--alpha", type=float, help="int8: SmoothQuant's alpha in (0, 1) (default: chosen per graph "
+                                                    "on the calibration set)")
+    parser.add_argument("--smoothing", action=argparse.BooleanOptionalAction, default=None,
+                        help="int8: SmoothQuant smoothing of outlier channels (default on)")
+    parser.add_argument("--float-columns", action="store_true", default=None,
+                        help="int8: keep the outlier input channels (calibration max >= 6x the median channel's) in "
+                             "float, LLM.int8-style (default off; smoothing is the default way)")
+    parser.add_argument("--activation-scales", choices=("per_row", "per_tensor"), default=None,
+                        help="int8: one activation scale per row/token (default; batch-invariant) or per batch "
+                             "tensor (onnxruntime quantize_dynamic; results depend on batch composition)")
     parser.add_argument("--check-tensorrt", action=argparse.BooleanOptionalAction, default=True,
                         help="run the static TensorRT readiness check on the graphs (default on)")
     parser.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
@@ -55,9 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision = normalize_precision(args.precision or args.dtype or "fp32")
         if args.precision and args.dtype and normalize_precision(args.dtype) != precision:
             raise InvalidInputError(f"--dtype {args.dtype} and --precision {args.precision} disagree")
+        if precision != "int8" and any(v is not None for v in (args.calibration, args.alpha, args.smoothing,
+                                                               args.activation_scales, args.float_columns)):
+            raise InvalidInputError("--calibration, --alpha, --smoothing, --float-columns and --activation-scales "
+                                    "apply to --precision int8 only")
         kept = None if args.keep_float is None else [u for u in args.keep_float.split(",") if u]
         result = export_engine(args.ckpt_dir, args.out, opset=args.opset, precision=precision, limits=limits,
-                               external_data=args.external_data, block_size=args.block_size, float_kept=kept)
+                               external_data=args.external_data, block_size=args.block_size, float_kept=kept,
+                               **({} if precision != "int8" else {
+                                   "calibration": args.calibration, "alpha": args.alpha, "smoothing": args.smoothing,
+                                   "activation_scales": args.activation_scales, "float_columns": args.float_columns}))
     except C4UError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -103,12 +103,14 @@ def export_engine(
     block_size: int | None = None,
     float_kept: Sequence[str] | None = None,
     log: Callable[[str], None] = _stderr,
+    **int8_options: Any,
 ) -> ExportResult:
     """Export the checkpoint at ckpt_dir into out_dir (default ckpt_dir/onnx) and return the result.
 
     dtype: the weights' and activations' type in the graphs (float32 for onnxruntime on CPU; bfloat16/float16
     for TensorRT). precision (fp32 | fp16 | bf16 | int8 | int4) overrides dtype; int8 / int4 quantize the fp32
-    export (export/quantize.py: block_size for int4, float_kept units; out_dir default ckpt_dir/onnx-int8 etc.).
+    export (export/quantize.py: block_size for int4, float_kept units, and for int8 its activation_scales,
+    smoothing, alpha and calibration; out_dir default ckpt_dir/onnx-int8 etc.).
     external_data: None = only when a graph's weights need it; True/False to force.
     Existing files of a previous export in out_dir are replaced (its manifest first, so a failed re-export
     leaves no stale manifest). Raises ModelFormatError / UnsupportedModelError for a bad checkpoint,
@@ -119,11 +121,12 @@ def export_engine(
     if precision is not None:
         precision = normalize_precision(precision)
         if precision in QUANTIZED:
-            return _export_quantized(ckpt_dir, out_dir, precision, block_size, float_kept, log, opset=opset,
-                                     limits=limits, external_data=external_data)
+            return _export_quantized(ckpt_dir, out_dir, precision, block_size, float_kept, log, int8_options,
+                                     opset=opset, limits=limits, external_data=external_data)
         dtype = FLOAT_DTYPES[precision]
-    if block_size is not None or float_kept is not None:
-        raise InvalidInputError("block_size and float_kept apply to int8 / int4 exports only")
+    if block_size is not None or float_kept is not None or any(v is not None for v in int8_options.values()):
+        raise InvalidInputError("block_size, float_kept, activation scales, smoothing and calibration apply to "
+                                "int8 / int4 exports only")
     out_dir = Path(out_dir) if out_dir is not None else ckpt_dir / ENGINE_SUBDIR
     if dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -181,19 +184,32 @@ def export_engine(
 
 
 def _export_quantized(ckpt_dir: Path, out_dir: str | Path | None, precision: str, block_size: int | None,
-                      float_kept: Sequence[str] | None, log: Callable[[str], None], **options: Any) -> ExportResult:
-    from export.quantize import DEFAULT_FLOAT_KEPT, check_options, check_quantizable, quantize_engine
+                      float_kept: Sequence[str] | None, log: Callable[[str], None], int8_options: dict[str, Any],
+                      **options: Any) -> ExportResult:
+    from export.quantize import (DEFAULT_FLOAT_KEPT, check_int8_options, check_options, check_quantizable,
+                                 quantize_engine)
 
     started = time.perf_counter()
     float_kept = DEFAULT_FLOAT_KEPT if float_kept is None else float_kept
     check_options(precision, block_size, float_kept)  # before minutes of tracing
+    unknown = set(int8_options) - {"activation_scales", "smoothing", "alpha", "calibration", "float_columns"}
+    if unknown:
+        raise InvalidInputError(f"export_engine: unknown option(s) {sorted(unknown)}")
+    int8_options = {k: v for k, v in int8_options.items() if v is not None}
+    check_int8_options(precision, *(int8_options.get(k) for k in ("activation_scales", "smoothing", "alpha")),
+                       None if int8_options.get("float_columns") else int8_options.get("calibration"))
+    if isinstance(int8_options.get("calibration"), (str, Path)):  # (or a CalibrationSet: tests, benchmarks)
+        from export.calibration import directory_set
+
+        int8_options["calibration"] = directory_set(int8_options["calibration"])  # its errors before the export
     check_quantizable(precision)
     out = Path(out_dir) if out_dir is not None else ckpt_dir / engine_subdir(precision)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-fp32-") as tmp:
         base = export_engine(ckpt_dir, tmp, dtype="float32", log=log, **options)
         t0 = time.perf_counter()
-        manifest = quantize_engine(tmp, out, precision, block_size=block_size, float_kept=float_kept, log=log)
+        manifest = quantize_engine(tmp, out, precision, block_size=block_size, float_kept=float_kept, log=log,
+                                   **int8_options)
     seconds = {**{k: v for k, v in base.seconds.items() if k != "total"}, "quantize": time.perf_counter() - t0,
                "total": time.perf_counter() - started}
     log(f"[export] wrote {out} ({precision}) in {seconds['total']:.1f} s")

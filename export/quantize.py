@@ -1,25 +1,29 @@
-"""Quantized engines: an fp32 engine directory's graphs through onnxruntime's quantizers, into a new directory.
+"""Quantized engines: an fp32 engine directory's graphs, quantized, into a new directory.
 
-    python -m export CKPT --precision int8            # -> CKPT/onnx-int8/
+    python -m export CKPT --precision int8            # -> CKPT/onnx-int8/   (--calibration DIR: your creatives)
     python -m export CKPT --precision int4 --block-size 32
 
-int8: onnxruntime.quantization.quantize_dynamic, MatMul weights int8 per output channel (symmetric), activations
-quantized per call (DynamicQuantizeLinear + MatMulInteger; the CPU provider fuses them into one VNNI kernel).
-Dynamic rather than static QDQ: no calibration set to carry, and on this CPU it is what makes the decoder faster
-(BENCHMARKS.md, "Precision"). int4: MatMulNBitsQuantizer (weight-only, symmetric blocks of `block_size` along K,
-accuracy_level 4 = int8 activations inside the kernel). onnxruntime's int4 quantizer needs onnx-ir.
+int8 (the default method, "per_row"): every weight MatMul as int8 x int8 with one activation scale per row (token)
+and one weight scale per output channel (export/per_row_int8.py), so a request's numbers never depend on its
+batch; before that, SmoothQuant (export/smoothing.py) moves outlier activation channels into the weights, folded
+into the preceding RMSNorm weights (or the producing up projection), with factors from a calibration set
+(export/calibration.py: the package's synthetic creatives and profiles unless `calibration` names a directory of
+the user's creatives) and alpha chosen per graph on it. The float graph computes the same function after
+smoothing. activation_scales="per_tensor" is onnxruntime's quantize_dynamic (one scale per batch tensor; results
+depend on batch composition), kept for comparison (BENCHMARKS.md, "Precision on any checkpoint").
+int4: MatMulNBitsQuantizer (weight-only, symmetric blocks of `block_size` along K, accuracy_level 4 = int8
+activations inside the kernel, per row block). onnxruntime's int4 quantizer needs onnx-ir.
 
 What stays in float (FLOAT_UNITS; the default measured by benchmarks/bench_precision.py on the built-in model):
 the embedding table (a numpy lookup outside the graphs, never quantized), norms, rotary and attention-score MatMuls
-(no constant weight: the quantizers leave them alone), and the vision tower's first and last layers (patch embedding,
-merger). Measured against quantizing all of the vision tower and keeping it all float: the fastest of the three
-(1.45x fp32 vs 1.40x and 1.27x on an N = 8 round-robin fast selection) with less drift than all-int8 vision
-(max |dP(A)| 0.028 vs 0.033; same winner 100% for all three, held-out accuracy 85.3% for all three vs fp32's 85.2%).
-Gemm nodes (the vision tower's nn.Linear over 2-D patches) are rewritten as MatMul + Add before quantizing, since
-both quantizers only take MatMul; the rewrite is exact (tested).
+(no constant weight: the quantizers leave them alone), and the vision tower's first and last layers (patch
+embedding, merger). Gemm nodes (the vision tower's nn.Linear over 2-D patches) are rewritten as MatMul + Add before
+quantizing, since the quantizers only take MatMul; the rewrite is exact (tested).
 
-The manifest records the precision block (c4u_engine/runners/precision.py): method, block size, the float-kept
-units and the census of quantization operators per graph, which the runtime checks against the graph files.
+The manifest records the precision block (c4u_engine/runners/precision.py): method, activation scales, block size,
+the float-kept units, the smoothing (alpha per graph, how many groups, each candidate's calibration error), the
+calibration set (source, how many creatives and groups) and the census of quantization operators per graph, which
+the runtime checks against the graph files.
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ from c4u_engine.runners.engine_dir import GRAPH_NAMES, MANIFEST_FILE, load_engin
 from c4u_engine.runners.precision import QUANT_OPS, QUANTIZED, PrecisionEntry
 
 from export.build_tensorrt import onnx_sha256
+from export.calibration import CalibrationSet
 from export.manifest import write_manifest
+from export.per_row_int8 import quantize_per_row
 
+ACTIVATION_SCALES = ("per_row", "per_tensor")
+METHODS = {"per_row": "c4u.per_row_int8", "per_tensor": "onnxruntime.quantize_dynamic",
+           "int4": "onnxruntime.MatMulNBitsQuantizer"}
 INT4_BLOCK_SIZES = (32, 64, 128)
 DEFAULT_INT4_BLOCK = 32
 
@@ -70,11 +79,22 @@ def _stderr(message: str) -> None:
 
 
 def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *, block_size: int | None = None,
-                    float_kept: Sequence[str] = DEFAULT_FLOAT_KEPT, log: Callable[[str], None] = _stderr
-                    ) -> dict[str, Any]:
+                    float_kept: Sequence[str] = DEFAULT_FLOAT_KEPT, activation_scales: str | None = None,
+                    smoothing: bool | None = None, alpha: float | None = None,
+                    calibration: str | Path | CalibrationSet | None = None, float_columns: bool = False,
+                    log: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Write a `precision` (int8 | int4) copy of the fp32 engine directory src_dir into out_dir; returns the
-    manifest. The source is loaded and checked first (hashes included); out_dir's manifest is written last."""
+    manifest. The source is loaded and checked first (hashes included); out_dir's manifest is written last.
+
+    int8 only: activation_scales "per_row" (default) | "per_tensor"; smoothing (default True): SmoothQuant with
+    alpha (default: chosen per graph on the calibration set); calibration: None (the synthetic set), a directory
+    of creatives, or a CalibrationSet; float_columns (per_row only): LLM.int8-style, the input channels whose
+    calibration max is >= 6x the median channel's stay float (measured beside smoothing in BENCHMARKS.md)."""
     block_size = check_options(precision, block_size, float_kept)
+    activation_scales, smoothing = check_int8_options(precision, activation_scales, smoothing, alpha,
+                                                      None if float_columns else calibration)
+    if float_columns and activation_scales != "per_row":
+        raise InvalidInputError("float_columns (LLM.int8-style outlier channels in float) needs int8 per_row")
     src = load_engine_dir(src_dir)
     if src.precision.name != "fp32":
         raise InvalidInputError(f"{src.path}: quantizing needs an fp32 engine, this one is {src.precision.name}")
@@ -85,20 +105,32 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
     manifest = copy.deepcopy(src.manifest)  # the checked source manifest, rewritten for the new engine
 
+    models: dict[str, onnx.ModelProto] = {}
+    excluded: dict[str, set[str]] = {}
+    for name in GRAPH_NAMES:
+        model = onnx.load(str(src_dir / manifest["graphs"][name]["file"]))
+        if name not in float_kept and _weight_matmuls(model, _excluded_nodes(model, name, float_kept)):
+            model = gemm_to_matmul(model)
+            excluded[name] = _excluded_nodes(model, name, float_kept)
+        models[name] = model
+    smoothed, calibration_record, columns, columns_block = {}, None, {}, None
+    if (smoothing or float_columns) and excluded:
+        t0 = time.perf_counter()
+        smoothed, calibration_record, columns, columns_block = smooth_graphs(
+            src_dir, models, excluded, alpha, calibration, log, smoothing=smoothing, float_columns=float_columns)
+        log(f"[quantize] calibration in {time.perf_counter() - t0:.1f} s")
+
     census: dict[str, dict[str, int]] = {}
     for name in GRAPH_NAMES:
         entry = manifest["graphs"][name]
         for stale in (entry["file"], *entry.get("external_data", [])):
             (out_dir / stale).unlink(missing_ok=True)
-        model = onnx.load(str(src_dir / entry["file"]))
-        excluded = _excluded_nodes(model, name, float_kept)
+        model = models[name]
         t0 = time.perf_counter()
-        if name not in float_kept and _weight_matmuls(model, excluded):
-            model = gemm_to_matmul(model)
-            excluded = _excluded_nodes(model, name, float_kept)
-            model = _quantize(model, precision, block_size, excluded)
+        if name in excluded:
+            model = _quantize(model, precision, block_size, excluded[name], activation_scales, columns.get(name))
             log(f"[quantize] {name}: {precision} in {time.perf_counter() - t0:.1f} s "
-                f"({len(excluded)} weight MatMul(s) kept in float)")
+                f"({len(excluded[name])} weight MatMul(s) kept in float)")
         else:
             log(f"[quantize] {name}: kept in float")
         census[name] = _quant_census(model)
@@ -113,9 +145,12 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
 
     for name in (*manifest["files"], manifest["embeddings"]["file"]):
         shutil.copyfile(src_dir / name, out_dir / name)
-    method = "onnxruntime.quantize_dynamic" if precision == "int8" else "onnxruntime.MatMulNBitsQuantizer"
-    entry = PrecisionEntry(precision, method, block_size, tuple(float_kept), census)
+    entry = PrecisionEntry(precision, METHODS[activation_scales if precision == "int8" else "int4"], block_size,
+                           tuple(float_kept), census, activation_scales=activation_scales,
+                           smoothing=smoothed or None, calibration=calibration_record)
     manifest["precision"] = entry.to_json()
+    if columns_block is not None:
+        manifest["precision"]["float_columns"] = columns_block
     manifest["exporter"] = {**manifest.get("exporter", {}), "onnxruntime": _ort_version()}
     write_manifest(out_dir, manifest)
     load_engine_dir(out_dir)  # the runtime's own checks on what was just written
@@ -137,6 +172,76 @@ def check_options(precision: str, block_size: int | None, float_kept: Sequence[s
     if unknown:
         raise InvalidInputError(f"unknown float-kept unit(s) {unknown}; valid: {sorted(FLOAT_UNITS)}")
     return block_size
+
+
+def check_int8_options(precision: str, activation_scales: str | None, smoothing: bool | None, alpha: float | None,
+                       calibration: Any) -> tuple[str | None, bool]:
+    """InvalidInputError for int8 options given to int4 or out of range; returns (activation_scales, smoothing)
+    with their defaults filled in (per_row and smoothing on for int8; None and off for int4)."""
+    if precision != "int8":
+        if activation_scales is not None or smoothing or alpha is not None or calibration is not None:
+            raise InvalidInputError("activation scales, smoothing, alpha and calibration apply to int8 only "
+                                    "(int4 is weight-only)")
+        return None, False
+    activation_scales = activation_scales or "per_row"
+    if activation_scales not in ACTIVATION_SCALES:
+        raise InvalidInputError(f"activation_scales must be one of {ACTIVATION_SCALES}, got {activation_scales!r}")
+    smoothing = True if smoothing is None else bool(smoothing)
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1):
+        raise InvalidInputError(f"the smoothing alpha must be a number in (0, 1), got {alpha!r}")
+    if not smoothing and (alpha is not None or calibration is not None):
+        raise InvalidInputError("alpha and calibration apply only with smoothing on")
+    return activation_scales, smoothing
+
+
+def smooth_graphs(src_dir: Path, models: dict[str, onnx.ModelProto], excluded: dict[str, set[str]],
+                  alpha: float | None, calibration: Any, log: Callable[[str], None], *, smoothing: bool = True,
+                  float_columns: bool = False) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]:
+    """SmoothQuant on the graphs about to be quantized (in place): calibrate on the fp32 engine at src_dir, choose
+    alpha per graph (unless given), fold the factors; with float_columns, also pick each quantized MatMul input's
+    outlier channels (after smoothing). Returns (the manifest's smoothing block, calibration block, graph ->
+    activation -> float channel indices, the manifest's float_columns block or None)."""
+    from export.per_row_int8 import outlier_columns, weight_matmuls
+    from export import calibration as calib
+    from export.smoothing import (apply_smoothing, choose_alpha, factors, find_groups, group_weights,
+                                  inline_constant_identities)
+
+    groups = {name: find_groups(inline_constant_identities(models[name]), sorted(excluded[name])) if smoothing
+              else [] for name in excluded}
+    inputs = {name: sorted({n.input[0] for n in weight_matmuls(models[name], excluded[name])}) if float_columns
+              else [g.activation for g in groups[name]] for name in excluded}
+    if isinstance(calibration, calib.CalibrationSet):
+        cal = calibration
+    else:
+        cal = calib.directory_set(calibration) if calibration is not None else calib.synthetic_set()
+    log(f"[quantize] calibrating on {cal.record['creatives']} creatives ({cal.record['source']}), "
+        f"{sum(len(g) for g in groups.values())} smoothing groups")
+    stats = calib.collect(src_dir, {n: t for n, t in inputs.items() if t}, cal)
+    block: dict[str, Any] = {}
+    columns: dict[str, dict[str, Any]] = {}
+    for name, gs in groups.items():
+        amax = {t: stats[name][t].amax.copy() for t in inputs[name]}
+        if float_columns:
+            columns[name] = {t: outlier_columns(amax[t]) for t in inputs[name]}
+        if not gs:
+            continue
+        rows = {g.activation: (stats[name][g.activation].amax, stats[name][g.activation].sample()) for g in gs}
+        chosen, errors = choose_alpha(models[name], gs, rows)
+        use = alpha if alpha is not None else chosen
+        if use is not None:
+            scale = {g.activation: factors(rows[g.activation][0], group_weights(models[name], g), use) for g in gs}
+            apply_smoothing(models[name], gs, scale)
+            if float_columns:  # the outliers that remain after smoothing
+                columns[name].update({a: outlier_columns(amax[a] / s) for a, s in scale.items()})
+        block[name] = {"alpha": use, "alpha_chosen_by": "given" if alpha is not None else "calibration error",
+                       "groups": len(gs) if use is not None else 0,
+                       "calibration_error": {k: float(f"{v:.4g}") for k, v in errors.items()}}
+        log(f"[quantize] {name}: smoothing alpha {use} over {len(gs)} groups "
+            f"(errors {block[name]['calibration_error']})")
+    columns_block = None if not float_columns else {
+        name: {"threshold": 6.0, "activations": sum(bool(len(c)) for c in cols.values()),
+               "channels": int(sum(len(c) for c in cols.values()))} for name, cols in columns.items()}
+    return block, cal.record, columns, columns_block
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -181,7 +286,10 @@ def _excluded_nodes(model: onnx.ModelProto, graph: str, float_kept: Sequence[str
     return {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and any(r(n.name) for r in rules)}
 
 
-def _quantize(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str]) -> onnx.ModelProto:
+def _quantize(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str],
+              activation_scales: str | None, float_columns: dict[str, Any] | None = None) -> onnx.ModelProto:
+    if precision == "int8" and activation_scales == "per_row":
+        return quantize_per_row(model, excluded, float_columns)
     logging.disable(logging.WARNING)  # the quantizers log advice ("run pre-processing first") on the root logger
     try:
         return _run_quantizer(model, precision, block_size, excluded)
@@ -191,7 +299,7 @@ def _quantize(model: onnx.ModelProto, precision: str, block_size: int | None, ex
 
 def _run_quantizer(model: onnx.ModelProto, precision: str, block_size: int | None, excluded: set[str]
                    ) -> onnx.ModelProto:
-    if precision == "int8":
+    if precision == "int8":  # activation_scales="per_tensor"
         import tempfile
 
         from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -11,8 +11,10 @@
 fp16 / bf16 are the float precision of a build (export/build_tensorrt.py `precision`); fp8 / int8 are flags on top
 of it for explicitly quantized graphs. No calibration happens here: TensorRT 10 deprecated implicit INT8
 calibration (IInt8Calibrator) and TensorRT 11 removed it, so an int8 build needs the quantization in the graph.
-The int8 engines of `python -m export --precision int8` are onnxruntime graphs (DynamicQuantizeLinear +
-MatMulInteger, which TensorRT's ONNX parser does not take): TensorRT builds start from a float export.
+The int8 engines of `python -m export --precision int8` are onnxruntime graphs (QuantizeLinear per row +
+MatMulIntegerToFloat, a com.microsoft operator TensorRT's ONNX parser does not take): TensorRT's INT8 / FP8 graphs
+come from `python -m export.tensorrt_qdq` (the same smoothed weights, per-channel weight scales, static per-tensor
+activation scales from the calibration set, as Q/DQ pairs).
 """
 
 from __future__ import annotations

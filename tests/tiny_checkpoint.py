@@ -197,3 +197,57 @@ def make_test_image(width: int, height: int, seed: int = 0, *, as_pil: bool = Fa
 
         return Image.fromarray(image, mode="RGB")
     return image
+
+
+OUTLIER_FACTOR = 60.0
+
+
+def outlier_channels(hidden: int, count: int, seed: int) -> np.ndarray:
+    """`count` distinct channel indices of a hidden size, fixed by the seed."""
+    return np.sort(np.random.default_rng(seed).choice(hidden, size=count, replace=False))
+
+
+def add_outlier_channels(src: str | Path, dst: str | Path, *, factor: float = OUTLIER_FACTOR, text_channels: int = 4,
+                         vision_channels: int = 3, seed: int = 0) -> Path:
+    """Copy the checkpoint at src to dst with the same function but outlier activation channels, as real LLMs have
+    (LLM.int8(), SmoothQuant: a few channels 10-100x the rest). Function-preserving: for a few hidden channels j,
+    every RMSNorm weight (the decoder's input / post-attention norms and final norm, the vision blocks' norm1 /
+    norm2) is multiplied by `factor` at j and the rows of the projections that consume that norm's output (q, k, v,
+    gate, up, lm_head; the vision qkv, gate, up) divided by it at j, so in exact arithmetic every output is unchanged
+    while the activations entering those projections carry channels `factor` times larger. The vision merger's
+    norm is left alone (the merger stays float). Returns dst."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    config = json.loads((src / "config.json").read_text())
+    text_cfg, vision_cfg = config["text_config"], config["vision_config"]
+    tensors = load_file(str(src / "model.safetensors"))
+    scale_t = np.ones(text_cfg["hidden_size"], np.float32)
+    scale_t[outlier_channels(text_cfg["hidden_size"], text_channels, seed)] = factor
+    scale_v = np.ones(vision_cfg["hidden_size"], np.float32)
+    scale_v[outlier_channels(vision_cfg["hidden_size"], vision_channels, seed + 1)] = factor
+
+    def fold(norm: str, consumers: list[str], scale: np.ndarray) -> None:
+        tensors[norm] = tensors[norm] * scale
+        for name in consumers:
+            tensors[name] = tensors[name] / scale[None, :]  # nn.Linear weight [out, in]: columns are input channels
+
+    for i in range(text_cfg["num_hidden_layers"]):
+        layer = f"model.layers.{i}"
+        fold(f"{layer}.input_layernorm.weight", [f"{layer}.self_attn.{p}_proj.weight" for p in "qkv"], scale_t)
+        fold(f"{layer}.post_attention_layernorm.weight", [f"{layer}.mlp.{p}_proj.weight" for p in ("gate", "up")],
+             scale_t)
+    if "lm_head.weight" in tensors:  # tied heads share the embedding table, whose columns are not ours to scale
+        fold("model.norm.weight", ["lm_head.weight"], scale_t)
+    for i in range(vision_cfg["depth"]):
+        block = f"visual.blocks.{i}"
+        fold(f"{block}.norm1.weight", [f"{block}.attn.qkv.weight"], scale_v)
+        fold(f"{block}.norm2.weight", [f"{block}.mlp.{p}_proj.weight" for p in ("gate", "up")], scale_v)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(dst / "model.safetensors"),
+              metadata={"format": "pt"})
+    return dst

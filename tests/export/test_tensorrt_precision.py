@@ -74,8 +74,9 @@ def test_explicitly_quantized_int8_graph_passes_the_static_check(tmp_path):
 
 
 def test_onnxruntime_int8_engine_is_not_a_tensorrt_int8_graph(tiny_ckpt, tmp_path):
-    """The int8 engines of python -m export are onnxruntime's (MatMulInteger): the check says TensorRT cannot
-    parse them rather than building something else."""
+    """The int8 engines of python -m export are onnxruntime's (MatMulIntegerToFloat, a com.microsoft operator): the
+    check says TensorRT cannot parse them rather than building something else (TensorRT's int8 graphs come from
+    export/tensorrt_qdq.py, tests/export/test_tensorrt_qdq.py)."""
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_ckpt, ckpt)
     engine = export_engine(ckpt, precision="int8", log=lambda m: None).out_dir
