@@ -5,7 +5,8 @@
         [--notes NOTES.md]
 
 Copies the Hugging Face layout files (safetensors only), exports the ONNX graphs into DEST/onnx and the built-in
-model's quantized engines (c4u_engine.builtin.SHIPPED_QUANTIZED) into DEST/onnx-<precision> (the CPU runtime, so `c4u_engine.select` needs no torch), and writes DEST/MODEL_CARD.md from the evaluation reports that
+model's quantized engines (c4u_engine.builtin.SHIPPED_QUANTIZED) into DEST/onnx-<precision> (the CPU runtime, so
+`c4u_engine.select` needs no torch), and writes DEST/MODEL_CARD.md from the evaluation reports that
 `python -m c4u_engine.train eval --json` wrote. Refuses a checkpoint holding pickle files.
 """
 

@@ -83,10 +83,10 @@ def find_groups(model: onnx.ModelProto, excluded: Sequence[str] = ()) -> list[Sm
     for x, users in by_input.items():
         if not only_read_by(x, users):
             continue
-        tensor, node = x, producer.get(x)
+        node = producer.get(x)
         while node is not None and node.op_type == "GatherElements" and _axis(node) == 1 \
                 and only_read_by(node.input[0], [node]):
-            tensor, node = node.input[0], producer.get(node.input[0])  # picks positions of [B, S, K]: channels kept
+            node = producer.get(node.input[0])  # picks positions of [B, S, K]: channels kept
         if node is None or node.op_type != "Mul":
             continue
         names = tuple(u.name for u in users)

@@ -159,5 +159,5 @@ def check_marker_ops(entry: PrecisionEntry, where: str) -> None:
         return
     markers = MARKER_OPS[entry.name]
     if not any(op in ops for ops in entry.quantized_ops.values() for op in markers):
-        raise EngineArtifactError(f"{where}: precision {entry.name!r} is claimed but no graph has a {' / '.join(markers)} "
-                                  f"operator (census: {dict(entry.quantized_ops)})")
+        raise EngineArtifactError(f"{where}: precision {entry.name!r} is claimed but no graph has a "
+                                  f"{' / '.join(markers)} operator (census: {dict(entry.quantized_ops)})")

@@ -208,10 +208,11 @@ def test_precision_names():
 
 
 def test_op_counts_match_onnx(ckpt, tmp_path):
-    for path in (ckpt / "onnx" / "decoder.onnx", ckpt / "onnx-int8" / "decoder.onnx", ckpt / "onnx-int4" / "decoder.onnx"):
+    for engine in ("onnx", "onnx-int8", "onnx-int4"):
+        path = ckpt / engine / "decoder.onnx"
         assert op_counts(path) == Counter(n.op_type for n in onnx.load(str(path)).graph.node)
-    for name, data in (("empty.onnx", b""), ("junk.onnx", b"\x0f\xff\xff"), ("cut.onnx",
-                                                                               (ckpt / "onnx" / "vision.onnx").read_bytes()[:999])):
+    cut = (ckpt / "onnx" / "vision.onnx").read_bytes()[:999]
+    for name, data in (("empty.onnx", b""), ("junk.onnx", b"\x0f\xff\xff"), ("cut.onnx", cut)):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(EngineArtifactError, match="not a readable ONNX model"):
             op_counts(tmp_path / name)

@@ -36,8 +36,7 @@ def outlier_fp32(tiny_ckpt, tmp_path_factory):
 def test_qdq_graphs_pass_the_static_check_and_stay_near_fp32(outlier_fp32, tmp_path):
     calibration = synthetic_set(groups=2, size=112)
     smoothed = qdq_engine(outlier_fp32, tmp_path / "int8", "int8", calibration=calibration, log=_quiet)
-    plain = qdq_engine(outlier_fp32, tmp_path / "int8-plain", "int8", smoothing=False, calibration=calibration,
-                       log=_quiet)
+    qdq_engine(outlier_fp32, tmp_path / "int8-plain", "int8", smoothing=False, calibration=calibration, log=_quiet)
     block = smoothed["precision"]
     assert block["name"] == "int8" and block["method"] == "c4u.smoothquant_qdq"
     assert block["smoothing"]["decoder"]["groups"] == 7 and block["calibration"]["creatives"] == 8
