@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.errors import ScreeningModelError
 from c4u_engine.screening.preprocess import SIDE, TEXT_LEN, TEXT_VOCAB
 

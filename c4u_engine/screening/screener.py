@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.engine.lru import ByteLRU
 from c4u_engine.errors import InvalidInputError, ProductImageError, ScreeningModelError
 from c4u_engine.screening.model_dir import BUILTIN_SCREEN_DIR, ONNX_FILE, read_screen_config

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 
 
 def _pct(x: float) -> str:

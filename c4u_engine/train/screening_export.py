@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.screening.model_dir import CONFIG_FILE, FORMAT, ONNX_FILE, WEIGHTS_FILE
-from c4u_engine.train.rfnet import RFNet
+from c4u_engine.screening.rfnet import RFNet
 
 INPUTS = ("generated", "product", "text", "has_product")
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c4u_engine.data.usability import CLASSES, sample
+from c4u_engine.data.usability import sample
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.screening import Screener
 from c4u_engine.screening.model_dir import BUILTIN_SCREEN_DIR, read_screen_config
 
