@@ -258,7 +258,7 @@ class Engine:
         loaded, rejected = self._load_candidates(images, strict, timer)
         unique, duplicates = _deduplicate(loaded)
         engine_stats: dict[str, Any] = {"backend": self.backend, "device": self.device, "precision": self.precision}
-        pixels = None
+        pixels, flagged = None, {}
         if screen and unique:
             from c4u_engine.engine.request import preprocess_missing
             from c4u_engine.screening import screen_candidates
@@ -273,8 +273,10 @@ class Engine:
                                                              timer)))
             finally:
                 t1 = time.perf_counter()
-                unique, duplicates, unusable, engine_stats["screening"] = screening.result()
-            rejected.update(unusable)
+                screened = screening.result()
+            unique, duplicates, flagged, engine_stats["screening"] = (screened.kept, screened.duplicates,
+                                                                      screened.flagged, screened.stats)
+            rejected.update(screened.rejected)
             timer["screen"] = engine_stats["screening"]["seconds"]
             timer["screen_wait"] = time.perf_counter() - t1  # what screening added beyond the overlap
         if not unique:
@@ -285,7 +287,7 @@ class Engine:
         def finish(plan: SelectionPolicy, stats: dict) -> Selection:
             stats = {**stats, **engine_stats, "prefix_cache_entries": sum(len(lane.store) for lane in self._lanes),
                      "prefix_cache_bytes": sum(lane.store.nbytes for lane in self._lanes)}
-            return plan.selection(unique, duplicates=duplicates, rejected=rejected, stats=stats)
+            return plan.selection(unique, duplicates=duplicates, rejected=rejected, stats=stats, flagged=flagged)
 
         modes = {"fast", "reason"} if mode == "hybrid" else {mode}
         return self._submit([loaded[i] for i in unique], profile, policy, modes, finish, max_new_tokens,
@@ -304,6 +306,8 @@ class Engine:
         timeout: seconds this request may take (DeadlineExceededError beyond; default config.default_timeout_s).
         screen: first drop the candidates the usability screener judges unusable (RFNet-style; one batched call):
         they go to Selection.rejected as "unusable: <class> (p=...)"; Selection.stats["screening"] counts them.
+        Candidates the screener is unsure of are kept and listed in Selection.flagged; AllScreenedOutError when
+        screening would leave nothing to select from.
         product_image: the product cut-out it compares each ad with (path, bytes, PIL, array; transparency kept);
         without one the screener runs in its image+text mode (weaker: see the screening model card);
         screen_mode "full" requires it, "text" ignores it. The profile's title is the product description.

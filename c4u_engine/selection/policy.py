@@ -75,7 +75,8 @@ class SelectionPolicy:
         return stats
 
     def selection(self, input_indices: Sequence[int], *, duplicates: Mapping[int, int] | None = None,
-                  rejected: Mapping[int, str] | None = None, stats: Mapping[str, Any] | None = None) -> Selection:
+                  rejected: Mapping[int, str] | None = None, stats: Mapping[str, Any] | None = None,
+                  flagged: Mapping[int, str] | None = None) -> Selection:
         """The finished selection in input indices (candidate id k is input `input_indices[k]`); duplicates
         (input -> the input it repeats) rank right after their original with its score; rejected inputs are listed."""
         outcome = self.tournament.outcome()
@@ -99,6 +100,7 @@ class SelectionPolicy:
             duplicates=dict(duplicates or {}),
             stats={**self.stats(), **(stats or {})},
             deciding_pairs=[(ids[a], ids[b]) for a, b in outcome.deciding_pairs],
+            flagged=dict(sorted((flagged or {}).items())),
         )
 
 

@@ -36,8 +36,9 @@ class Selection:
     """The answer to `select()`. All indices are positions in the caller's input list of images.
 
     `ranking` holds the judged candidates, best first; a duplicate (`duplicates[d]` = the input it repeats) may be
-    ranked too, beside its original with the same score, or left out; rejected inputs are never ranked. `scores[i]` is
-    i's mean probability of beating the opponents it was compared with. `deciding_pairs`
+    ranked too, beside its original with the same score, or left out; rejected inputs are never ranked. `flagged`
+    holds ranked inputs that usability screening was unsure of (input -> why). `scores[i]` is i's mean probability
+    of beating the opponents it was compared with (`record(i)` says how many it met and beat). `deciding_pairs`
     are the ordered (first, second) pairs that decided the winner (see `Tournament.deciding_pairs`); `explanation`
     quotes their reasoning. `stats` is free-form (engine counters and timings, tournament counters).
     """
@@ -50,6 +51,7 @@ class Selection:
     duplicates: dict[int, int] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     deciding_pairs: list[tuple[int, int]] = field(default_factory=list)
+    flagged: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.ranking:
@@ -96,6 +98,7 @@ class Selection:
             "duplicates": {str(k): v for k, v in self.duplicates.items()},
             "stats": _jsonable(self.stats),
             "deciding_pairs": [[a, b] for a, b in self.deciding_pairs],
+            "flagged": {str(k): v for k, v in self.flagged.items()},
             "explanation": self.explanation,
         }
 
@@ -112,6 +115,7 @@ class Selection:
                 duplicates={int(k): int(v) for k, v in data.get("duplicates", {}).items()},
                 stats=dict(data.get("stats", {})),
                 deciding_pairs=[(int(a), int(b)) for a, b in data.get("deciding_pairs", [])],
+                flagged={int(k): str(v) for k, v in data.get("flagged", {}).items()},
             )
         except KeyError as exc:
             raise InvalidInputError(f"Selection dict lacks required key {exc.args[0]!r}") from None
