@@ -84,6 +84,7 @@ class _State:
     def __init__(self) -> None:
         self.ready = False
         self.draining = False
+        self.admitted = 0  # /v1/ requests being served (a draining server waits for them)
 
 
 def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = ServerLimits(), warm: bool = True,
@@ -116,6 +117,8 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
             response = _error_response(OverloadedError("the server is shutting down; retry on another instance"))
         else:
             metrics.in_flight.inc()
+            admitted = request.url.path.startswith("/v1/")
+            state.admitted += admitted
             try:
                 response = await call_next(request)
             except Exception as exc:  # noqa: BLE001 - a bug: answered (500, no internals), logged and counted
@@ -123,6 +126,7 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
                 response = _error_response(exc)
             finally:
                 metrics.in_flight.dec()
+                state.admitted -= admitted
         metrics.observe(request.url.path if request.url.path.startswith("/v1/") else "other",
                         response.status_code, time.perf_counter() - t0, response.headers.get("x-c4u-error"))
         return response
