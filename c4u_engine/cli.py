@@ -322,10 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["export"]:  # its own parser (export/__main__.py): every option passes through
             from c4u_engine.export_command import run_export
 
-            return run_export(argv[1:])
+            code = run_export(argv[1:])
+            sys.stdout.flush()
+            return code
         parser = build_parser()
         args = parser.parse_args(argv)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+        return code
     except C4UError as exc:
         print(f"c4u: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
