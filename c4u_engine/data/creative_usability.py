@@ -69,7 +69,8 @@ def _layer_fn(category: str, hue: float, shown: Image.Image | None, cut_height: 
     return layer
 
 
-def _podium(image: Image.Image, size: int, cx: float, rng: np.random.Generator, hue: float) -> tuple[float, list, tuple]:
+def _podium(image: Image.Image, size: int, cx: float, rng: np.random.Generator,
+            hue: float) -> tuple[float, list, tuple]:
     """Draw a podium under x = cx; returns its top y, its box and its colour."""
     top, width = us._u(rng, 0.66, 0.8) * size, us._u(rng, 0.5, 0.85) * size
     left = min(max(0.0, cx - width * us._u(rng, 0.3, 0.7)), size - width)
@@ -82,7 +83,8 @@ def _podium(image: Image.Image, size: int, cx: float, rng: np.random.Generator, 
 
 
 def _paste_fn(layer: Callable[[str, float, int], Image.Image], *, scale: float | None, surface: str,
-              placement: str, offset: float, shadow: str, seed: int) -> Callable[[Image.Image, cr.CreativeSpec, int], None]:
+              placement: str, offset: float, shadow: str,
+              seed: int) -> Callable[[Image.Image, cr.CreativeSpec, int], None]:
     """A paste function (creatives' `_paste_product` signature). surface: "none" (the creative's own placement),
     "podium" (one is drawn) or "floor" (the room's). placement: "stand" on the surface, "float" `offset` x size
     above it, "sink" `offset` x the product's height into it. shadow: "attached", "left" (on the surface, under a

@@ -106,8 +106,8 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
                   precision: str | None = None, intra_op_threads: int | None = None) -> Runner:
     """The runner for `backend` on `device`. precision (fp32 | fp16 | bf16 | int8 | int4, runners/precision.py):
     a float precision is the same as its dtype (both given must agree); int8 / int4 are onnxruntime engines
-    (model_dir/onnx-int8/, c4u export CKPT --precision int8). "auto": on CPU onnxruntime when an exported engine directory exists
-    (model_dir/onnx/ or model_dir itself) and can run the asked dtype, else torch; on CUDA tensorrt (when
+    (model_dir/onnx-int8/, c4u export CKPT --precision int8). "auto": on CPU onnxruntime when an exported engine
+    directory exists (model_dir/onnx/ or model_dir itself) and can run the asked dtype, else torch; on CUDA tensorrt (when
     tensorrt is installed and the engine directory holds built plans that load on this GPU), onnxruntime, torch
     in that order. BackendUnavailableError says why each candidate could not run. intra_op_threads: onnxruntime's
     threads per call (None: $C4U_ORT_THREADS, else its default); the other runtimes keep their own."""

@@ -66,9 +66,9 @@ class Verdict:
 class Screener:
     """A loaded screening model. threshold: a candidate is usable when P(available) >= threshold; reject_below: it
     is screened out when P(available) < reject_below, and kept but flagged in between (defaults: the model's own,
-    from screen_config.json; reject_below is at most threshold). threads: onnxruntime's intra-op threads (0: its choice, one
-    per physical core, as the judge's runner; 1 was faster on a 2-core machine busy with other jobs, 2 once it
-    calmed down: BENCHMARKS.md). Safe to call from many threads (onnxruntime sessions are)."""
+    from screen_config.json; reject_below is at most threshold). threads: onnxruntime's intra-op threads (0: its
+    choice, one per physical core, as the judge's runner; 1 was faster on a 2-core machine busy with other jobs, 2
+    once it calmed down: BENCHMARKS.md). Safe to call from many threads (onnxruntime sessions are)."""
 
     def __init__(self, model_dir: str | Path | None = None, threshold: float | None = None, *, batch: int = 64,
                  threads: int = 0, cache_bytes: int = 4 << 20, reject_below: float | None = None) -> None:

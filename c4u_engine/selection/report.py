@@ -107,7 +107,8 @@ def _comparison_row(number: int, c: Comparison, deciding: set[tuple[int, int]], 
                            "</details>")
     mark = " &#9733;" if (c.first, c.second) in deciding else ""
     return (
-        f'<tr><td class="num">{number}{mark}</td><td>{label(c.first)}</td><td>{label(c.second)}</td><td>{_e(c.mode)}</td>'
+        f'<tr><td class="num">{number}{mark}</td><td>{label(c.first)}</td><td>{label(c.second)}</td>'
+        f'<td>{_e(c.mode)}</td>'
         f'<td>{_e(c.answer) if c.answer is not None else "&ndash;"}</td><td class="num">{c.prob_a:.3f}</td>'
         f"<td>{winner}</td><td>{''.join(details)}</td></tr>"
     )
@@ -146,7 +147,8 @@ def render_html(selection: Selection, images: Sequence[Image.Image | None] | Non
         f'<div class="text">{_e(profile_text) if profile_text else "(none)"}</div>',
         "<h2>Winner</h2>",
         f'<div class="card"><div>{_thumb(images, winner, "thumb")}</div><div>'
-        f"<p><b>{'Creative ' if names is None else ''}{label(winner)}</b> &mdash; {_e(selection.score_label(winner))}</p>{why}</div></div>",
+        f"<p><b>{'Creative ' if names is None else ''}{label(winner)}</b> &mdash; "
+        f"{_e(selection.score_label(winner))}</p>{why}</div></div>",
         "<h2>Ranking</h2>",
         '<p class="muted">Best first. won: the opponents it beat of those it met (a pair judged in both orders '
         "counts once); mean P: the judge's probability that it beats them, averaged over them.</p>",

@@ -161,7 +161,8 @@ class Selection:
             lines.append("flagged by screening (kept): " + "; ".join(f"{name(i)}: {why}"
                                                                       for i, why in sorted(self.flagged.items())))
         if self.duplicates:
-            lines.append("duplicates: " + ", ".join(f"{name(i)} = {name(of)}" for i, of in sorted(self.duplicates.items())))
+            lines.append("duplicates: " + ", ".join(f"{name(i)} = {name(of)}"
+                                                    for i, of in sorted(self.duplicates.items())))
         unparsable = sum(1 for c in self.comparisons if not c.parsed)
         counters = f"comparisons: {len(self.comparisons)}"
         if unparsable:

@@ -49,7 +49,8 @@ def creative_samples(seed: int, n: int, n_no_product: int):
 def report(p: np.ndarray, labels: list[str], defects: list[str], bound: float, threshold: float) -> dict:
     usable = np.array([lab == "available" for lab in labels])
     out = {"n": int(len(p)), "usable": int(usable.sum()), "ap": average_precision(usable, p),
-           "usable_kept": float((p[usable] >= bound).mean()), "usable_at_threshold": float((p[usable] >= threshold).mean()),
+           "usable_kept": float((p[usable] >= bound).mean()),
+           "usable_at_threshold": float((p[usable] >= threshold).mean()),
            "unusable_screened_out": float((p[~usable] < bound).mean()) if (~usable).any() else None,
            "unusable_below_threshold": float((p[~usable] < threshold).mean()) if (~usable).any() else None,
            "screened_out_by_class": {}}
@@ -123,7 +124,8 @@ def choose_bound(model_dir: str | None, seed: int, n_creatives: int = 1000, n_re
     pc, pr = _probs(screener, cs), _probs(screener, rs)
     uc, ur = np.array([s.label == "available" for s in cs]), np.array([s.label == "available" for s in rs])
     table = {b: {"creatives_kept": float((pc[uc] >= b).mean()), "renders_kept": float((pr[ur] >= b).mean()),
-                 "creatives_unusable_out": float((pc[~uc] < b).mean()), "renders_unusable_out": float((pr[~ur] < b).mean())}
+                 "creatives_unusable_out": float((pc[~uc] < b).mean()),
+                 "renders_unusable_out": float((pr[~ur] < b).mean())}
              for b in BOUNDS}
     chosen = next((b for b in BOUNDS if table[b]["creatives_kept"] >= target and table[b]["renders_kept"] >= target),
                   BOUNDS[-1])

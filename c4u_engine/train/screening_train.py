@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                             for m in [test_data["source"] == src]},
         "caught_by_difficulty": _by_difficulty(test_data, full[:, 0], 0.5),
         "caught_by_difficulty_without_product_image": _by_difficulty(test_data, text_only[:, 0], 0.5),
-        "train": {"samples": int(len(train_data["label"])), "renders": args.n_train, "creatives": args.n_creatives, "steps": args.steps, "batch": args.batch,
+        "train": {"samples": int(len(train_data["label"])), "renders": args.n_train, "creatives": args.n_creatives,
+                  "steps": args.steps, "batch": args.batch,
                   "baseline_steps": args.baseline_steps, "seed": args.seed, "threads": args.threads,
                   "seconds": round(time.perf_counter() - t_start, 1)},
     }

@@ -41,6 +41,10 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(tiny_ckpt, tmp_path)
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
             time.sleep(0.1)
+        log.flush()
+        started = (tmp_path / "server.log").read_text()  # what it loaded, said at start
+        assert re.search(rf"c4u serve: model {re.escape(str(tiny_ckpt))}, backend torch on cpu, precision fp32, "
+                         r"\d+ lane\(s\), at most 1 active and \d+ queued requests", started), started
         images = [b64(make_test_image(56, 56, seed=s)) for s in range(5)]
         body = {"images": images, "profile": {"title": "Trail running shoes"}, "mode": "reason",
                 "strategy": "round_robin", "max_new_tokens": 48}
