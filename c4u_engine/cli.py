@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from c4u_engine.errors import C4UError
+from c4u_engine.errors import AllScreenedOutError, C4UError
 from c4u_engine.runners import BACKENDS
 from c4u_engine.runners.precision import PRECISIONS
 from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
@@ -96,8 +96,13 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     print(f"product: {profile.title}\nuser queries: {'; '.join(profile.queries)}\n{len(paths)} creatives and the "
           f"product cut-out in {out}")
     screen = not args.no_screen
-    selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy, screen=screen,
-                              product_image=str(cutout) if screen else None)
+    try:
+        selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy, screen=screen,
+                                  product_image=str(cutout) if screen else None)
+    except AllScreenedOutError as exc:  # a demo still shows a ranking: say so, then rank them unscreened
+        print(f"\n{exc}\n(ranking them without screening)")
+        screen = False
+        selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy)
     if screen:
         s = selection.stats["screening"]
         print(f"\nusability screening ({s['mode']}): {len(s['screened_out'])} of {s['screened']} screened out, "
