@@ -10,7 +10,7 @@ generators, and the demo's creatives:
 - the creatives `c4u demo` ranks (its default seed and size) and the README's example, each with its cut-out: how many
   are kept.
 `--choose-bound` instead picks reject_below on the held-out split of training (the test seed, never the fresh seeds
-above): the largest bound in BOUNDS that keeps >= 98% of usable samples of each generator.
+above): the largest bound in BOUNDS that keeps >= 98% of usable samples of each generator, else the smallest.
 """
 
 from __future__ import annotations
@@ -127,9 +127,10 @@ def choose_bound(model_dir: str | None, seed: int, n_creatives: int = 1000, n_re
                  "creatives_unusable_out": float((pc[~uc] < b).mean()),
                  "renders_unusable_out": float((pr[~ur] < b).mean())}
              for b in BOUNDS}
-    chosen = next((b for b in BOUNDS if table[b]["creatives_kept"] >= target and table[b]["renders_kept"] >= target),
-                  BOUNDS[-1])
-    return {"seed": seed, "target": target, "chosen": chosen, "table": table}
+    reaching = [b for b in BOUNDS if table[b]["creatives_kept"] >= target and table[b]["renders_kept"] >= target]
+    # none reaching the target: the smallest bound (screens out the least)
+    return {"seed": seed, "target": target, "chosen": reaching[0] if reaching else BOUNDS[-1],
+            "target_reached": bool(reaching), "table": table}
 
 
 def main(argv: list[str] | None = None) -> int:
