@@ -34,7 +34,7 @@ class Engine:
     preprocessor_config.json; an optional c4u_prompt.json with the checkpoint's own prompt wording or preset).
     device: "cpu" or "cuda[:N]"; dtype: None (float32 on CPU, the checkpoint's dtype on CUDA), "float32",
     "bfloat16" or "float16". precision: None or "fp32" | "fp16" | "bf16" | "int8" | "int4": a float precision is
-    its dtype; int8 / int4 run the checkpoint's quantized onnxruntime engine (python -m export CKPT --precision
+    its dtype; int8 / int4 run the checkpoint's quantized onnxruntime engine (c4u export CKPT --precision
     int8; the built-in model ships one). int8 results depend slightly on batch composition (README "Precision").
     prompt: a PromptTemplate or a preset name ("c4u", "creative4u_paper") overriding the checkpoint's.
     config: an EngineConfig (limits, budgets, queue); keyword settings override its fields, e.g.
@@ -204,7 +204,7 @@ class Engine:
         loaded, rejected = self._load_candidates(images, strict, timer)
         unique, duplicates = _deduplicate(loaded)
         engine_stats: dict[str, Any] = {"backend": self.backend, "device": self.device, "precision": self.precision}
-        pixels = None
+        pixels, flagged = None, {}
         if screen and unique:
             from c4u_engine.screening import screen_candidates
 
@@ -217,15 +217,17 @@ class Engine:
                                                                                use_cache, timer)))
             finally:
                 t1 = time.perf_counter()
-                unique, duplicates, unusable, engine_stats["screening"] = screening.result()
-            rejected.update(unusable)
+                screened = screening.result()
+            unique, duplicates, flagged, engine_stats["screening"] = (screened.kept, screened.duplicates,
+                                                                      screened.flagged, screened.stats)
+            rejected.update(screened.rejected)
             timer["screen"] = engine_stats["screening"]["seconds"]
             timer["screen_wait"] = time.perf_counter() - t1  # what screening added beyond the overlap
         if not unique:
             detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
             raise InvalidInputError(f"no valid candidate images ({detail})")
         policy = SelectionPolicy(len(unique), strategy, both_orders, mode, inputs=unique, duplicates=duplicates,
-                                 rejected=rejected, stats=engine_stats)
+                                 rejected=rejected, flagged=flagged, stats=engine_stats)
         return self._submit([loaded[i] for i in unique], profile, policy, max_new_tokens, use_cache, timeout, t_start,
                             timer, None if pixels is None else [pixels[i] for i in unique])
 
@@ -242,6 +244,8 @@ class Engine:
         timeout: seconds this request may take (DeadlineExceededError beyond; default config.default_timeout_s).
         screen: first drop the candidates the usability screener judges unusable (RFNet-style; one batched call):
         they go to Selection.rejected as "unusable: <class> (p=...)"; Selection.stats["screening"] counts them.
+        Candidates the screener is unsure of are kept and listed in Selection.flagged; AllScreenedOutError when
+        screening would leave nothing to select from.
         product_image: the product cut-out it compares each ad with (path, bytes, PIL, array; transparency kept);
         without one the screener runs in its image+text mode (weaker: see the screening model card);
         screen_mode "full" requires it, "text" ignores it. The profile's title is the product description.

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from c4u_engine.errors import C4UError
+from c4u_engine.errors import AllScreenedOutError, C4UError
 from c4u_engine.runners import BACKENDS
 from c4u_engine.runners.precision import PRECISIONS
 from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
@@ -44,11 +44,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
         print(json.dumps(selection_json(selection, args.images), indent=2))
     else:
-        print(selection.summary())
-        for rank, idx in enumerate(selection.ranking, 1):
-            print(f"{rank:>3}. #{idx} {args.images[idx]}  score {selection.scores[idx]:.3f}")
-        for idx, reason in selection.rejected.items():
-            print(f"rejected #{idx} {args.images[idx]}: {reason}")
+        print(selection.summary(names=args.images))
     if args.report:
         from c4u_engine.imaging import load_image
         from c4u_engine.selection.report import render_html
@@ -57,92 +53,112 @@ def _cmd_select(args: argparse.Namespace) -> int:
         screened = set(selection.stats.get("screening", {}).get("screened_out", ()))
         for i, path in enumerate(args.images):  # screened-out candidates are valid images: show them
             thumbs.append(None if i in selection.rejected and i not in screened else load_image(path).pixels)
-        Path(args.report).write_text(render_html(selection, thumbs, profile_text=_profile_text(profile)),
-                                     encoding="utf-8")
+        Path(args.report).write_text(render_html(selection, thumbs, profile_text=_profile_text(profile),
+                                                 names=args.images), encoding="utf-8")
         print(f"report written to {args.report}", file=sys.stderr)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Example creatives from the synthetic generator, judged by the built-in model."""
+    """Example creatives from the synthetic generator, screened for usability, then judged by the built-in model."""
     import tempfile
 
+    if args.out:
+        return _demo(args, Path(args.out))
+    # No --out: the files live only as long as the demo (nothing is left in the temporary directory).
+    with tempfile.TemporaryDirectory(prefix="c4u-demo-") as tmp:
+        code = _demo(args, Path(tmp))
+    print("(the creatives were written to a temporary directory, now removed: pass --out DIR to keep them)")
+    return code
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
     import numpy as np
 
     from c4u_engine.api import Engine, default_engine
     from c4u_engine.data.creatives import render
     from c4u_engine.data.pairs import sample_group
+    from c4u_engine.data.usability import _cutout
     from c4u_engine.profile import Profile
 
     group = sample_group(np.random.default_rng(args.seed), args.n)
-    out = Path(args.out or tempfile.mkdtemp(prefix="c4u-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, spec in enumerate(group.specs):
         path = out / f"creative_{i}.png"
         render(spec, args.size).save(path)
         paths.append(str(path))
+    cutout = out / "product_cutout.png"  # what a user screens with: the product alone, on transparency
+    _cutout(group.product.category, group.specs[0].product_hue, 256).save(cutout)
+    names = [Path(p).name for p in paths]
     profile = Profile(title=group.product.title, queries=group.profile.queries)
     engine = Engine(_model_dir(args), precision=args.precision) if args.model or args.precision else default_engine()
-    print(f"product: {profile.title}\nuser queries: {'; '.join(profile.queries)}\n{len(paths)} creatives in {out}")
-    selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy)
-    print(f"\nwinner: creative_{selection.winner}.png  (the generator's hidden appeal ranks "
-          f"creative_{group.best}.png best)")
-    print("ranking: " + ", ".join(f"creative_{i} ({selection.scores[i]:.2f})" for i in selection.ranking))
-    if selection.explanation:
-        print(f"\nwhy:\n{selection.explanation}")
+    print(f"product: {profile.title}\nuser queries: {'; '.join(profile.queries)}\n{len(paths)} creatives and the "
+          f"product cut-out in {out}")
+    screen = not args.no_screen
+    try:
+        selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy, screen=screen,
+                                  product_image=str(cutout) if screen else None)
+    except AllScreenedOutError as exc:  # a demo still shows a ranking: say so, then rank them unscreened
+        print(f"\n{exc}\n(ranking them without screening)")
+        screen = False
+        selection = engine.select(paths, profile, mode=args.mode, strategy=args.strategy)
+    if screen:
+        s = selection.stats["screening"]
+        print(f"\nusability screening ({s['mode']}): {len(s['screened_out'])} of {s['screened']} screened out, "
+              f"{len(s['flagged'])} flagged, in {1000 * s['seconds']:.0f} ms")
+        for i, reason in sorted({**selection.rejected, **selection.flagged}.items()):
+            print(f"  {names[i]}: {reason}")
+    print(f"\nwinner: {names[selection.winner]}  (the generator's hidden appeal ranks {names[group.best]} best)")
+    print("ranking, best first (won: opponents beaten of those met; mean P: the judge's probability of beating "
+          "them, averaged):")
+    for rank, i in enumerate(selection.ranking, 1):
+        print(f"  {rank}. {names[i]}: {selection.score_label(i)}")
+    print(f"\nwhy:\n{selection.explanation}" if selection.explanation else f"\n{selection.explanation_hint}")
     seconds = selection.stats.get("seconds", {}).get("total")
-    print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} ({engine.precision}) in {seconds:.2f} s")
-    if not args.no_screen:
-        _demo_screening(engine, group.product, profile, out, args)
+    print(f"\n{len(selection.comparisons)} comparisons on {engine.backend}/{engine.device} ({engine.precision}) in "
+          f"{seconds:.2f} s")
     return 0
 
 
-def _demo_screening(engine, product, profile, out: Path, args: argparse.Namespace) -> None:
-    """Usability screening before selection: renders of the product from the usability generator (the screener's
-    training distribution; the judge's creatives above, cluttered and cropped on purpose, are outside it), one of
-    them with the product floating above its podium."""
-    import numpy as np
-
-    from c4u_engine.data.usability import _cutout, sample
-
-    hue = float(np.random.default_rng(args.seed).uniform(0, 360))
-    renders = [sample(args.seed, i, label="available", size=args.size, product=product, hue=hue) for i in range(3)]
-    renders.append(sample(args.seed, 3, label="space_mismatch", size=args.size, product=product, hue=hue))
-    paths = []
-    for i, r in enumerate(renders):
-        paths.append(str(out / f"render_{i}.png"))
-        r.generated.save(paths[-1])
-    cutout = out / "product_cutout.png"
-    _cutout(product.category, hue, 256).save(cutout)
-    selection = engine.select(paths, profile, mode="fast", strategy=args.strategy, screen=True,
-                              product_image=cutout)
-    s = selection.stats["screening"]
-    print(f"\nusability screening ({s['mode']}) of {len(paths)} renders in {out} (render_3 was made with the product "
-          f"floating): {len(s['screened_out'])} screened out in {1000 * s['seconds']:.0f} ms")
-    for i in s["screened_out"]:
-        print(f"  render_{i}.png: {selection.rejected[i]}")
-    print("ranking of the rest: " + ", ".join(f"render_{i} ({selection.scores[i]:.2f})" for i in selection.ranking))
-
-
 def _cmd_screen(args: argparse.Namespace) -> int:
-    """Usability screening alone: each image usable or not, with the most likely defect."""
+    """Usability screening alone: each image usable, uncertain or unusable (with the most likely defect), or the
+    error that kept it from being judged. Exit 0 when at least one image was judged."""
     from c4u_engine.imaging import load_image
     from c4u_engine.screening import Screener
 
     screener = Screener(args.model, threshold=args.threshold)
-    verdicts = screener.screen([load_image(p) for p in args.images], args.title, args.product,
-                               "full" if args.product is not None else "text")
+    loaded, errors = {}, {}
+    for i, path in enumerate(args.images):
+        try:
+            loaded[i] = load_image(path)
+        except C4UError as exc:
+            errors[i] = f"{type(exc).__name__}: {exc}"
+    judged = list(loaded)
+    verdicts = dict(zip(judged, screener.screen([loaded[i] for i in judged], args.title, args.product,
+                                                "full" if args.product is not None else "text"))) if judged else {}
     mode = "image+product+text" if args.product is not None else "image+text (weaker: no product image)"
     if args.json:
-        print(json.dumps({"mode": mode, "threshold": screener.threshold, "results": [
-            {"image": path, "usable": v.usable, "label": v.label, "probability": v.probability,
-             "p_available": v.p_available, "probs": v.probs} for path, v in zip(args.images, verdicts)]}, indent=2))
+        results = []
+        for i, path in enumerate(args.images):
+            v = verdicts.get(i)
+            results.append({"image": path, "error": errors[i]} if v is None else {
+                "image": path, "status": v.status, "usable": v.usable, "label": v.label,
+                "probability": v.probability, "p_available": v.p_available, "probs": v.probs})
+        print(json.dumps({"mode": mode, "threshold": screener.threshold, "reject_below": screener.reject_below,
+                          "results": results}, indent=2))
     else:
-        print(f"screening mode: {mode}; threshold P(available) >= {screener.threshold}")
-        for path, v in zip(args.images, verdicts):
-            print(f"{path}: " + (f"usable (p={v.p_available:.2f})" if v.usable else v.reason))
-    return 0
+        print(f"screening mode: {mode}; usable when P(available) >= {screener.threshold}, unusable below "
+              f"{screener.reject_below}, uncertain (kept by a selection, flagged) between")
+        for i, path in enumerate(args.images):
+            v = verdicts.get(i)
+            if v is None:
+                print(f"{path}: error: {errors[i]}")
+            else:
+                print(f"{path}: " + (f"usable (P(available)={v.p_available:.2f})" if v.usable else v.reason))
+    if errors:
+        print(f"c4u screen: {len(errors)} of {len(args.images)} image(s) could not be judged", file=sys.stderr)
+    return 0 if verdicts else 2
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -179,7 +195,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise BackendUnavailableError(f"--ray needs the ray extra: pip install 'c4u_engine[ray]' ({exc})")
         return run(args.model, host=args.host, port=args.port, replicas=args.replicas, address=args.address,
                    api_key=api_key, engine_settings=settings, backend=args.backend, device=args.device,
-                   precision=args.precision)
+                   precision=args.precision, listen_all=args.ray_listen_all)
     from c4u_engine.api import Engine
     from c4u_engine.builtin import builtin_model_dir
     from c4u_engine.serving.app import ServerLimits
@@ -203,7 +219,7 @@ def _profile_text(profile) -> str:
 
 
 PRECISION_HELP = ("default: the checkpoint's dtype (fp32 on CPU); the built-in model also ships int8 (faster, "
-                  "BENCHMARKS.md); int8/int4 need python -m export CKPT --precision P")
+                  "BENCHMARKS.md); other int8/int4 engines: c4u export CKPT --precision P")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,11 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--screen", action="store_true", help="screen out unusable creatives first (RFNet-style)")
     p_sel.add_argument("--product", help="the product cut-out screening compares with (implies --screen)")
     p_sel.add_argument("--screen-model", help="a screening model directory (default: the built-in one)")
-    p_sel.add_argument("--screen-threshold", type=float, help="P(available) below this is unusable (default: the "
-                       "screening model's)")
+    p_sel.add_argument("--screen-threshold", type=float, help="P(available) at or above this is usable (default: "
+                       "the screening model's); below its rejection bound a candidate is screened out, in between "
+                       "kept and flagged")
     p_sel.set_defaults(func=_cmd_select)
 
-    p_demo = sub.add_parser("demo", help="select among example creatives made by the synthetic generator")
+    p_demo = sub.add_parser("demo", help="screen, then select among example creatives made by the synthetic "
+                            "generator")
     p_demo.add_argument("--n", type=int, default=6, help="number of creatives")
     p_demo.add_argument("--seed", type=int, default=7)
     p_demo.add_argument("--size", type=int, default=112)
@@ -245,14 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--model", help="a checkpoint directory (default: the built-in model)")
     p_demo.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_demo.add_argument("--out", help="where to write the creatives (default: a temporary directory)")
-    p_demo.add_argument("--no-screen", action="store_true", help="skip the usability screening example")
+    p_demo.add_argument("--no-screen", action="store_true", help="do not screen the creatives for usability first")
     p_demo.set_defaults(func=_cmd_demo)
 
-    p_scr = sub.add_parser("screen", help="usability screening: is each generated ad usable (RFNet-style)?")
+    p_scr = sub.add_parser("screen", help="usability screening: is each generated ad usable (RFNet-style)? A verdict "
+                           "or an error per file; exit 0 when at least one was judged")
     p_scr.add_argument("images", nargs="+", help="generated ad image files")
     p_scr.add_argument("--product", help="the product cut-out (PNG with transparency); without it: image+text mode")
     p_scr.add_argument("--title", required=True, help="the product's description")
-    p_scr.add_argument("--threshold", type=float, help="P(available) below this is unusable (default: the model's)")
+    p_scr.add_argument("--threshold", type=float, help="P(available) at or above this is usable (default: the "
+                       "model's, 0.5 for the built-in one)")
     p_scr.add_argument("--model", help="a screening model directory (default: the built-in one)")
     p_scr.add_argument("--json", action="store_true")
     p_scr.set_defaults(func=_cmd_screen)
@@ -275,8 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_srv.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p_srv.add_argument("--ray", action="store_true", help="serve with Ray Serve (one Engine per replica)")
     p_srv.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
-    p_srv.add_argument("--address", help="a running Ray cluster to join (with --ray), e.g. HEAD:6379")
+    p_srv.add_argument("--address", help="a running Ray cluster to join (with --ray), e.g. HEAD:6379; without it "
+                       "a local Ray instance starts, listening on 127.0.0.1 only")
+    p_srv.add_argument("--ray-listen-all", action="store_true", help="let the local Ray instance listen on every "
+                       "interface (Ray has no authentication: trusted networks only)")
     p_srv.set_defaults(func=_cmd_serve)
+
+    sub.add_parser("export", add_help=False,
+                   help="export a checkpoint (or the built-in model: builtin) to ONNX engines, fp32/int8/int4 "
+                        "(needs the export extra: pip install 'c4u_engine[export]'; c4u export --help)")
 
     p_eval = sub.add_parser("eval", help="accuracy on a CreativePair-format directory (JSONL + images)")
     p_eval.add_argument("data_dir")
@@ -295,13 +322,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return args.func(args)
+        if argv[:1] == ["export"]:  # its own parser (export/__main__.py): every option passes through
+            from c4u_engine.export_command import run_export
+
+            code = run_export(argv[1:])
+            sys.stdout.flush()
+            return code
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+        return code
     except C4UError as exc:
         print(f"c4u: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (c4u ... | head): not an error of ours. Python would print a traceback when it
+        # flushes stdout at exit; point stdout at /dev/null so that flush has nowhere to fail (Python's own advice).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ class ProductImageError(InvalidImageError):
     """Screening's product image is missing where the mode needs it, or cannot be read."""
 
 
+class AllScreenedOutError(InvalidInputError):
+    """Usability screening judged every candidate of a request unusable: nothing is left to select from."""
+
+
 class UnsupportedModelError(ModelFormatError):
     """A checkpoint of an architecture c4u_engine does not run."""
 

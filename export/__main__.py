@@ -1,4 +1,4 @@
-"""python -m export CKPT_DIR [--out DIR] [--opset 17] [--precision fp32|fp16|bf16|int8|int4] [--check-tensorrt]
+"""c4u export CKPT_DIR|builtin [--out DIR] [--opset 17] [--precision fp32|fp16|bf16|int8|int4] [--check-tensorrt]
     int8: [--calibration DIR] [--alpha A] [--no-smoothing] [--float-columns] [--activation-scales per_row|per_tensor]
 
 Exports a Qwen2.5-VL checkpoint to an engine directory (export/onnx_export.py; int8 / int4 through
@@ -19,8 +19,8 @@ from c4u_engine.errors import C4UError, InvalidInputError
 from c4u_engine.runners.precision import PRECISIONS, QUANTIZED, normalize_precision
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, prog: str = "c4u export") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("ckpt_dir", help="Qwen2.5-VL checkpoint directory (config.json, safetensors, tokenizer)")
     parser.add_argument("--out", help="engine directory to write (default: CKPT_DIR/onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
@@ -30,9 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                         help="same as --precision fp32|fp16|bf16 (kept for existing scripts)")
     parser.add_argument("--block-size", type=int, help="int4: weights per quantization block (32 default, 64, 128)")
-    parser.add_argument("--keep-float", help="int8/int4: comma-separated units kept in float (default: vision; "
-                                             "units: vision, vision.patch_embed, vision.merger, lm_head, "
-                                             "decoder.first_layer; '' for none)")
+    parser.add_argument("--keep-float", help="int8/int4: comma-separated units kept in float (default: "
+                                             "vision.patch_embed,vision.merger; units: vision, vision.patch_embed, "
+                                             "vision.merger, lm_head, decoder.first_layer; '' for none)")
     parser.add_argument("--calibration", metavar="DIR",
                         help="int8: your own creatives (image files in DIR) to calibrate the smoothing on (default: "
                              "the package's synthetic creatives and profiles)")

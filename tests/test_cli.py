@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import pytest
 from PIL import Image
 
 from tiny_checkpoint import make_test_image
@@ -45,6 +48,56 @@ def test_typed_errors_exit_2(tiny_ckpt, tmp_path, capsys):
     code = main(["select", *_images(tmp_path, 2), "--title", "x", "--model", str(tmp_path / "nope")])
     assert code == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--precision", "int8"], ["--backend", "onnxruntime"]])
+def test_a_model_folder_without_config_json_is_named_as_such(tmp_path, capsys, extra):
+    folder = tmp_path / "not_a_checkpoint"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    assert main(["select", *_images(tmp_path, 2), "--title", "x", "--model", str(folder), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "ModelFormatError" in err and "is not a checkpoint: no config.json" in err
+    assert "holds no exported" not in err
+
+
+def test_select_text_names_the_files_and_says_what_the_numbers_are(tiny_ckpt, tmp_path, capsys):
+    paths = _images(tmp_path)
+    assert main(["select", *paths, "--title", "Trail shoes", "--model", str(tiny_ckpt), "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"winner: {paths[0][:-6]}") and "(won " in out.splitlines()[0]
+    for p in paths:
+        assert f"{p} (#" in out
+    assert "mean P" in out and "opponents beaten of those met" in out
+    assert "fast mode judges by answer probabilities only" in out and "--mode hybrid" in out
+
+
+SUBCOMMANDS_WRITING_TO_STDOUT = [["info", "--json"], ["select", "--help"], ["screen", "--help"], ["demo", "--help"],
+                                 ["serve", "--help"], ["eval", "--help"], ["export", "--help"], ["--help"]]
+
+
+@pytest.mark.parametrize("argv", SUBCOMMANDS_WRITING_TO_STDOUT, ids=lambda a: " ".join(a))
+def test_a_closed_pipe_is_no_traceback(argv):
+    # `c4u ... | head`: the reader is gone before c4u writes
+    proc = subprocess.Popen([sys.executable, "-m", "c4u_engine.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    proc.wait(120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode in (0, 1)
+
+
+def test_screen_json_into_a_closed_pipe_is_no_traceback(tmp_path):
+    paths = _images(tmp_path, 2)
+    proc = subprocess.Popen([sys.executable, "-m", "c4u_engine.cli", "screen", *paths, "--title", "shoes", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    proc.wait(120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_eval_on_a_creative_pair_directory(tiny_ckpt, tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -133,16 +134,17 @@ def font(px: int) -> ImageFont.FreeTypeFont:
 # rendering
 
 
-def render(spec: CreativeSpec, size: int = 224) -> Image.Image:
-    """Draw the creative as a size x size RGB image. Pure function of (spec, size): same input, same pixels."""
+def render(spec: CreativeSpec, size: int = 224, *, product: ProductDrawing | None = None) -> Image.Image:
+    """Draw the creative as a size x size RGB image. Pure function of (spec, size): same input, same pixels.
+    product: how the product is drawn instead (data/creative_usability.py draws defects with it)."""
     if not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
         raise InvalidInputError(f"render: size={size!r} must be an int in [{MIN_SIZE}, {MAX_SIZE}]")
     if spec.layout != "border":
-        return _render_content(spec, size)
+        return _render_content(spec, size, product)
     # A border frames the whole ad: the content is drawn smaller and set inside the frame.
     thickness = max(3, round(size * 0.07))
     image = Image.new("RGB", (size, size), hsv(spec.background_hue + 180.0, 0.55, 0.35))
-    inner = _render_content(spec, size - 2 * thickness)
+    inner = _render_content(spec, size - 2 * thickness, product)
     image.paste(inner, (thickness, thickness))
     draw = ImageDraw.Draw(image)
     draw.rectangle([thickness // 3, thickness // 3, size - 1 - thickness // 3, size - 1 - thickness // 3],
@@ -150,15 +152,24 @@ def render(spec: CreativeSpec, size: int = 224) -> Image.Image:
     return image
 
 
-def _render_content(spec: CreativeSpec, size: int) -> Image.Image:
+@dataclass(frozen=True)
+class ProductDrawing:
+    """Another way to draw the product into a creative: `paste(image, spec, size)` replaces the product's pasting
+    and `layer(category, hue, px)` the close-up of a picture-in-picture inset (None: as usual)."""
+
+    paste: Callable[[Image.Image, CreativeSpec, int], None] | None = None
+    layer: Callable[[str, float, int], Image.Image] | None = None
+
+
+def _render_content(spec: CreativeSpec, size: int, product: ProductDrawing | None = None) -> Image.Image:
     image = _background(spec, size).convert("RGBA")
     if spec.props:
         _draw_props(image, spec, size)
     if spec.model:
         _draw_model(image, spec, size)
-    _paste_product(image, spec, size)
+    ((product and product.paste) or _paste_product)(image, spec, size)
     if spec.layout == "picture_in_picture":
-        _draw_inset(image, spec, size)
+        _draw_inset(image, spec, size, (product and product.layer) or _product_layer)
     draw = ImageDraw.Draw(image)
     if spec.clutter:
         _draw_clutter(draw, spec, size)
@@ -317,12 +328,12 @@ def _paste_product(image: Image.Image, spec: CreativeSpec, size: int) -> None:
     image.paste(layer, (round(cx - layer.width / 2), round(cy - layer.height / 2)), layer)
 
 
-def _draw_inset(image: Image.Image, spec: CreativeSpec, size: int) -> None:
+def _draw_inset(image: Image.Image, spec: CreativeSpec, size: int, layer: Callable = _product_layer) -> None:
     """Picture in picture: a framed close-up of the product, top corner on `side` (the model stands opposite)."""
     box = round(size * 0.34)
     x0 = size - box - round(size * 0.03) if spec.side > 0 else round(size * 0.03)
     y0 = round(size * 0.18)
-    zoom = _product_layer(spec.category, spec.product_hue, round(box * 1.25))
+    zoom = layer(spec.category, spec.product_hue, round(box * 1.25))
     inset = Image.new("RGBA", (box, box), (252, 252, 252, 255))
     off = (box - zoom.width) // 2
     inset.alpha_composite(zoom.crop((-off, -off, -off + box, -off + box)))

@@ -26,7 +26,7 @@ from c4u_engine.data import creatives as cr
 from c4u_engine.data.catalog import CATALOGUE, CATEGORIES, Product
 from c4u_engine.errors import InvalidInputError
 
-CLASSES = ("available", "space_mismatch", "size_mismatch", "indistinctiveness", "shape_hallucination", "unsuitable")
+from c4u_engine.screening.classes import CLASSES  # noqa: F401 (re-exported: the labels this generator draws)
 # Share of each class in a generated set: usable renders are the largest class, as in generated ad pools.
 CLASS_WEIGHTS = (0.4, 0.12, 0.12, 0.12, 0.12, 0.12)
 # Plausible product height / image height per product kind; size mismatch lies outside with a margin.

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from c4u_engine.data.creative_pair import jsonl_objects
-from c4u_engine.data.usability import CLASSES, sample
+from c4u_engine.data.usability import sample
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.errors import InvalidInputError
 
 

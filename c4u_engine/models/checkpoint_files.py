@@ -110,7 +110,7 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
     Hashes config.json, generation_config.json and the index when present, and for each safetensors file its
     name, size, header (names, dtypes, shapes, offsets) and three 64 KiB samples of the tensor bytes (start,
     middle, end), so that two fine-tunes of one architecture differ. Not a digest of every byte.
-    An exported engine directory without safetensors (python -m export) answers its source checkpoint's
+    An exported engine directory without safetensors (c4u export) answers its source checkpoint's
     fingerprint, which its manifest.json records.
     """
     model_dir = Path(model_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError
+from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, InvalidInputError, ModelFormatError
 from c4u_engine.runners.base import Runner
 from c4u_engine.runners.precision import FLOAT_DTYPES, QUANTIZED, normalize_precision
 
@@ -20,6 +20,20 @@ def _has_onnx_export(model_dir: Path, precision: str | None) -> bool:
     from c4u_engine.runners.engine_dir import MANIFEST_FILE, engine_subdir
 
     return (model_dir / engine_subdir(precision) / MANIFEST_FILE).is_file() or (model_dir / MANIFEST_FILE).is_file()
+
+
+def _export_command(model_dir: Path, flag: str) -> str:
+    """How to export the missing engine: the built-in model's go to a user directory (never into the installed
+    package), which --model then takes."""
+    from c4u_engine.builtin import BUILTIN_DIR
+
+    if model_dir.resolve() == BUILTIN_DIR:
+        from c4u_engine.export_command import user_engine_dir
+
+        precision = flag.split()[-1] if flag else "fp32"
+        return (f"c4u export builtin{flag} writes one to {user_engine_dir(precision)}; then pass --model "
+                f"{user_engine_dir(precision)}")
+    return f"c4u export {model_dir}{flag}"
 
 
 def _onnxruntime_cuda_reason(device: str) -> str | None:
@@ -45,8 +59,8 @@ def available_backends(model_dir: Path, device: str, precision: str | None = Non
         reasons["onnxruntime"] = "onnxruntime is not installed"
     elif not _has_onnx_export(model_dir, precision):
         flag = f" --precision {precision}" if precision and precision != "fp32" else ""
-        reasons["onnxruntime"] = (f"{model_dir} holds no exported {precision or 'ONNX'} engine (python -m export "
-                                  f"{model_dir}{flag})")
+        reasons["onnxruntime"] = (f"{model_dir} holds no exported {precision or 'ONNX'} engine ("
+                                  f"{_export_command(model_dir, flag)})")
     else:
         reasons["onnxruntime"] = _onnxruntime_cuda_reason(device)
     if quantized:
@@ -72,16 +86,27 @@ def _tensorrt_reason(model_dir: Path, device: str) -> str | None:
     try:
         engine_dir = find_engine_dir(model_dir)
     except EngineArtifactError:
-        return (f"{model_dir} holds no exported engine: python -m export {model_dir} --dtype bfloat16, then "
+        return (f"{model_dir} holds no exported engine: c4u export {model_dir} --dtype bfloat16, then "
                 f"python -m export.build_tensorrt {model_dir}/onnx")
     return missing_plans_reason(engine_dir)
+
+
+def _check_checkpoint_dir(model_dir: Path) -> None:
+    """Every runtime reads the checkpoint's config.json: a folder without one is no model, whatever else it holds
+    (said first, before any runtime complains about the engines it lacks)."""
+    if not model_dir.is_dir():
+        raise ModelFormatError(f"model directory {model_dir} does not exist")
+    if not (model_dir / "config.json").is_file():
+        raise ModelFormatError(f"{model_dir} is not a checkpoint: no config.json (a model directory holds "
+                               f"config.json, the weights and the tokenizer, as the built-in model and c4u export's "
+                               f"output do)")
 
 
 def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu", dtype: str | None = None,
                   precision: str | None = None, intra_op_threads: int | None = None) -> Runner:
     """The runner for `backend` on `device`. precision (fp32 | fp16 | bf16 | int8 | int4, runners/precision.py):
     a float precision is the same as its dtype (both given must agree); int8 / int4 are onnxruntime engines
-    (model_dir/onnx-int8/, python -m export CKPT --precision int8). "auto": on CPU onnxruntime when an exported
+    (model_dir/onnx-int8/, c4u export CKPT --precision int8). "auto": on CPU onnxruntime when an exported
     engine directory exists (model_dir/onnx/ or model_dir itself) and can run the asked dtype, else torch; on CUDA
     tensorrt (when tensorrt is installed and the engine directory holds built plans that load on this GPU),
     onnxruntime, torch in that order. BackendUnavailableError says why each candidate could not run.
@@ -89,6 +114,7 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
     runtimes keep their own."""
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    _check_checkpoint_dir(Path(model_dir))
     if precision is not None:
         precision = normalize_precision(precision)
         if precision in FLOAT_DTYPES:

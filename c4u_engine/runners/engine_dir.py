@@ -1,4 +1,4 @@
-"""An exported engine directory (``python -m export``), read and checked on the runtime side: no torch, no onnx.
+"""An exported engine directory (``c4u export``), read and checked on the runtime side: no torch, no onnx.
 
 Layout (``<checkpoint>/onnx/`` by default)::
 
@@ -133,7 +133,7 @@ class EngineDir:
 
 
 def engine_subdir(precision: str | None = None) -> str:
-    """Where `python -m export CKPT --precision P` puts its engine: onnx/ for the float precisions (one export per
+    """Where `c4u export CKPT --precision P` puts its engine: onnx/ for the float precisions (one export per
     checkpoint, in the dtype asked), onnx-int8/ and onnx-int4/ beside it for the quantized ones."""
     return f"{ENGINE_SUBDIR}-{precision}" if precision in QUANTIZED else ENGINE_SUBDIR
 
@@ -148,7 +148,7 @@ def find_engine_dir(model_dir: str | Path, precision: str | None = None) -> Path
     flag = f" --precision {precision}" if precision else ""
     raise EngineArtifactError(
         f"{model_dir}: no exported {precision + ' ' if precision else ''}engine ({MANIFEST_FILE} neither there nor "
-        f"in {sub}/); export one with: python -m export {model_dir}{flag}"
+        f"in {sub}/); export one with: c4u export {model_dir}{flag}"
     )
 
 
@@ -263,7 +263,7 @@ def _check_format(manifest: Mapping[str, Any], where: str) -> None:
         raise EngineArtifactError(
             f"{where}: exporter format version {version!r} (written by c4u_engine {made_by}) is not supported; "
             f"this c4u_engine reads format versions {list(SUPPORTED_FORMAT_VERSIONS)}: re-export with "
-            f"python -m export")
+            f"c4u export")
 
 
 def _check_model_facts(manifest: Mapping[str, Any], config: ModelConfig, where: str) -> None:

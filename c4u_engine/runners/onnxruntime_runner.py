@@ -1,4 +1,4 @@
-"""The fast CPU runtime: the exported graphs (python -m export) on onnxruntime, with numpy everywhere. No torch.
+"""The fast CPU runtime: the exported graphs (c4u export) on onnxruntime, with numpy everywhere. No torch.
 
 Engine directory: a checkpoint's onnx/ subdirectory (onnx-int8/, onnx-int4/ for `precision="int8"|"int4"`) or
 the directory itself (engine_dir.py validates it: manifest, files, digests, I/O contract, model type, precision).
@@ -81,7 +81,7 @@ class OnnxRuntimeRunner(Runner):
         if wanted is not None and self.engine_dir.precision.name != wanted:
             raise BackendUnavailableError(
                 f"precision {wanted!r} asked for, but {self.engine_dir.path} has precision "
-                f"{self.engine_dir.precision.name!r}; export one with python -m export CKPT --precision {wanted}")
+                f"{self.engine_dir.precision.name!r}; export one with c4u export CKPT --precision {wanted}")
         self.dtype = self._check_dtype(dtype)
         self.device = device
         cfg = self.engine_dir.config
@@ -107,11 +107,11 @@ class OnnxRuntimeRunner(Runner):
         if dtype is not None and _DTYPE_ALIASES.get(str(dtype)) != exported:
             raise BackendUnavailableError(
                 f"dtype {dtype!r} asked for, but {self.engine_dir.path} was exported in {exported}; pass dtype=None "
-                f"or re-export with python -m export CKPT --dtype {dtype}")
+                f"or re-export with c4u export CKPT --dtype {dtype}")
         if exported not in _NUMPY_DTYPES:
             raise BackendUnavailableError(
                 f"{self.engine_dir.path} holds {exported} graphs (meant for TensorRT); onnxruntime runs float32 or "
-                f"float16 exports: python -m export CKPT --dtype float32 --out DIR")
+                f"float16 exports: c4u export CKPT --dtype float32 --out DIR")
         return exported
 
     def _session(self, graph: str) -> Any:

@@ -235,7 +235,7 @@ def read_profiles(manifest: Mapping[str, Any], graph: str, where: str = "manifes
     entries = (manifest.get("profiles") or {}).get(graph) if isinstance(manifest.get("profiles"), Mapping) else None
     if not isinstance(entries, list) or not entries:
         raise EngineArtifactError(f"{where}: profiles.{graph} must be a non-empty list of TensorRT optimization "
-                                  f"profiles (re-export with python -m export)")
+                                  f"profiles (re-export with c4u export)")
     out = []
     for i, entry in enumerate(entries):
         try:
@@ -315,7 +315,7 @@ def split_rows(profiles: Sequence[PlanProfile], shapes: Mapping[str, Shape], bat
         why = "; ".join(f"profile '{p.name}': {misfit(p, with_rows(shapes, batch_axes, 1), labels)}"
                         for p in profiles)
         raise LimitExceededError(f"{graph}: one row of this call fits no TensorRT optimization profile ({why}); "
-                                 f"shorten the input or re-export with larger limits (python -m export --help) "
+                                 f"shorten the input or re-export with larger limits (c4u export --help) "
                                  f"and rebuild the plans")
     count = -(-batch // cap)
     chunks, start = [], 0

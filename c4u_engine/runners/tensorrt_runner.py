@@ -136,7 +136,7 @@ class TensorRTRunner(Runner):
         if dtype is not None and _DTYPE_ALIASES.get(str(dtype)) != exported:
             raise BackendUnavailableError(
                 f"dtype {dtype!r} asked for, but {self.engine_dir.path} was exported in {exported} and its TensorRT "
-                f"plans run that; pass dtype=None or re-export with python -m export CKPT --dtype {dtype} and "
+                f"plans run that; pass dtype=None or re-export with c4u export CKPT --dtype {dtype} and "
                 f"rebuild the plans")
         return exported
 

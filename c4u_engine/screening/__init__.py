@@ -4,6 +4,6 @@ The runtime (`Screener`, onnxruntime + numpy + Pillow) never imports torch; `c4u
 RFFT reward for fine-tuning a generator) is the torch side and is imported on its own.
 """
 
-from c4u_engine.screening.screener import Screener, Verdict, screen_candidates
+from c4u_engine.screening.screener import ScreeningResult, Screener, Verdict, screen_candidates
 
-__all__ = ["Screener", "Verdict", "screen_candidates"]
+__all__ = ["ScreeningResult", "Screener", "Verdict", "screen_candidates"]

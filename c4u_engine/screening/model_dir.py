@@ -1,7 +1,8 @@
 """A screening model directory: its file names and the check of screen_config.json against this runtime.
 
     screen_config.json   {"format": "c4u-screen-1", "classes": [...], "side", "text_len", "text_vocab",
-                          "threshold", "model": {...}, "measured": {...}?}
+                          "threshold", "reject_below"?, "model": {...}, "measured": {...}?}
+                         (P(available) >= threshold: usable; < reject_below: screened out; between: kept, flagged)
     rfnet.onnx           probabilities [B, classes] from (generated, product, text, has_product)
     rfnet.safetensors    the torch weights (the RFFT reward loads them)
 """
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.errors import ScreeningModelError
 from c4u_engine.screening.preprocess import SIDE, TEXT_LEN, TEXT_VOCAB
 
@@ -46,6 +47,9 @@ def read_screen_config(model_dir: str | Path, need: str = ONNX_FILE) -> dict[str
     t = config.get("threshold")
     if not isinstance(t, (int, float)) or not 0.0 < t < 1.0:
         raise ScreeningModelError(f"{path}: threshold={t!r}; expected a number in (0, 1)")
+    r = config.get("reject_below", t)
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r <= t:
+        raise ScreeningModelError(f"{path}: reject_below={r!r}; expected a number in (0, threshold={t}]")
     if not (d / need).is_file():
         raise ScreeningModelError(f"screening model directory {d} lacks {need}")
     return config

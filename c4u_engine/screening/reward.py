@@ -25,7 +25,7 @@ def load_rfnet(model_dir: str | Path | None = None):
 
     from c4u_engine.errors import ScreeningModelError
     from c4u_engine.screening.model_dir import BUILTIN_SCREEN_DIR
-    from c4u_engine.train.rfnet import RFNet, RFNetConfig
+    from c4u_engine.screening.rfnet import RFNet, RFNetConfig
 
     d = Path(model_dir) if model_dir is not None else BUILTIN_SCREEN_DIR
     config = read_screen_config(d, need=WEIGHTS_FILE)

@@ -3,6 +3,10 @@
 `Screener.screen(images, text, product)` judges every candidate in one batched call (chunks of `batch`) and returns
 one Verdict each. With a product cut-out it runs the full model (ad + cut-out + text); without one, its image+text
 mode (learned "missing" tokens stand in for the cut-out): weaker, see the model card for both modes' measured AP.
+
+Two bounds on P(available): at or above `threshold` a candidate is usable; below `reject_below` it is unusable and
+screened out; in between the screener is not sure: the candidate is kept for selection and flagged (a screen that
+drops what it is unsure of is one a user turns off). `screen_candidates` applies this to a request's candidates.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.engine.lru import ByteLRU
-from c4u_engine.errors import InvalidInputError, ProductImageError, ScreeningModelError
+from c4u_engine.errors import AllScreenedOutError, InvalidInputError, ProductImageError, ScreeningModelError
 from c4u_engine.screening.model_dir import BUILTIN_SCREEN_DIR, ONNX_FILE, read_screen_config
 from c4u_engine.screening.preprocess import generated_planes, product_planes, text_ids
 
@@ -29,30 +33,56 @@ MODES = ("auto", "full", "text")  # auto: full when a product image is given, el
 class Verdict:
     """One candidate's screening: usable or not, the most likely defect and the probabilities of all classes."""
 
-    usable: bool
+    usable: bool  # P(available) >= threshold
     p_available: float
-    label: str  # "available", or the most likely defect when unusable
+    label: str  # "available", or the most likely defect when not usable
     probability: float  # of `label`
     probs: dict[str, float]
+    certain: bool = True  # usable, or P(available) < reject_below: unusable for sure
+
+    @property
+    def rejected(self) -> bool:
+        """Screened out of a selection: unusable, and the screener is sure of it."""
+        return not self.usable and self.certain
+
+    @property
+    def flagged(self) -> bool:
+        """Kept for selection, but the screener leans to unusable without being sure."""
+        return not self.usable and not self.certain
+
+    @property
+    def status(self) -> str:
+        """"usable", "uncertain" (kept, flagged) or "unusable" (screened out)."""
+        return "usable" if self.usable else ("unusable" if self.certain else "uncertain")
 
     @property
     def reason(self) -> str:
-        return f"unusable: {self.label.replace('_', ' ')} (p={self.probability:.2f})"
+        defect = self.label.replace("_", " ")
+        if self.flagged:
+            return f"uncertain: maybe {defect} (p={self.probability:.2f}, P(available)={self.p_available:.2f}); kept"
+        return f"unusable: {defect} (p={self.probability:.2f})"
 
 
 class Screener:
-    """A loaded screening model. threshold: a candidate is unusable when P(available) < threshold
-    (default: the model's own, from screen_config.json). threads: onnxruntime's intra-op threads (0: its choice, one
-    per physical core, as the judge's runner; 1 was faster on a 2-core machine busy with other jobs, 2 once it
-    calmed down: BENCHMARKS.md). Safe to call from many threads (onnxruntime sessions are)."""
+    """A loaded screening model. threshold: a candidate is usable when P(available) >= threshold; reject_below: it
+    is screened out when P(available) < reject_below, and kept but flagged in between (defaults: the model's own,
+    from screen_config.json; reject_below is at most threshold). threads: onnxruntime's intra-op threads (0: its
+    choice, one per physical core, as the judge's runner; 1 was faster on a 2-core machine busy with other jobs, 2
+    once it calmed down: BENCHMARKS.md). Safe to call from many threads (onnxruntime sessions are)."""
 
     def __init__(self, model_dir: str | Path | None = None, threshold: float | None = None, *, batch: int = 64,
-                 threads: int = 0, cache_bytes: int = 4 << 20) -> None:
+                 threads: int = 0, cache_bytes: int = 4 << 20, reject_below: float | None = None) -> None:
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir) if model_dir is not None else BUILTIN_SCREEN_DIR
         self.config = read_screen_config(self.model_dir)
         self.threshold = check_threshold(self.config["threshold"] if threshold is None else threshold)
+        if reject_below is None:
+            reject_below = min(self.config.get("reject_below", self.threshold), self.threshold)
+        self.reject_below = check_threshold(reject_below, "reject_below")
+        if self.reject_below > self.threshold:
+            raise InvalidInputError(f"screening reject_below={self.reject_below} is above threshold="
+                                    f"{self.threshold}: a candidate cannot be screened out and usable at once")
         self.batch = batch
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise InvalidInputError(f"screening cache_bytes must be an int >= 0, got {cache_bytes!r}")
@@ -154,35 +184,57 @@ class Screener:
         p_avail = float(probs[0])
         usable = p_avail >= self.threshold
         k = 0 if usable else 1 + int(np.argmax(probs[1:]))
-        return Verdict(usable, p_avail, CLASSES[k], float(probs[k]), {c: float(v) for c, v in zip(CLASSES, probs)})
+        return Verdict(usable, p_avail, CLASSES[k], float(probs[k]), {c: float(v) for c, v in zip(CLASSES, probs)},
+                       certain=usable or p_avail < self.reject_below)
 
 
-def check_threshold(value: Any) -> float:
+def check_threshold(value: Any, name: str = "threshold") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise InvalidInputError(f"screening threshold must be a number in (0, 1), got {value!r}")
+        raise InvalidInputError(f"screening {name} must be a number in (0, 1), got {value!r}")
     return float(value)
 
 
+@dataclass(frozen=True)
+class ScreeningResult:
+    """What screening did to a request's candidates (input indices): `kept` are the unique candidates that go on to
+    selection (flagged ones among them), `duplicates` the duplicates of kept ones; `rejected` and `flagged` map an
+    input (duplicates included) to its reason; `stats` goes to Selection.stats["screening"]."""
+
+    kept: list[int]
+    duplicates: dict[int, int]
+    rejected: dict[int, str]
+    flagged: dict[int, str]
+    stats: dict[str, Any]
+
+
 def screen_candidates(screener: Screener, loaded: dict, unique: list[int], duplicates: dict[int, int], text: str,
-                      product: Any, mode: str = "auto",
-                      use_cache: bool = True) -> tuple[list[int], dict[int, int], dict[int, str], dict]:
-    """Screen the unique candidates (input index -> LoadedImage) in one batch. Returns the unique ones kept, the
-    duplicates of kept ones, the rejected (index -> reason; a duplicate shares its original's) and the stats."""
+                      product: Any, mode: str = "auto", use_cache: bool = True) -> ScreeningResult:
+    """Screen the unique candidates (input index -> LoadedImage) in one batch. A candidate the screener is sure is
+    unusable is rejected, one it is unsure of is kept and flagged; AllScreenedOutError when none is kept."""
     t0 = time.perf_counter()
     probs, hits = screener.probabilities_and_hits([loaded[i] for i in unique], text, product, mode,
                                                   use_cache=use_cache)
-    verdicts = [screener.verdict(p) for p in probs]
-    rejected = {i: v.reason for i, v in zip(unique, verdicts) if not v.usable}
-    for d, o in duplicates.items():
-        if o in rejected:
-            rejected[d] = rejected[o]
+    verdicts = dict(zip(unique, (screener.verdict(p) for p in probs)))
+    rejected = {i: v.reason for i, v in verdicts.items() if v.rejected}
+    flagged = {i: v.reason for i, v in verdicts.items() if v.flagged}
+    for d, o in duplicates.items():  # a duplicate shares its original's verdict
+        for marks in (rejected, flagged):
+            if o in marks:
+                marks[d] = marks[o]
     kept = [i for i in unique if i not in rejected]
+    if unique and not kept:
+        raise AllScreenedOutError(
+            f"screening rejected every candidate ({'; '.join(f'#{i}: {r}' for i, r in sorted(rejected.items()))}): "
+            "nothing is left to select from. To rank them anyway, turn screening off (select(..., screen=False); "
+            "c4u select without --screen and --product), or pass a lower reject_below (Screener(..., "
+            f"reject_below=...); now {screener.reject_below})")
     stats = {"mode": "image+product+text" if product is not None and mode != "text" else "image+text",
-             "screened": len(unique), "screened_out": sorted(rejected), "threshold": screener.threshold,
+             "screened": len(unique), "screened_out": sorted(rejected), "flagged": sorted(flagged),
+             "threshold": screener.threshold, "reject_below": screener.reject_below,
              "batches": -(-(len(unique) - hits) // screener.batch), "cached": hits,
              "seconds": round(time.perf_counter() - t0, 6),
-             "p_available": {i: round(v.p_available, 4) for i, v in zip(unique, verdicts)}}
-    return kept, {d: o for d, o in duplicates.items() if o not in rejected}, rejected, stats
+             "p_available": {i: round(v.p_available, 4) for i, v in verdicts.items()}}
+    return ScreeningResult(kept, {d: o for d, o in duplicates.items() if o not in rejected}, rejected, flagged, stats)
 
 
 def _image_key(image: Any) -> str:

@@ -39,17 +39,18 @@ def check_strategy(strategy: Any) -> str:
 class SelectionPolicy:
     """One selection over candidate ids 0..n-1 in `mode` (fast | reason | hybrid) with `strategy`.
 
-    inputs, duplicates, rejected, stats: what `result` reports beside the tournament (see `selection`): candidate id k
-    is input `inputs[k]` (default: k)."""
+    inputs, duplicates, rejected, flagged, stats: what `result` reports beside the tournament (see `selection`):
+    candidate id k is input `inputs[k]` (default: k)."""
 
     def __init__(self, n: int, strategy: str = "knockout", both_orders: bool = True, mode: str = "fast",
                  seed: int | None = None, *, inputs: Sequence[int] | None = None,
                  duplicates: Mapping[int, int] | None = None, rejected: Mapping[int, str] | None = None,
-                 stats: Mapping[str, Any] | None = None) -> None:
+                 flagged: Mapping[int, str] | None = None, stats: Mapping[str, Any] | None = None) -> None:
         self.mode = check_mode(mode)
         self.judge_modes = frozenset(JUDGE_MODES) if mode == "hybrid" else frozenset({mode})
         self._inputs = list(range(n)) if inputs is None else list(inputs)
-        self._duplicates, self._rejected, self._stats = dict(duplicates or {}), dict(rejected or {}), dict(stats or {})
+        self._duplicates, self._rejected, self._flagged = dict(duplicates or {}), dict(rejected or {}), dict(flagged or {})
+        self._stats = dict(stats or {})
         self.tournament = Tournament(n, check_strategy(strategy), both_orders, seed)
         self._judge_mode = "fast" if mode == "hybrid" else mode
         self._reasoning: list[Pair] | None = None  # hybrid: the deciding pairs, once asked for
@@ -89,10 +90,11 @@ class SelectionPolicy:
     def result(self, stats: Mapping[str, Any]) -> Selection:
         """The finished Selection, with the engine's `stats` and those given at construction."""
         return self.selection(self._inputs, duplicates=self._duplicates, rejected=self._rejected,
-                              stats={**stats, **self._stats})
+                              flagged=self._flagged, stats={**stats, **self._stats})
 
     def selection(self, input_indices: Sequence[int], *, duplicates: Mapping[int, int] | None = None,
-                  rejected: Mapping[int, str] | None = None, stats: Mapping[str, Any] | None = None) -> Selection:
+                  rejected: Mapping[int, str] | None = None, stats: Mapping[str, Any] | None = None,
+                  flagged: Mapping[int, str] | None = None) -> Selection:
         """The finished selection in input indices (candidate id k is input `input_indices[k]`); duplicates
         (input -> the input it repeats) rank right after their original with its score; rejected inputs are listed."""
         outcome = self.tournament.outcome()
@@ -116,6 +118,7 @@ class SelectionPolicy:
             duplicates=dict(duplicates or {}),
             stats={**self.stats(), **(stats or {})},
             deciding_pairs=[(ids[a], ids[b]) for a, b in outcome.deciding_pairs],
+            flagged=dict(sorted((flagged or {}).items())),
         )
 
 

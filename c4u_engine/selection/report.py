@@ -76,8 +76,8 @@ def _prob_cell(p: float | None, inconsistent: bool) -> str:
     return f'<td style="{style}">{p:.2f}{flag}</td>'
 
 
-def _matrix_section(matrix: PairwiseMatrix, order: list[int]) -> str:
-    head = "".join(f"<th>#{c}</th>" for c in order)
+def _matrix_section(matrix: PairwiseMatrix, order: list[int], label) -> str:
+    head = "".join(f"<th>{label(c)}</th>" for c in order)
     rows = []
     for i in order:
         cells = []
@@ -87,7 +87,7 @@ def _matrix_section(matrix: PairwiseMatrix, order: list[int]) -> str:
                 continue
             pair = matrix.pair(i, j)
             cells.append(_prob_cell(matrix.prob(i, j), pair is not None and pair.inconsistent))
-        rows.append(f"<tr><th>#{i}</th>{''.join(cells)}</tr>")
+        rows.append(f"<tr><th>{label(i)}</th>{''.join(cells)}</tr>")
     return (
         "<h2>Pairwise matrix</h2><p>P(row beats column), both orders combined; "
         '<span class="flag">!</span> marks pairs whose two orders disagree.</p>'
@@ -95,8 +95,8 @@ def _matrix_section(matrix: PairwiseMatrix, order: list[int]) -> str:
     )
 
 
-def _comparison_row(number: int, c: Comparison, deciding: set[tuple[int, int]]) -> str:
-    winner = f"#{c.winner}" if c.winner is not None else '<span class="flag">none</span>'
+def _comparison_row(number: int, c: Comparison, deciding: set[tuple[int, int]], label) -> str:
+    winner = label(c.winner) if c.winner is not None else '<span class="flag">none</span>'
     details = []
     if c.reasoning:
         details.append(f'<div class="text">{_e(c.reasoning)}</div>')
@@ -107,19 +107,25 @@ def _comparison_row(number: int, c: Comparison, deciding: set[tuple[int, int]]) 
                            "</details>")
     mark = " &#9733;" if (c.first, c.second) in deciding else ""
     return (
-        f'<tr><td class="num">{number}{mark}</td><td>#{c.first}</td><td>#{c.second}</td><td>{_e(c.mode)}</td>'
+        f'<tr><td class="num">{number}{mark}</td><td>{label(c.first)}</td><td>{label(c.second)}</td>'
+        f'<td>{_e(c.mode)}</td>'
         f'<td>{_e(c.answer) if c.answer is not None else "&ndash;"}</td><td class="num">{c.prob_a:.3f}</td>'
         f"<td>{winner}</td><td>{''.join(details)}</td></tr>"
     )
 
 
 def render_html(selection: Selection, images: Sequence[Image.Image | None] | None = None,
-                profile_text: str = "", *, title: str = "c4u_engine selection report") -> str:
+                profile_text: str = "", *, title: str = "c4u_engine selection report",
+                names: Sequence[str] | None = None) -> str:
     """One self-contained HTML page describing `selection`.
 
     `images[i]` is input i (None where no preview is wanted or possible, e.g. an unreadable input); `images` may be
-    None for a report without thumbnails. `profile_text` is the user profile the judge saw.
+    None for a report without thumbnails. `profile_text` is the user profile the judge saw. `names[i]`: what input
+    i is called (its file), shown beside its number.
     """
+    def label(i: int) -> str:
+        return f"{_e(names[i])} (#{i})" if names is not None and i < len(names) else f"#{i}"
+
     referenced = set(selection.ranking) | set(selection.rejected) | set(selection.duplicates)
     if images is not None and referenced and max(referenced) >= len(images):
         raise InvalidInputError(
@@ -129,36 +135,41 @@ def render_html(selection: Selection, images: Sequence[Image.Image | None] | Non
     others = sorted({i for c in selection.comparisons for i in (c.first, c.second)} - set(judged))
     order = judged + others
     matrix = PairwiseMatrix(order, selection.comparisons)
-    wins = matrix.wins()
     deciding = set(map(tuple, selection.deciding_pairs))
     winner = selection.winner
 
     explanation = selection.explanation
     why = (f'<div class="text">{_e(explanation)}</div>' if explanation
-           else '<p class="muted">No reasoning recorded for the deciding comparisons (fast mode).</p>')
+           else f'<p class="muted">{_e(selection.explanation_hint)}</p>')
     parts = [
         f"<h1>{_e(title)}</h1>",
         "<h2>Profile</h2>",
         f'<div class="text">{_e(profile_text) if profile_text else "(none)"}</div>',
         "<h2>Winner</h2>",
         f'<div class="card"><div>{_thumb(images, winner, "thumb")}</div><div>'
-        f"<p><b>Creative #{winner}</b> &mdash; score {selection.scores[winner]:.3f}</p>{why}</div></div>",
+        f"<p><b>{'Creative ' if names is None else ''}{label(winner)}</b> &mdash; "
+        f"{_e(selection.score_label(winner))}</p>{why}</div></div>",
         "<h2>Ranking</h2>",
-        "<table><tr><th>rank</th><th>creative</th><th>input #</th><th>score</th><th>pair wins</th></tr>",
+        '<p class="muted">Best first. won: the opponents it beat of those it met (a pair judged in both orders '
+        "counts once); mean P: the judge's probability that it beats them, averaged over them.</p>",
+        "<table><tr><th>rank</th><th>creative</th><th>input</th><th>won</th><th>mean P</th></tr>",
     ]
     for rank, i in enumerate(selection.ranking, start=1):
         css = ' class="winner"' if i == winner else ""
-        won = f"= #{selection.duplicates[i]}" if i in selection.duplicates else str(wins.get(i, 0))
-        parts.append(f'<tr{css}><td class="num">{rank}</td><td>{_thumb(images, i)}</td><td>#{i}</td>'
-                     f'<td class="num">{selection.scores[i]:.3f}</td><td class="num">{won}</td></tr>')
+        won, met = selection.record(i)
+        record = f"= {label(selection.duplicates[i])}" if i in selection.duplicates else f"{won} of {met}"
+        flag = (f' <span class="flag" title="{_e(selection.flagged[i])}">flagged by screening</span>'
+                if i in selection.flagged else "")
+        parts.append(f'<tr{css}><td class="num">{rank}</td><td>{_thumb(images, i)}</td><td>{label(i)}{flag}</td>'
+                     f'<td class="num">{record}</td><td class="num">{selection.scores[i]:.2f}</td></tr>')
     parts.append("</table>")
-    parts.append(_matrix_section(matrix, order))
+    parts.append(_matrix_section(matrix, order, label))
 
     parts.append(f"<h2>Comparisons ({len(selection.comparisons)})</h2>"
                  "<p>&#9733; marks the comparisons that decided the winner.</p>"
                  "<table><tr><th>n</th><th>A</th><th>B</th><th>mode</th><th>answer</th><th>P(A)</th>"
                  "<th>picked</th><th>reasoning / error</th></tr>")
-    parts.extend(_comparison_row(n, c, deciding) for n, c in enumerate(selection.comparisons, start=1))
+    parts.extend(_comparison_row(n, c, deciding, label) for n, c in enumerate(selection.comparisons, start=1))
     parts.append("</table>")
 
     # Screened out: valid images the usability screener judged unusable (stats["screening"] lists them).
@@ -168,15 +179,19 @@ def render_html(selection: Selection, images: Sequence[Image.Image | None] | Non
         parts.append(f"<h2>Screened out as unusable ({len(screened)} of {screening.get('screened', '?')})</h2>"
                      f'<p class="muted">usability screening ({_e(screening.get("mode", ""))}): unusable when '
                      f"P(available) &lt; {_e(screening.get('threshold', ''))}</p>")
-        parts.extend(_reasons_table(images, screened))
+        parts.extend(_reasons_table(images, screened, label))
+        parts.append(f"<h2>Kept but flagged by screening ({len(selection.flagged)})</h2>"
+                     f'<p class="muted">the screener was unsure: P(available) between '
+                     f"{_e(screening.get('reject_below', ''))} and {_e(screening.get('threshold', ''))}</p>")
+        parts.extend(_reasons_table(images, selection.flagged, label))
     others = {i: r for i, r in selection.rejected.items() if i not in screened}
     parts.append(f"<h2>Rejected ({len(others)})</h2>")
-    parts.extend(_reasons_table(images, others))
+    parts.extend(_reasons_table(images, others, label))
 
     parts.append(f"<h2>Duplicates ({len(selection.duplicates)})</h2>")
     if selection.duplicates:
-        parts.append("<table><tr><th>input #</th><th>creative</th><th>same image as</th></tr>")
-        parts.extend(f"<tr><td>#{i}</td><td>{_thumb(images, i)}</td><td>#{of}</td></tr>"
+        parts.append("<table><tr><th>input</th><th>creative</th><th>same image as</th></tr>")
+        parts.extend(f"<tr><td>{label(i)}</td><td>{_thumb(images, i)}</td><td>{label(of)}</td></tr>"
                      for i, of in sorted(selection.duplicates.items()))
         parts.append("</table>")
     else:
@@ -198,11 +213,11 @@ def render_html(selection: Selection, images: Sequence[Image.Image | None] | Non
     )
 
 
-def _reasons_table(images, reasons: dict[int, str]) -> list[str]:
-    """HTML rows of input #, thumbnail and reason (screened-out and rejected inputs alike), or "none"."""
+def _reasons_table(images, reasons: dict[int, str], label) -> list[str]:
+    """HTML rows of input, thumbnail and reason (screened-out, flagged and rejected inputs alike), or "none"."""
     if not reasons:
         return ['<p class="muted">none</p>']
-    return (["<table><tr><th>input #</th><th>creative</th><th>reason</th></tr>"]
-            + [f"<tr><td>#{i}</td><td>{_thumb(images, i)}</td><td>{_e(reason)}</td></tr>"
+    return (["<table><tr><th>input</th><th>creative</th><th>reason</th></tr>"]
+            + [f"<tr><td>{label(i)}</td><td>{_thumb(images, i)}</td><td>{_e(reason)}</td></tr>"
                for i, reason in sorted(reasons.items())]
             + ["</table>"])

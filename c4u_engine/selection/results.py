@@ -8,7 +8,7 @@ strings: JSON has no integer keys), so `json.loads(json.dumps(x.to_dict())) == x
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from c4u_engine.comparison import Comparison
 from c4u_engine.errors import InvalidInputError
@@ -36,8 +36,9 @@ class Selection:
     """The answer to `select()`. All indices are positions in the caller's input list of images.
 
     `ranking` holds the judged candidates, best first; a duplicate (`duplicates[d]` = the input it repeats) may be
-    ranked too, beside its original with the same score, or left out; rejected inputs are never ranked. `scores[i]` is
-    i's mean probability of beating the opponents it was compared with. `deciding_pairs`
+    ranked too, beside its original with the same score, or left out; rejected inputs are never ranked. `flagged`
+    holds ranked inputs that usability screening was unsure of (input -> why). `scores[i]` is i's mean probability
+    of beating the opponents it was compared with (`record(i)` says how many it met and beat). `deciding_pairs`
     are the ordered (first, second) pairs that decided the winner (see `Tournament.deciding_pairs`); `explanation`
     quotes their reasoning. `stats` is free-form (engine counters and timings, tournament counters).
     """
@@ -50,6 +51,7 @@ class Selection:
     duplicates: dict[int, int] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     deciding_pairs: list[tuple[int, int]] = field(default_factory=list)
+    flagged: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.ranking:
@@ -75,6 +77,31 @@ class Selection:
         wanted = set(map(tuple, self.deciding_pairs))
         return [c for c in self.comparisons if (c.first, c.second) in wanted]
 
+    def record(self, i: int) -> tuple[int, int]:
+        """(opponents beaten, opponents met) of ranked input i, both orders of a pair counting as one meeting; a
+        duplicate has its original's record."""
+        from c4u_engine.selection.aggregation import PairwiseMatrix  # aggregation imports this module
+
+        i = self.duplicates.get(i, i)
+        ids = sorted({c.first for c in self.comparisons} | {c.second for c in self.comparisons} | {i})
+        matrix = PairwiseMatrix(ids, self.comparisons)
+        return matrix.wins()[i], len(matrix.opponents(i))
+
+    def score_label(self, i: int) -> str:
+        """What input i's score is, in words: e.g. "won 3 of 3, mean P 0.94" (P: the judge's probability that i
+        beats an opponent it met, averaged over them)."""
+        won, met = self.record(i)
+        return f"won {won} of {met}, mean P {self.scores[i]:.2f}"
+
+    @property
+    def explanation_hint(self) -> str | None:
+        """None when there is an explanation; else how to get one (a fast selection reads answer probabilities
+        only: no reasoning is generated)."""
+        if self.explanation:
+            return None
+        return ('no explanation: fast mode judges by answer probabilities only; mode="hybrid" (the deciding '
+                'comparisons re-judged with reasoning) or mode="reason" gives one (c4u select --mode hybrid)')
+
     @property
     def explanation(self) -> str | None:
         """The judge's reasoning in the comparisons that decided the winner, or None when none has reasoning."""
@@ -96,6 +123,7 @@ class Selection:
             "duplicates": {str(k): v for k, v in self.duplicates.items()},
             "stats": _jsonable(self.stats),
             "deciding_pairs": [[a, b] for a, b in self.deciding_pairs],
+            "flagged": {str(k): v for k, v in self.flagged.items()},
             "explanation": self.explanation,
         }
 
@@ -112,19 +140,29 @@ class Selection:
                 duplicates={int(k): int(v) for k, v in data.get("duplicates", {}).items()},
                 stats=dict(data.get("stats", {})),
                 deciding_pairs=[(int(a), int(b)) for a, b in data.get("deciding_pairs", [])],
+                flagged={int(k): str(v) for k, v in data.get("flagged", {}).items()},
             )
         except KeyError as exc:
             raise InvalidInputError(f"Selection dict lacks required key {exc.args[0]!r}") from None
 
-    def summary(self) -> str:
-        """A few readable lines: winner, ranking with scores, rejected, duplicates, counters, explanation."""
-        lines = [f"winner: #{self.winner} (score {self.scores[self.winner]:.3f})"]
-        lines.append("ranking: " + "  ".join(f"{r + 1}. #{i} ({self.scores[i]:.3f})"
-                                              for r, i in enumerate(self.ranking)))
+    def summary(self, names: Sequence[str] | None = None) -> str:
+        """A few readable lines: winner, ranking with what each score means, rejected, flagged, duplicates, counters,
+        explanation (or how to get one). names: what to call input i (e.g. its file), else "#i"."""
+        def name(i: int) -> str:
+            return f"{names[i]} (#{i})" if names is not None else f"#{i}"
+
+        lines = [f"winner: {name(self.winner)} ({self.score_label(self.winner)})"]
+        lines.append("ranking, best first (won: opponents beaten of those met; mean P: the judge's probability of "
+                     "beating them, averaged):")
+        lines.extend(f"  {r + 1}. {name(i)}: {self.score_label(i)}" for r, i in enumerate(self.ranking))
         if self.rejected:
-            lines.append("rejected: " + "; ".join(f"#{i}: {why}" for i, why in sorted(self.rejected.items())))
+            lines.append("rejected: " + "; ".join(f"{name(i)}: {why}" for i, why in sorted(self.rejected.items())))
+        if self.flagged:
+            lines.append("flagged by screening (kept): " + "; ".join(f"{name(i)}: {why}"
+                                                                      for i, why in sorted(self.flagged.items())))
         if self.duplicates:
-            lines.append("duplicates: " + ", ".join(f"#{i} = #{of}" for i, of in sorted(self.duplicates.items())))
+            lines.append("duplicates: " + ", ".join(f"{name(i)} = {name(of)}"
+                                                    for i, of in sorted(self.duplicates.items())))
         unparsable = sum(1 for c in self.comparisons if not c.parsed)
         counters = f"comparisons: {len(self.comparisons)}"
         if unparsable:
@@ -132,8 +170,7 @@ class Selection:
         if "inconsistent_orders" in self.stats:
             counters += f", inconsistent orders: {self.stats['inconsistent_orders']}"
         lines.append(counters)
-        if self.explanation:
-            lines.append("why: " + self.explanation)
+        lines.append("why: " + (self.explanation or self.explanation_hint))
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -84,6 +84,7 @@ class _State:
     def __init__(self) -> None:
         self.ready = False
         self.draining = False
+        self.admitted = 0  # /v1/ requests being served (a draining server waits for them)
 
 
 def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = ServerLimits(), warm: bool = True,
@@ -116,6 +117,8 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
             response = _error_response(OverloadedError("the server is shutting down; retry on another instance"))
         else:
             metrics.in_flight.inc()
+            admitted = request.url.path.startswith("/v1/")
+            state.admitted += admitted
             try:
                 response = await call_next(request)
             except Exception as exc:  # noqa: BLE001 - a bug: answered (500, no internals), logged and counted
@@ -123,6 +126,7 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
                 response = _error_response(exc)
             finally:
                 metrics.in_flight.dec()
+                state.admitted -= admitted
         metrics.observe(request.url.path if request.url.path.startswith("/v1/") else "other",
                         response.status_code, time.perf_counter() - t0, response.headers.get("x-c4u-error"))
         return response
@@ -155,11 +159,11 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
 
     @app.post("/v1/select", dependencies=[Depends(authorized)], openapi_extra=_select_openapi())
     async def select(request: Request) -> dict[str, Any]:
-        body, images = await _read_select(request, limits, engine.max_candidates)
+        body, images, names = await _read_select(request, limits, engine.max_candidates)
         selection = await engine.select_async(
             images, body.profile.model_dump(), mode=body.mode, strategy=body.strategy, both_orders=body.both_orders,
             max_new_tokens=body.max_new_tokens, strict=body.strict, timeout=body.timeout_s)
-        return selection_json(selection)
+        return selection_json(selection, names)
 
     @app.post("/v1/compare", dependencies=[Depends(authorized)], openapi_extra=_model_openapi(CompareIn))
     async def compare(request: Request) -> dict[str, Any]:
@@ -188,7 +192,9 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
 
 
 # -- requests -----------------------------------------------------------------------------------------------
-async def _read_select(request: Request, limits: ServerLimits, max_candidates: int) -> tuple[SelectIn, list[bytes]]:
+async def _read_select(request: Request, limits: ServerLimits,
+                       max_candidates: int) -> tuple[SelectIn, list[bytes], list[str | None]]:
+    """The request, its images' bytes and their names (the uploaded files' names; None for base64 images)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         try:
@@ -204,20 +210,22 @@ async def _read_select(request: Request, limits: ServerLimits, max_candidates: i
             body = _validate(SelectIn, raw)
             if body.images:
                 raise InvalidInputError("images: send the images as files in a multipart request, not in 'request'")
-            images = []
+            images, names = [], []
             for k, f in enumerate(files):
                 if isinstance(f, str):
                     raise InvalidInputError(f"images[{k}]: must be an uploaded file")
                 data = await f.read(limits.max_image_bytes + 1)
                 _check_image_size(len(data), f"images[{k}]", limits)
                 images.append(data)
+                names.append(f.filename or None)
         finally:
             await form.close()
-        return body, images
+        return body, images, names
     body = _validate(SelectIn, await request.body())
     if len(body.images) > max_candidates:
         raise LimitExceededError(f"{len(body.images)} candidates exceed max_candidates={max_candidates}")
-    return body, [_decode_image(s, f"images[{k}]", limits) for k, s in enumerate(body.images)]
+    return body, [_decode_image(s, f"images[{k}]", limits) for k, s in enumerate(body.images)], \
+        [None] * len(body.images)
 
 
 def _validate(model: type[BaseModel], raw: bytes | str) -> Any:

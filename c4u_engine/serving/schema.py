@@ -27,10 +27,11 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-def selection_json(selection: Selection, images: Sequence[str] | None = None) -> dict[str, Any]:
-    """A Selection as JSON (Selection.to_dict), with the inputs' names first when given (the CLI's file paths)."""
-    body = selection.to_dict()
-    return {"images": list(images), **body} if images is not None else body
+def selection_json(selection: Selection, images: Sequence[str | None]) -> dict[str, Any]:
+    """The one JSON form of a Selection, for `c4u select --json` and the server's /v1/select alike (README, "A
+    selection as JSON"): {"images": what each input was called (the CLI's file paths, the uploaded files' names,
+    null for a base64 image), **Selection.to_dict()}."""
+    return {"images": list(images), **selection.to_dict()}
 
 
 def comparison_json(comparison: Comparison) -> dict[str, Any]:

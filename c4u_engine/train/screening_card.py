@@ -1,6 +1,7 @@
 """MODEL_CARD.md of a screening model, written from the metrics.json that screening_train measured.
 
     python -m c4u_engine.train.screening_card MODEL_DIR [--command "how it was trained"] [--note "..."]
+        [--eval EVAL.json]   # python -m c4u_engine.train.screening_eval MODEL_DIR --json EVAL.json: fresh seeds
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 
 
 def _pct(x: float) -> str:
@@ -23,8 +24,10 @@ def _binary_row(name: str, m: dict) -> str:
            f"{_pct(m['accuracy'])} |"
 
 
-def card(metrics: dict, command: str, note: str = "", model: dict | None = None) -> str:
-    """The card's text. model: the "model" block of screen_config.json (RFNetConfig fields; defaults if absent)."""
+def card(metrics: dict, command: str, note: str = "", model: dict | None = None, evaluation: dict | None = None,
+         reject_below: float | None = None) -> str:
+    """The card's text. model: the "model" block of screen_config.json (RFNetConfig fields; defaults if absent);
+    evaluation: screening_eval's results on fresh seeds; reject_below: the config's rejection bound."""
     t = metrics["train"]
     model = model or {}
     fusion = int(model.get("fusion_layers", 2))
@@ -49,13 +52,19 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None)
         "cut-out (trained with the cut-out dropped from 25% of the rows).",
         "",
         "## Data",
-        "Synthetic (`c4u_engine.data.usability`): a product cut-out placed in a scene (studio, podium, room) with ad "
-        "overlays as distractors; classes available (40%) and five defects (12% each) of graded magnitude "
-        "(difficulty 0 = blatant .. 1 = subtle): space mismatch (floats, sinks), size mismatch (scale implausible "
-        "for the product kind the text names), indistinctiveness (faded into a background of the product's hue), "
-        "shape hallucination (another product or colour, a warp, an extra or missing part), unsuitable (truncated "
-        "or damaged cut-out). Some defects are visible only against the cut-out or the text.",
-        f"Training: {t['samples']} samples (seed {t['seed']}); test: {metrics['test_set']}.",
+        "Synthetic, the union of two generators. Renders (`c4u_engine.data.usability`): a product cut-out placed in "
+        "a scene (studio, podium, room) with ad overlays as distractors; classes available (40%) and five defects "
+        "(12% each) of graded magnitude (difficulty 0 = blatant .. 1 = subtle): space mismatch (floats, sinks), size "
+        "mismatch (scale implausible for the product kind the text names), indistinctiveness (faded into a "
+        "background of the product's hue), shape hallucination (another product or colour, a warp, an extra or "
+        "missing part), unsuitable (truncated or damaged cut-out). Some defects are visible only against the "
+        "cut-out or the text. The judge's creatives (`c4u_engine.data.creative_usability`): the ads the judge ranks "
+        "(`data/creatives.py`: clutter, crops, close-ups, borders, insets, human models, 112-224 px) with the same "
+        "defects applied to their product (42% usable, 10% each defect), and 8% with no product at all (ads without "
+        "it, plain colours, gradients, noise), labelled indistinctiveness.",
+        f"Training: {t['samples']} samples (seed {t['seed']}"
+        + (f": {t['renders']} renders, {t['creatives']} creatives" if "creatives" in t else "")
+        + f"); test: {metrics['test_set']}.",
         "",
         "## Recipe",
         "```",
@@ -63,7 +72,8 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None)
         "```",
         f"{t['steps']} steps of batch {t['batch']} (AdamW, cosine), CPU, {t['threads']} thread{'s' if t['threads'] > 1 else ''}; the last "
         f"invocation took {t['seconds'] / 60:.0f} min (data, what training was left, baselines, evaluation)."
-        + (f" {note}" if note else ""),
+        + ("" if metrics["single_image_baselines"] else " This run trained no single-image baselines "
+           "(`--baseline-seeds 0`).") + (f" {note}" if note else ""),
         "",
         "## Binary availability on the held-out split (threshold 0.5)",
         "| model | precision | recall | F1 | AP | 6-way accuracy |",
@@ -73,6 +83,10 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None)
     ]
     for i, m in enumerate(metrics["single_image_baselines"]):
         lines.append(_binary_row(f"single-image CNN baseline, seed {i}", m))
+    for src, m in metrics.get("rfnet_by_source", {}).items():
+        lines.append(_binary_row(f"shipped model on the {src} only", m))
+    if evaluation:
+        lines += _evaluation_lines(evaluation, reject_below)
     lines += ["", "Is the lead larger than the noise? Paired bootstrap over the test items (1,000 resamples), "
               "AP difference and its 95% interval:"]
     for i, d in enumerate(metrics["rfnet_minus_baseline_ap"]):
@@ -102,11 +116,35 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None)
               "AP 87.6). Train it on your own RF1M-like directory with `--data DIR` (data/usability_dataset.py).",
               "Its weak spot is shape hallucination (recall in the table above); the defects it catches least: "
               + ", ".join(f"{k} ({_pct(defects[k]['caught'])}%)" for k in weakest) + ". "
-              "The judge's own synthetic creatives (data/creatives.py: heavy clutter, crops, products up to 90% of "
-              "the height) lie outside its training distribution, so `c4u demo` screens renders of the usability "
-              "generator instead.",
+              "Both generators draw with the same shapes and colours (data/creatives.py): ads of other looks are "
+              "outside what it has seen; that is what the rejection bound is for (unsure: kept and flagged).",
               ""]
     return "\n".join(lines)
+
+
+def _evaluation_lines(e: dict, reject_below: float | None) -> list[str]:
+    """The fresh-seed results of screening_eval, as the card shows them."""
+    bound = e.get("reject_below", reject_below)
+    creatives = next(v for k, v in e.items() if k.startswith("creatives_seed_"))
+    renders = next(v for k, v in e.items() if k.startswith("renders_seed_"))
+    cseed = next(k for k in e if k.startswith("creatives_seed_")).rsplit("_", 1)[1]
+    rseed = next(k for k in e if k.startswith("renders_seed_")).rsplit("_", 1)[1]
+    demo = e["demo_creatives"]
+    lines = ["", f"## Fresh seeds (`python -m c4u_engine.train.screening_eval`; screened out below P(available) "
+             f"{bound}, kept and flagged between it and the threshold {e.get('threshold', 0.5)})",
+             "| set | n | AP | usable kept | unusable screened out |", "|---|---|---|---|---|",
+             f"| the judge's creatives, seed {cseed} (half usable, the rest split over the five defects) | "
+             f"{creatives['n']} | {_pct(creatives['ap'])} | {_pct(creatives['usable_kept'])} | "
+             f"{_pct(creatives['unusable_screened_out'])} |",
+             f"| usability renders, seed {rseed} | {renders['n']} | {_pct(renders['ap'])} | "
+             f"{_pct(renders['usable_kept'])} | {_pct(renders['unusable_screened_out'])} |",
+             f"| creatives with no product, seed {cseed} | {e['no_product']['n']} | | | "
+             f"{_pct(e['no_product']['screened_out'])} |",
+             "", "Screened out, by defect, on the creatives: " + ", ".join(
+                 f"{k} {_pct(v['screened_out'])}%" for k, v in creatives["screened_out_by_class"].items()) + ".",
+             f"`c4u demo`'s creatives with their cut-out: {demo['kept']} of {demo['n']} kept "
+             f"(P(available) {', '.join(str(p) for p in demo['p_available'])})."]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,12 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model_dir")
     ap.add_argument("--command", default="python -m c4u_engine.train.screening_train OUT --seed 0")
     ap.add_argument("--note", default="")
+    ap.add_argument("--eval", help="screening_eval's JSON results on fresh seeds")
     args = ap.parse_args(argv)
     d = Path(args.model_dir)
     metrics = json.loads((d / "metrics.json").read_text())
     config = d / "screen_config.json"
-    model = json.loads(config.read_text()).get("model") if config.is_file() else None
-    (d / "MODEL_CARD.md").write_text(card(metrics, args.command, args.note, model), encoding="utf-8")
+    cfg = json.loads(config.read_text()) if config.is_file() else {}
+    evaluation = json.loads(Path(args.eval).read_text()) if args.eval else None
+    (d / "MODEL_CARD.md").write_text(card(metrics, args.command, args.note, cfg.get("model"), evaluation,
+                                          cfg.get("reject_below")), encoding="utf-8")
     return 0
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from c4u_engine.data.usability import CLASSES, sample
+from c4u_engine.data.usability import UsabilitySample, sample
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.data.usability_dataset import UsabilityRecord
 from c4u_engine.screening.preprocess import generated_planes, product_planes, text_ids
 
@@ -22,12 +23,14 @@ def _empty(n: int) -> dict[str, np.ndarray]:
             "difficulty": np.zeros(n, np.float32)}
 
 
-def synthetic_arrays(seed: int, n: int, start: int = 0, log=sys.stderr) -> dict[str, np.ndarray]:
-    """Samples start..start+n-1 drawn with `seed`, preprocessed; a progress line every 2,000."""
+def synthetic_arrays(seed: int, n: int, start: int = 0, log=sys.stderr, *,
+                     draw: Callable[[int, int], UsabilitySample] = sample) -> dict[str, np.ndarray]:
+    """Samples start..start+n-1 drawn with `seed` by `draw` (default: the usability generator's renders;
+    data.creative_usability.creative_sample: the judge's creatives), preprocessed; a progress line every 2,000."""
     out, t0 = _empty(n), time.perf_counter()
     defects = []
     for j in range(n):
-        s = sample(seed, start + j)
+        s = draw(seed, start + j)
         out["generated"][j] = generated_planes(s.generated)
         out["product"][j] = product_planes(s.product)
         out["text"][j] = text_ids(s.text)
@@ -37,6 +40,18 @@ def synthetic_arrays(seed: int, n: int, start: int = 0, log=sys.stderr) -> dict[
         if log and (j + 1) % 2000 == 0:
             print(f"data seed={seed}: {j + 1}/{n} samples ({time.perf_counter() - t0:.0f} s)", file=log, flush=True)
     out["defect"] = np.array(defects)
+    return out
+
+
+def union_arrays(seed: int, n_renders: int, n_creatives: int, log=sys.stderr) -> dict[str, np.ndarray]:
+    """Both generators' samples drawn with `seed`: n_renders of the usability generator's renders, then
+    n_creatives of the judge's creatives with the usability classes applied (data.creative_usability)."""
+    from c4u_engine.data.creative_usability import creative_sample
+
+    parts = [synthetic_arrays(seed, n_renders, log=log), synthetic_arrays(seed, n_creatives, log=log,
+                                                                          draw=creative_sample)]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out["source"] = np.array(["renders"] * n_renders + ["creatives"] * n_creatives)
     return out
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from c4u_engine.data.usability import CLASSES
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.screening.model_dir import CONFIG_FILE, FORMAT, ONNX_FILE, WEIGHTS_FILE
-from c4u_engine.train.rfnet import RFNet
+from c4u_engine.screening.rfnet import RFNet
 
 INPUTS = ("generated", "product", "text", "has_product")
 
@@ -27,7 +27,9 @@ class _Probabilities(torch.nn.Module):
 
 
 def export_screening(net: RFNet, out_dir: str | Path, *, threshold: float = 0.5, metrics: dict | None = None,
-                     opset: int = 17) -> Path:
+                     opset: int = 17, reject_below: float | None = None) -> Path:
+    """The model directory for `net`. reject_below: P(available) below which a candidate is screened out (between
+    it and `threshold`: kept and flagged); None: the threshold (no band; screening_eval --choose-bound picks one)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     c = net.config
@@ -47,6 +49,8 @@ def export_screening(net: RFNet, out_dir: str | Path, *, threshold: float = 0.5,
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(out / WEIGHTS_FILE))
     config = {"format": FORMAT, "classes": list(CLASSES), "side": c.side, "text_len": c.text_len,
               "text_vocab": c.text_vocab, "threshold": threshold, "model": c.to_dict(), "inputs": list(INPUTS)}
+    if reject_below is not None:
+        config["reject_below"] = reject_below
     if metrics:
         config["measured"] = metrics
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

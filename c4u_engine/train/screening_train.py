@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from c4u_engine.data.usability import CLASSES
-from c4u_engine.train.rfnet import RFNet, RFNetConfig, SingleImageCNN
+from c4u_engine.screening.classes import CLASSES
+from c4u_engine.screening.rfnet import RFNet, RFNetConfig, SingleImageCNN
 from c4u_engine.train.screening_metrics import bootstrap_ap_difference, classification_report
 
 PRODUCT_DROPOUT = 0.25  # share of training batches' rows seen without the product image (the image+text mode)
@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=24000)
     ap.add_argument("--n-test", type=int, default=3000)
+    ap.add_argument("--n-creatives", type=int, default=16000, help="training samples made from the judge's "
+                    "creatives (data/creative_usability.py), beside --n-train renders of the usability generator")
+    ap.add_argument("--n-test-creatives", type=int, default=1000)
     ap.add_argument("--test-seed", type=int, help="seed of the held-out test set (default: seed + 1)")
     ap.add_argument("--steps", type=int, default=3600)
     ap.add_argument("--baseline-steps", type=int, default=3600)
@@ -168,13 +171,13 @@ def main(argv: list[str] | None = None) -> int:
 
         train_data, test_data = (record_arrays(load_usability(args.data, s)) for s in ("train", "test"))
     else:
-        from c4u_engine.train.screening_data import synthetic_arrays
+        from c4u_engine.train.screening_data import union_arrays
 
-        train_data = synthetic_arrays(args.seed, args.n_train)
+        train_data = union_arrays(args.seed, args.n_train, args.n_creatives)
         test_seed = args.seed + 1 if args.test_seed is None else args.test_seed
         if test_seed == args.seed:
             raise SystemExit("--test-seed must differ from --seed: the test set would be training samples")
-        test_data = synthetic_arrays(test_seed, args.n_test)
+        test_data = union_arrays(test_seed, args.n_test, args.n_test_creatives)
     torch.manual_seed(args.seed)
     net = RFNet(config)
     train(net, train_data, steps=args.steps, seed=args.seed, state=states / "rfnet.safetensors", name="rfnet",
@@ -190,15 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     base_probs = [predict(b, test_data) for b in baselines]
     pos = test_data["label"] == 0
     metrics = {
-        "test_set": f"{len(pos)} held-out synthetic samples (seed {test_seed})" if not args.data else args.data,
+        "test_set": (f"{len(pos)} held-out synthetic samples (seed {test_seed}: {args.n_test} renders, "
+                     f"{args.n_test_creatives} judge's creatives)") if not args.data else args.data,
         "rfnet": classification_report(test_data["label"], full, CLASSES),
         "rfnet_without_product_image": classification_report(test_data["label"], text_only, CLASSES),
         "single_image_baselines": [classification_report(test_data["label"], p, CLASSES) for p in base_probs],
         "rfnet_minus_baseline_ap": [bootstrap_ap_difference(pos, full[:, 0], p[:, 0]) for p in base_probs],
         "rfnet_minus_text_mode_ap": bootstrap_ap_difference(pos, full[:, 0], text_only[:, 0]),
+        "rfnet_by_source": {src: classification_report(test_data["label"][m], full[m], CLASSES)
+                            for src in sorted(set(test_data.get("source", np.array([])).tolist()))
+                            for m in [test_data["source"] == src]},
         "caught_by_difficulty": _by_difficulty(test_data, full[:, 0], 0.5),
         "caught_by_difficulty_without_product_image": _by_difficulty(test_data, text_only[:, 0], 0.5),
-        "train": {"samples": int(len(train_data["label"])), "steps": args.steps, "batch": args.batch,
+        "train": {"samples": int(len(train_data["label"])), "renders": args.n_train, "creatives": args.n_creatives,
+                  "steps": args.steps, "batch": args.batch,
                   "baseline_steps": args.baseline_steps, "seed": args.seed, "threads": args.threads,
                   "seconds": round(time.perf_counter() - t_start, 1)},
     }
@@ -209,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                                             metrics["rfnet_without_product_image"]["binary"]["ap"]})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: metrics[k]["binary"] for k in ("rfnet", "rfnet_without_product_image")}, indent=1))
+    print("by source:", {k: v["binary"]["ap"] for k, v in metrics["rfnet_by_source"].items()})
     print("baselines:", [m["binary"]["ap"] for m in metrics["single_image_baselines"]])
     print("diff:", metrics["rfnet_minus_baseline_ap"])
     return 0

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from c4u_engine.data.usability import CLASSES, _cutout, sample
+from c4u_engine.data.usability import _cutout, sample
+from c4u_engine.screening.classes import CLASSES
 from c4u_engine.data.usability_dataset import load_usability, write_usability
 from c4u_engine.errors import InvalidInputError
 

@@ -9,7 +9,7 @@ import pytest
 def tiny_screen_dir(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from c4u_engine.train.rfnet import RFNet, RFNetConfig
+    from c4u_engine.screening.rfnet import RFNet, RFNetConfig
     from c4u_engine.train.screening_export import export_screening
 
     torch.manual_seed(0)

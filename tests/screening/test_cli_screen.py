@@ -29,7 +29,7 @@ def test_screen_json(tiny_screen_dir, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     want = Screener(tiny_screen_dir).probabilities([sample(21, i).generated for i in range(3)], title,
                                                    sample(21, 0).product)
-    assert out["mode"] == "image+product+text" and out["threshold"] == 0.3
+    assert out["mode"] == "image+product+text" and out["threshold"] == 0.3 and out["reject_below"] == 0.3
     assert [r["image"] for r in out["results"]] == paths
     for r, p in zip(out["results"], want):
         assert abs(r["p_available"] - float(p[0])) < 1e-3  # PNG round trip of the same pixels
@@ -63,3 +63,24 @@ def test_select_with_product_reports_the_screened_out(tiny_ckpt, tiny_screen_dir
     html = report.read_text()
     assert "Screened out as unusable (1 of 4)" in html and out["rejected"][str(worst)] in html
     assert html.count("data:image/") >= 5  # the screened-out candidate is shown too
+
+
+def test_screen_gives_every_file_a_verdict_or_its_own_error(tiny_screen_dir, tmp_path, capsys):
+    paths, product, title = _files(tmp_path, 3)
+    corrupt, missing = tmp_path / "corrupt.png", str(tmp_path / "missing.png")
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    files = [paths[0], str(corrupt), paths[1], missing, paths[2]]
+    assert main(["screen", *files, "--product", product, "--title", title, "--model", str(tiny_screen_dir),
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)["results"]
+    assert [r["image"] for r in results] == files
+    assert [("error" in r) for r in results] == [False, True, False, True, False]
+    assert "InvalidImageError" in results[1]["error"] and "cannot" in results[1]["error"]
+    assert {r["status"] for r in results if "error" not in r} <= {"usable", "uncertain", "unusable"}
+    assert "2 of 5 image(s) could not be judged" in captured.err
+    assert main(["screen", *files, "--product", product, "--title", title, "--model", str(tiny_screen_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split(": ")[0] for line in lines] == files and lines[1].startswith(f"{corrupt}: error: ")
+    # nothing judged: a failure
+    assert main(["screen", str(corrupt), missing, "--title", title, "--model", str(tiny_screen_dir)]) == 2

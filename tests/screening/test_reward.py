@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 from c4u_engine.screening.reward import (UsabilityReward, consistency_condition_loss,  # noqa: E402
                                          differentiable_planes, predicted_x0)
 from c4u_engine.errors import InvalidInputError  # noqa: E402
-from c4u_engine.train.rfnet import RFNet, RFNetConfig  # noqa: E402
+from c4u_engine.screening.rfnet import RFNet, RFNetConfig  # noqa: E402
 
 T = 200  # one of the last DDIM steps of a 1000-step schedule (of 20 DDIM steps: the fourth from the end)
 

@@ -7,7 +7,7 @@ import pytest
 
 from c4u_engine.api import Engine
 from c4u_engine.data.usability import sample
-from c4u_engine.errors import InvalidInputError, ProductImageError, ScreeningModelError
+from c4u_engine.errors import AllScreenedOutError, InvalidInputError, ProductImageError, ScreeningModelError
 from c4u_engine.screening import Screener
 
 SAMPLES = [sample(11, i) for i in range(6)]
@@ -50,10 +50,36 @@ def test_a_duplicate_of_a_screened_out_candidate_is_rejected_too(tiny_ckpt, tiny
     assert 6 not in sel.duplicates
 
 
-def test_all_screened_out_is_an_error_naming_the_reasons(tiny_ckpt, tiny_screen_dir):
+def test_all_screened_out_is_an_error_that_says_so_and_how_to_turn_screening_off(tiny_ckpt, tiny_screen_dir):
     engine = _engine(tiny_ckpt, tiny_screen_dir, 0.999)
-    with pytest.raises(InvalidInputError, match="unusable: "):
+    with pytest.raises(AllScreenedOutError, match="unusable: ") as info:
         engine.select(IMAGES[:3], {"title": TITLE}, screen=True, product_image=PRODUCT)
+    message = str(info.value)
+    assert "screening rejected every candidate" in message and "screen=False" in message
+    assert "without --screen and --product" in message and "no valid candidate" not in message
+    assert isinstance(info.value, InvalidInputError)  # still a 422 for the server
+
+
+def test_candidates_the_screener_is_unsure_of_are_kept_and_flagged(tiny_ckpt, tiny_screen_dir, p_available):
+    # threshold above every candidate, reject_below between the two least usable and the rest: the least usable is
+    # screened out, the others are unsure (below the threshold, above the bound): kept, ranked and flagged.
+    order = np.argsort(p_available)
+    bound = float(p_available[order[0]] + p_available[order[1]]) / 2
+    screener = Screener(tiny_screen_dir, threshold=min(0.99, float(p_available.max()) + 1e-3), reject_below=bound)
+    engine = Engine(tiny_ckpt, backend="torch", screen_model=screener)
+    sel = engine.select(IMAGES + [IMAGES[int(order[3])]], {"title": TITLE}, screen=True, product_image=PRODUCT)
+    worst = int(order[0])
+    assert set(sel.rejected) == {worst} and sel.rejected[worst].startswith("unusable: ")
+    assert set(sel.flagged) == set(range(7)) - {worst}  # the duplicate (6) shares its original's flag
+    assert sel.flagged[6] == sel.flagged[int(order[3])]
+    assert all(r.startswith("uncertain: maybe ") and r.endswith("; kept") for r in sel.flagged.values())
+    assert set(sel.ranking) | set(sel.duplicates) == set(range(7)) - {worst}
+    s = sel.stats["screening"]
+    assert s["flagged"] == sorted(set(range(7)) - {worst}) and s["reject_below"] == bound
+    assert sel.to_dict()["flagged"] == {str(k): v for k, v in sel.flagged.items()}
+    assert type(sel).from_dict(sel.to_dict()).flagged == sel.flagged
+    with pytest.raises(InvalidInputError, match="reject_below"):
+        Screener(tiny_screen_dir, threshold=0.3, reject_below=0.4)
 
 
 def test_without_product_image_screening_runs_in_its_image_text_mode(tiny_ckpt, tiny_screen_dir):

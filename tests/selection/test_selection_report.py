@@ -48,6 +48,21 @@ def test_page_shows_every_candidate_and_the_winner(synthetic_judge):
     # pairwise matrix: 3 x 3 with the diagonal blank
     assert page.count('<td class="self"></td>') == 3
     assert page.count("&#9733;") >= len(sel.deciding_pairs)
+    # what the numbers are, in words; a fast selection says how to get an explanation
+    won, met = sel.record(2)
+    assert f"{won} of {met}</td>" in page, page
+    assert "mean P" in page
+    assert sel.explanation or "mode=&quot;hybrid&quot;" in page
+
+
+def test_page_names_the_files_where_there_are_files(synthetic_judge):
+    sel = _selection(synthetic_judge)
+    names = [f"ads/creative_{i}.png" for i in range(5)]
+    page = render_html(sel, None, "", names=names)
+    assert "<b>ads/creative_2.png (#2)</b>" in page
+    for i in range(5):  # ranked, rejected and duplicate inputs alike
+        assert f"ads/creative_{i}.png (#{i})" in page
+    assert "<b>Creative #2</b>" not in page
 
 
 def test_ranked_duplicates_stay_out_of_the_matrix(synthetic_judge):
@@ -98,7 +113,7 @@ def test_report_without_images_and_with_unparsable(synthetic_judge):
     page = render_html(out.to_selection(), None, "")
     assert "no preview" in page and "unparsable answer" in page
     assert "I like both &lt;answer&gt;?&lt;/answer&gt;" in page  # raw output shown, escaped
-    assert "No reasoning recorded" in page
+    assert "no explanation: fast mode" in page and "mode=&quot;hybrid&quot;" in page
 
 
 def test_too_few_images_is_an_error(synthetic_judge):

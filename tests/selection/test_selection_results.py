@@ -80,11 +80,29 @@ def test_explanation_quotes_the_deciding_reasoning():
 
 
 def test_summary_is_readable():
-    text = str(_selection())
-    assert text.splitlines()[0] == "winner: #2 (score 0.800)"
-    assert "1. #2 (0.800)  2. #0 (0.150)  3. #4 (0.400)" in text
+    sel = _selection()
+    text = str(sel)
+    records = {i: sel.record(i) for i in sel.ranking}
+    w, m = records[2]
+    assert text.splitlines()[0] == f"winner: #2 (won {w} of {m}, mean P 0.80)"
+    assert "opponents beaten of those met" in text.splitlines()[1]  # what the numbers are, said once
+    assert [line.strip() for line in text.splitlines()[2:5]] == [
+        f"{r}. #{i}: won {records[i][0]} of {records[i][1]}, mean P {sel.scores[i]:.2f}"
+        for r, i in enumerate(sel.ranking, 1)]
     assert "#1: unreadable image" in text and "#3 = #0" in text
     assert "comparisons: 4, unparsable: 1, inconsistent orders: 1" in text
+    named = sel.summary(names=[f"ad{i}.png" for i in range(5)])
+    assert named.splitlines()[0].startswith("winner: ad2.png (#2) (won") and "ad3.png (#3) = ad0.png (#0)" in named
+
+
+def test_a_record_counts_opponents_not_comparisons():
+    # 0 met 1 in both orders and 2 once: two opponents; it beat 1 (both orders) and lost to 2
+    comparisons = [Comparison(0, 1, "A", 0.9), Comparison(1, 0, "B", 0.8), Comparison(2, 0, "A", 0.7)]
+    sel = Selection(winner=2, ranking=[2, 0, 1], scores={2: 0.7, 0: 0.5, 1: 0.15}, comparisons=comparisons)
+    assert sel.record(0) == (1, 2) and sel.record(2) == (1, 1) and sel.record(1) == (0, 1)
+    assert sel.score_label(0) == "won 1 of 2, mean P 0.50"
+    assert sel.explanation is None and "mode=\"hybrid\"" in sel.explanation_hint
+    assert "why: no explanation: fast mode" in sel.summary()
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -53,7 +53,7 @@ def _server_engine(tiny_ckpt, **settings):
 
 
 def _same_selection(got: dict, ref) -> None:
-    want = selection_json(ref)
+    want = selection_json(ref, got["images"])
     assert got["ranking"] == want["ranking"] and got["winner"] == want["winner"]
     assert [(c["first"], c["second"], c["answer"], c["raw_text"]) for c in got["comparisons"]] == \
         [(c["first"], c["second"], c["answer"], c["raw_text"]) for c in want["comparisons"]]
@@ -80,6 +80,34 @@ def test_http_results_equal_in_process_results(tiny_ckpt, serve_engine, images, 
         assert r.status_code == 200, r.text
         want = comparison_json(reference["compare"])
         assert r.json()["answer"] == want["answer"] and abs(r.json()["prob_a"] - want["prob_a"]) < 1e-6
+
+
+def test_cli_json_and_server_json_are_one_schema(tiny_ckpt, serve_engine, images, tmp_path, capsys):
+    from c4u_engine.cli import main
+
+    paths = []
+    for k, im in enumerate(images):
+        paths.append(str(tmp_path / f"c{k}.png"))
+        (tmp_path / f"c{k}.png").write_bytes(png_bytes(im))
+    assert main(["select", *paths, "--title", PROFILE["title"], "--query", PROFILE["queries"][0], "--query",
+                 PROFILE["queries"][1], "--model",
+                 str(tiny_ckpt), "--backend", "torch", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    srv = serve_engine(_server_engine(tiny_ckpt))
+    with httpx.Client(base_url=srv.url, timeout=120) as client:
+        files = [("images", (f"c{k}.png", png_bytes(im), "image/png")) for k, im in enumerate(images)]
+        multipart = client.post("/v1/select", files=files, data={"request": json.dumps({"profile": PROFILE})}).json()
+        base64 = client.post("/v1/select", json={"images": [b64(im) for im in images], "profile": PROFILE}).json()
+    assert cli["images"] == paths and multipart["images"] == [f"c{k}.png" for k in range(5)]
+    assert base64["images"] == [None] * 5
+    for got in (multipart, base64):
+        assert list(got) == list(cli)  # the same keys in the same order
+        assert set(got["stats"]) == set(cli["stats"])
+        assert set(got["comparisons"][0]) == set(cli["comparisons"][0])
+        for key in ("winner", "ranking", "rejected", "duplicates", "flagged", "deciding_pairs", "explanation"):
+            assert got[key] == cli[key], key
+        assert got["scores"].keys() == cli["scores"].keys()
+        assert all(abs(got["scores"][k] - cli["scores"][k]) < 1e-6 for k in cli["scores"])
 
 
 def test_bad_input_gets_its_status_and_error_type(tiny_ckpt, serve_engine, images):
