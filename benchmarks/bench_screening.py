@@ -4,7 +4,8 @@
 
 Both use the built-in judge and the same 8 images (synthetic usability renders of one product, 224 px); screening
 runs the built-in screener with that product's cut-out (the full mode) and a threshold of 0.001 so that no candidate
-is screened out: the judged work is identical and the difference is screening alone. Two phases: cold (use_cache=False: nothing reused,
+is screened out: the judged work is identical and the difference is screening alone. Two phases: cold
+(use_cache=False: nothing reused,
 the worst case) and warm (caches on; every run is a new user shown the same product's creatives, the production
 pattern: the judge reuses its image embeddings, screening its verdicts, since a verdict does not depend on the
 user). The two kinds alternate; medians are reported with the ratio, and the median of the paired ratios. Prints a

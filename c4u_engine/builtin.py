@@ -3,6 +3,7 @@ package in Hugging Face layout (with its exported ONNX graphs under onnx/ when p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from c4u_engine.errors import ModelFormatError
@@ -24,3 +25,11 @@ def builtin_model_dir() -> Path:
         )
     return BUILTIN_DIR
 
+
+def user_engine_dir(precision: str) -> Path:
+    """Where `c4u export builtin --precision P` writes by default: $C4U_CACHE_DIR, else $XDG_CACHE_HOME/c4u_engine,
+    else ~/.cache/c4u_engine; one folder per precision (builtin-int8, builtin-int4, ...), a model directory that
+    `--model` takes."""
+    root = os.environ.get("C4U_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "c4u_engine")
+    return Path(root) / f"builtin-{precision}"

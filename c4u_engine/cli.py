@@ -186,13 +186,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from c4u_engine.serving.server import read_api_key
     except ImportError as exc:
-        raise BackendUnavailableError(f"c4u serve needs the serve extra: pip install 'c4u_engine[serve]' ({exc})")
+        raise BackendUnavailableError(
+            f"c4u serve needs the serve extra: pip install 'c4u_engine[serve]' ({exc})") from exc
     api_key = read_api_key(args.api_key_file)
     if args.ray:
         try:
             from c4u_engine.serving.ray_serve import run
         except ImportError as exc:
-            raise BackendUnavailableError(f"--ray needs the ray extra: pip install 'c4u_engine[ray]' ({exc})")
+            raise BackendUnavailableError(f"--ray needs the ray extra: pip install 'c4u_engine[ray]' ({exc})") from exc
         return run(args.model, host=args.host, port=args.port, replicas=args.replicas, address=args.address,
                    api_key=api_key, engine_settings=settings, backend=args.backend, device=args.device,
                    precision=args.precision, listen_all=args.ray_listen_all)

@@ -8,7 +8,6 @@ is an error that names the extra to install instead of a traceback.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,15 +15,6 @@ from c4u_engine.errors import BackendUnavailableError
 
 EXPORT_DEPENDENCIES = ("torch", "onnx", "onnx_ir", "onnxruntime", "onnxscript")
 EXTRA_HINT = "pip install 'c4u_engine[export]'"
-
-
-def user_engine_dir(precision: str) -> Path:
-    """Where `c4u export builtin --precision P` writes by default: $C4U_CACHE_DIR, else $XDG_CACHE_HOME/c4u_engine,
-    else ~/.cache/c4u_engine; one folder per precision (builtin-int8, builtin-int4, ...), a model directory that
-    `--model` takes."""
-    root = os.environ.get("C4U_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "c4u_engine")
-    return Path(root) / f"builtin-{precision}"
 
 
 def _precision(argv: Sequence[str]) -> str:
@@ -42,7 +32,7 @@ def _precision(argv: Sequence[str]) -> str:
 def export_argv(argv: Sequence[str]) -> list[str]:
     """argv for export/__main__.py: `builtin` (or the built-in model's path) as the checkpoint becomes the shipped
     model's directory, with --out defaulting to user_engine_dir(precision)."""
-    from c4u_engine.builtin import BUILTIN_DIR, builtin_model_dir
+    from c4u_engine.builtin import BUILTIN_DIR, builtin_model_dir, user_engine_dir
 
     argv = list(argv)
     positional = next((k for k, a in enumerate(argv) if not a.startswith("-")

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "c4u_engine"
 # lowest first; a module may import from its own layer and the ones below it
 LAYERS = [
-    {"errors", "_version", "comparison", "imaging", "profile", "_C", "_C_emulated"},  # shared values
+    {"errors", "_version", "comparison", "imaging", "profile", "builtin", "_C", "_C_emulated"},  # shared values
     {"ops"},
     {"models"},
     {"runners"},
@@ -18,7 +18,7 @@ LAYERS = [
     {"selection"},
     {"data"},
     # the engine's users: the public face, its tools, and training (which evaluates through the public Engine)
-    {"__init__", "api", "cli", "serving", "builtin", "info", "reproduce", "train"},
+    {"__init__", "api", "cli", "export_command", "serving", "info", "reproduce", "train"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

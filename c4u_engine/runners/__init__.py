@@ -28,7 +28,7 @@ def _export_command(model_dir: Path, flag: str) -> str:
     from c4u_engine.builtin import BUILTIN_DIR
 
     if model_dir.resolve() == BUILTIN_DIR:
-        from c4u_engine.export_command import user_engine_dir
+        from c4u_engine.builtin import user_engine_dir
 
         precision = flag.split()[-1] if flag else "fp32"
         return (f"c4u export builtin{flag} writes one to {user_engine_dir(precision)}; then pass --model "

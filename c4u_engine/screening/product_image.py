@@ -44,7 +44,8 @@ def load_product_image(obj: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     except ProductImageError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ProductImageError(f"cannot read the product image {str(obj)[:200] if isinstance(obj, (str, Path)) else type(obj).__name__}: {exc}") from None
+        what = str(obj)[:200] if isinstance(obj, (str, Path)) else type(obj).__name__
+        raise ProductImageError(f"cannot read the product image {what}: {exc}") from None
     if image.width == 0 or image.height == 0:
         raise ProductImageError("the product image is empty (zero width or height)")
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)

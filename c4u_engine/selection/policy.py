@@ -49,8 +49,8 @@ class SelectionPolicy:
         self.mode = check_mode(mode)
         self.judge_modes = frozenset(JUDGE_MODES) if mode == "hybrid" else frozenset({mode})
         self._inputs = list(range(n)) if inputs is None else list(inputs)
-        self._duplicates, self._rejected, self._flagged = dict(duplicates or {}), dict(rejected or {}), dict(flagged or {})
-        self._stats = dict(stats or {})
+        self._duplicates, self._rejected = dict(duplicates or {}), dict(rejected or {})
+        self._flagged, self._stats = dict(flagged or {}), dict(stats or {})
         self.tournament = Tournament(n, check_strategy(strategy), both_orders, seed)
         self._judge_mode = "fast" if mode == "hybrid" else mode
         self._reasoning: list[Pair] | None = None  # hybrid: the deciding pairs, once asked for

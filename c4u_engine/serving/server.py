@@ -18,6 +18,8 @@ import uvicorn
 
 from c4u_engine.serving.app import ServerLimits, create_app
 
+DEFAULT_LIMITS = ServerLimits()  # frozen: one shared default is safe
+
 log = logging.getLogger("uvicorn.error")  # uvicorn's own startup lines go there: ours sit beside them
 
 
@@ -79,7 +81,7 @@ def read_api_key(path: str | Path | None) -> str | None:
 
 
 def build_server(engine, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 grace_s: float = 30.0, limits: ServerLimits = ServerLimits(), log_level: str = "info",
+                 grace_s: float = 30.0, limits: ServerLimits = DEFAULT_LIMITS, log_level: str = "info",
                  warm: bool = True) -> DrainingServer:
     app = create_app(engine, api_key=api_key, limits=limits, warm=warm, close_engine=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace_s,

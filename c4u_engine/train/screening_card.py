@@ -70,7 +70,8 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None,
         "```",
         command,
         "```",
-        f"{t['steps']} steps of batch {t['batch']} (AdamW, cosine), CPU, {t['threads']} thread{'s' if t['threads'] > 1 else ''}; the last "
+        f"{t['steps']} steps of batch {t['batch']} (AdamW, cosine), CPU, "
+        f"{t['threads']} thread{'s' if t['threads'] > 1 else ''}; the last "
         f"invocation took {t['seconds'] / 60:.0f} min (data, what training was left, baselines, evaluation)."
         + ("" if metrics["single_image_baselines"] else " This run trained no single-image baselines "
            "(`--baseline-seeds 0`).") + (f" {note}" if note else ""),

@@ -128,7 +128,8 @@ def _by_difficulty(data: dict, avail: np.ndarray, threshold: float) -> dict:
     unusable = data["label"] != 0
     for lo, hi in ((0.0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1.01)):
         m = unusable & (data["difficulty"] >= lo) & (data["difficulty"] < hi)
-        out[f"difficulty {lo:.2f}-{min(hi, 1):.2f}"] = {"caught": float((avail[m] < threshold).mean()), "n": int(m.sum())}
+        out[f"difficulty {lo:.2f}-{min(hi, 1):.2f}"] = {"caught": float((avail[m] < threshold).mean()),
+                                                         "n": int(m.sum())}
     for d in sorted(set(data["defect"][unusable].tolist())):
         m = unusable & (data["defect"] == d)
         out[f"defect {d}"] = {"caught": float((avail[m] < threshold).mean()), "n": int(m.sum())}

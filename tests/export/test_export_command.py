@@ -11,7 +11,8 @@ import pytest
 
 from c4u_engine.builtin import BUILTIN_DIR
 from c4u_engine.cli import main
-from c4u_engine.export_command import export_argv, user_engine_dir
+from c4u_engine.builtin import user_engine_dir
+from c4u_engine.export_command import export_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,8 @@ def test_the_builtin_model_is_exported_to_a_user_directory(monkeypatch, tmp_path
     assert user_engine_dir("int4") == tmp_path / "cache" / "builtin-int4"
     assert export_argv(["builtin", "--precision", "int4"]) == [str(BUILTIN_DIR), "--precision", "int4", "--out",
                                                                str(tmp_path / "cache" / "builtin-int4")]
-    assert export_argv(["--precision=int8", str(BUILTIN_DIR)])[-2:] == ["--out", str(tmp_path / "cache" / "builtin-int8")]
+    assert export_argv(["--precision=int8", str(BUILTIN_DIR)])[-2:] == \
+        ["--out", str(tmp_path / "cache" / "builtin-int8")]
     assert export_argv(["builtin", "--out", "/x"]) == [str(BUILTIN_DIR), "--out", "/x"]  # --out wins
     assert export_argv(["--opset", "17", "ckpt"]) == ["--opset", "17", "ckpt"]  # a checkpoint of one's own: as is
     monkeypatch.delenv("C4U_CACHE_DIR")
