@@ -41,14 +41,16 @@ def _skip_reason() -> str | None:
 
 
 def _borrowed_paths() -> list[str]:
-    """This interpreter's package directories, without the repository (the fresh venv must import the installed
-    package, not the tree)."""
+    """This interpreter's package directories, without the repository's tree (the fresh venv must import the
+    installed package, not the tree). A venv inside the repository (CI's .venv) is still borrowed: its .pth files,
+    the editable install's redirect among them, are not run from a borrowed path."""
     paths = []
     for p in [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *sys.path]:
         if not p or not Path(p).is_dir():
             continue
         resolved = Path(p).resolve()
-        if resolved == REPO or REPO in resolved.parents or str(resolved) in paths:
+        in_tree = resolved == REPO or (REPO in resolved.parents and "site-packages" not in resolved.parts)
+        if in_tree or str(resolved) in paths:
             continue
         if resolved.name.endswith((".zip",)) or "lib-dynload" in resolved.parts:
             continue

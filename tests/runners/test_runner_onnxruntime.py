@@ -277,7 +277,7 @@ def test_refuses_unreadable_or_absent_manifests(engine_copy, tmp_path):
     (engine_copy / "manifest.json").write_text("{not json")
     with pytest.raises(EngineArtifactError, match="manifest.json: not a readable JSON"):
         OnnxRuntimeRunner(engine_copy)
-    with pytest.raises(EngineArtifactError, match="python -m export"):
+    with pytest.raises(EngineArtifactError, match="c4u export"):
         OnnxRuntimeRunner(tmp_path / "nowhere")
 
 

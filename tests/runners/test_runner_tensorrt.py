@@ -166,6 +166,7 @@ def test_auto_moves_past_plans_that_do_not_load_here(tmp_path, monkeypatch):
             raise EngineArtifactError("decoder.plan: refusing to load: built for another GPU")
         return name
 
+    (tmp_path / "config.json").write_text("{}")  # a checkpoint directory as far as create_runner checks
     monkeypatch.setattr(runners, "available_backends", lambda d, dev, precision: dict.fromkeys(runners.BACKENDS[1:]))
     monkeypatch.setattr(runners, "_create", create)
     assert create_runner(tmp_path, backend="auto", device="cuda") == "onnxruntime" and made == ["tensorrt",
@@ -176,6 +177,7 @@ def test_auto_moves_past_plans_that_do_not_load_here(tmp_path, monkeypatch):
 
 def test_without_tensorrt_the_runner_says_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` now raises ImportError
+    (tmp_path / "config.json").write_text("{}")  # past create_runner's checkpoint check, to the runtime's own
     with pytest.raises(BackendUnavailableError, match="tensorrt is not installed"):
         TensorRTRunner(tmp_path)
     with pytest.raises(BackendUnavailableError, match="tensorrt is not installed"):
