@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, markdown_table  # noqa: E402
 
 HEAD = Path(__file__).resolve().parent.parent
-METRICS = {"bench_select.py": ("engine_s", "speedup"), "bench_concurrency.py": ("seconds", "throughput", "ratio")}
+METRICS = {"bench_select.py": ("engine_s", "speedup"), "bench_concurrency.py": ("seconds", "throughput", "ratio"),
+           "bench_step_overhead.py": ("calls_per_step", "overhead_us_per_step", "runtime_us_per_step")}
 IDENTITY = ("n", "mode", "strategy", "lanes", "clients")
 
 
