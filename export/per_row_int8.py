@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from export.graph_edit import replace_nodes
+
 MS_DOMAIN = "com.microsoft"
 ROW_EPS = 1e-12  # an all-zero row quantizes to zeros with a tiny, finite scale
 
@@ -145,13 +147,7 @@ def quantize_per_row(model: onnx.ModelProto, excluded: Iterable[str] = (),
                                        name=f"{base}/OutlierMatMul"),
                       helper.make_node("Add", [f"{base}/y_int8", f"{base}/y_float"], [node.output[0]],
                                        name=f"{base}/AddOutliers")]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(new_inits)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(graph, nodes, new_inits)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return model

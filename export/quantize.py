@@ -48,6 +48,7 @@ from c4u_engine.runners.precision import QUANT_OPS, QUANTIZED, PrecisionEntry
 
 from export.build_tensorrt import onnx_sha256
 from export.calibration import CalibrationSet
+from export.graph_edit import replace_nodes
 from export.manifest import write_manifest
 from export.per_row_int8 import quantize_per_row
 
@@ -265,12 +266,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [product], name=f"{node.name}__matmul"))
         if biased:
             nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}__bias"))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(graph, nodes)
     return model
 
 

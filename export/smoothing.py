@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from export.graph_edit import drop_unused_initializers
 from export.per_row_int8 import quantize_weight, weight_matmuls
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -210,8 +211,5 @@ def apply_smoothing(model: onnx.ModelProto, groups: Sequence[SmoothGroup],
                 add = nodes[g.fold_bias]
                 index = next(i for i, name in enumerate(add.input) if name in inits)
                 rewrite(add, index, lambda b: b / s)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(graph)
     return model

@@ -41,6 +41,7 @@ from c4u_engine.errors import C4UError, InvalidInputError
 from c4u_engine.runners.engine_dir import GRAPH_NAMES, MANIFEST_FILE, load_engine_dir
 
 from export.build_tensorrt import onnx_sha256
+from export.graph_edit import replace_nodes
 from export.manifest import write_manifest
 
 KINDS = {"int8": (TensorProto.INT8, 127.0), "fp8": (TensorProto.FLOAT8E4M3FN, 448.0)}
@@ -181,13 +182,7 @@ def _insert_qdq(model: onnx.ModelProto, amax: dict[str, np.ndarray], qtype: int,
         nodes += [helper.make_node("DequantizeLinear", [w_q.name, f"{name}_qscale", f"{name}_qzero"],
                                    [f"{name}_dq"], name=f"{node.name}/weight_DQ", axis=1),
                   helper.make_node("MatMul", [done[x], f"{name}_dq"], list(node.output), name=node.name)]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(new_inits)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    replace_nodes(graph, nodes, new_inits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
