@@ -78,15 +78,13 @@ class StepExecutor:
     def _run(self, batch: StepBatch, out: StepOutputs) -> None:
         if batch.encode:
             self._isolated(batch.encode, lambda it: it[0], lambda part: self._encode(part, out), out)
-        for works in batch.links:
-            roots = [w for w in works if w.link.parent is None]
-            chained = [w for w in works if w.link.parent is not None]
-            for group, compute in ((roots, self._from_scratch), (chained, self._continuations)):
+        for works in batch.links:  # a call computes links from scratch or from their parents, never both
+            for group in ([w for w in works if w.link.parent is None], [w for w in works if w.link.parent is not None]):
                 if group:
-                    self._isolated(group, lambda w: _owner(w, out), lambda part, f=compute: f(part, out), out)
+                    self._isolated(group, lambda w: _owner(w, out), lambda part: self._links(part, out), out)
         for mode, rows in batch.rows.items():  # rows whose request holds (or got) its prefix and image A
-            ready = [row for row in rows if self._a_entry(row, out) is not None
-                     and self._entry(row.request.chain.prefix.key, row.request, out) is not None]
+            ready = [row for row in rows if self._a_entry(row, out) is not None and (
+                row.request.prefix is not None or self._entry(row.request.chain.prefix.key, row.request, out))]
             if ready:
                 self._isolated(ready, lambda row: row.request, lambda part, m=mode: self._compare(part, m, out), out)
         self._decode_step(out)
@@ -100,31 +98,23 @@ class StepExecutor:
         if not all(cached for _, cached in results):
             out.seconds.append(("vision", time.perf_counter() - t0, [r for r, _ in items]))
 
-    def _from_scratch(self, works: list[LinkWork], out: StepOutputs) -> None:
+    def _links(self, works: list[LinkWork], out: StepOutputs) -> None:
+        """Missing chain links of one level, all with parents or all without, in calls of max_batch_rows rows."""
+        works = [w for w in works if w.link.parent is None or self._parent(w, out) is not None]  # others: later
         done = StepOutputs()  # counters of this part, kept only if all of it succeeds (a retry counts again)
         for chunk in chunks(works, lambda w: len(w.link.new.ids), self.config):
             t0 = time.perf_counter()
-            computed = prefill_from_scratch(self.runner, [w.link.new for w in chunk],
-                                            self.session.tokenizer.im_end_id)
+            new, pad = [w.link.new for w in chunk], self.session.tokenizer.im_end_id
+            if chunk[0].link.parent is None:
+                pasts, computed = [None] * len(chunk), prefill_from_scratch(self.runner, new, pad)
+            else:
+                pasts = [self._parent(w, out) for w in chunk]
+                embeds = ([self._embeds(*_holder(w, out), out) for w in chunk]
+                          if chunk[0].link.level == IMAGE_A else None)
+                _, kv, mask, lens = prefill_continuations(self.runner, self.store, pasts, new, embeds, pad)
+                computed = split_entries(self.runner, kv, mask, lens)
             self.calls.note(len(chunk))
-            for w, (kv, mask) in zip(chunk, computed):
-                self._insert(w, kv, mask, None, out, done)
-            self._charge(chunk, t0, done)
-        out.counts += done.counts
-        out.seconds += done.seconds
-
-    def _continuations(self, works: list[LinkWork], out: StepOutputs) -> None:
-        works = [w for w in works if self._parent(w, out) is not None]  # the others wait for a later step
-        done = StepOutputs()
-        for chunk in chunks(works, lambda w: len(w.link.new.ids), self.config):
-            t0 = time.perf_counter()
-            pasts = [self._parent(w, out) for w in chunk]
-            embeds = ([self._embeds(*_holder(w, out), out) for w in chunk]
-                      if chunk[0].link.level == IMAGE_A else None)
-            _, kv, mask, lens = prefill_continuations(self.runner, self.store, pasts, [w.link.new for w in chunk],
-                                                      embeds, self.session.tokenizer.im_end_id)
-            self.calls.note(len(chunk))
-            for w, (kv_r, mask_r), past in zip(chunk, split_entries(self.runner, kv, mask, lens), pasts):
+            for w, (kv_r, mask_r), past in zip(chunk, computed, pasts):
                 self._insert(w, kv_r, mask_r, past, out, done)
             self._charge(chunk, t0, done)
         out.counts += done.counts
