@@ -116,12 +116,9 @@ def test_schedule_keeps_the_step_budget_oldest_first_and_the_decode_room():
     assert [row.index for row in batch.rows["reason"]] == [0, 1, 2, 3]  # the decode batch holds 4 rows at most
 
 
-def test_postprocess_hands_out_entries_records_answers_and_advances_the_plan():
-    s = _scheduler()
-    spans = FakeSpans(profile=1)
-    a, b = _request(1, spans, ["x", "y"]), _request(2, spans, ["x", "y"])
-    s.active += [a, b]
-    batch = s.schedule()
+def _computed(s: Scheduler, batch) -> StepOutputs:
+    """What run() would give back for `batch` up to the comparisons: every image embedded, every link computed
+    (inserted into the store, the step holding one pin on each)."""
     out = StepOutputs()
     for r, i in batch.encode:
         out.embeds[(r.id, i)] = (f"embeds-{r.images[i].content_hash}", False)
@@ -131,6 +128,16 @@ def test_postprocess_hands_out_entries_records_answers_and_advances_the_plan():
                                    work.link.last_position)
             out.entries[work.link.key] = entry
             out.pins.append(entry)
+    return out
+
+
+def test_postprocess_hands_out_entries_records_answers_and_advances_the_plan():
+    s = _scheduler()
+    spans = FakeSpans(profile=1)
+    a, b = _request(1, spans, ["x", "y"]), _request(2, spans, ["x", "y"])
+    s.active += [a, b]
+    batch = s.schedule()
+    out = _computed(s, batch)
     for row in batch.rows["fast"]:
         out.prefilled.append(row)
         out.comparisons[(row.request.id, row.index)] = Comparison(*row.pair, "A", 0.9, mode="fast")
@@ -148,15 +155,7 @@ def test_postprocess_fails_only_the_failed_request_and_releases_its_entries():
     a, b = _request(1, FakeSpans(1), ["x", "y"]), _request(2, FakeSpans(2), ["x", "y"])
     s.active += [a, b]
     batch = s.schedule()
-    out = StepOutputs()
-    for r, i in batch.encode:
-        out.embeds[(r.id, i)] = ("embeds", False)
-    for level in batch.links:
-        for work in level:
-            entry = s.store.insert(work.link.key, FakeKV(), np.ones(len(work.link.new.ids), bool),
-                                   work.link.last_position)
-            out.entries[work.link.key] = entry
-            out.pins.append(entry)
+    out = _computed(s, batch)
     out.failures[a] = RuntimeError("boom")
     s.postprocess(batch, out)
     assert a.future.done() and "boom" in str(a.future.exception())
