@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 
 from c4u_engine.comparison import JUDGE_MODES, Comparison
 from c4u_engine.engine.config import EngineConfig, check_seconds
@@ -25,6 +26,11 @@ from c4u_engine.profile import Profile
 from c4u_engine.runners import BACKENDS
 from c4u_engine.selection.policy import PairPolicy, SelectionPolicy, check_mode, check_strategy
 from c4u_engine.selection.results import Selection
+
+if TYPE_CHECKING:
+    from c4u_engine.batch.stream import BatchResult, SelectionStream
+
+SELECT_MANY_PER_LANE = 16  # select_many's default window per lane (BENCHMARKS.md, "Offline selection")
 
 
 class Engine:
@@ -262,6 +268,54 @@ class Engine:
         loop = asyncio.get_running_loop()
         future = await loop.run_in_executor(None, functools.partial(self.submit, images, profile, **options))
         return await asyncio.wrap_future(future)
+
+    def select_many(self, items: Iterable[Any], *, max_in_flight: int | None = None, ordered: bool = True,
+                    **options: Any) -> "SelectionStream":
+        """Many selections at full throughput: an iterator of BatchResult (index, id, selection or error) for an
+        iterable of items, each an (images, profile[, options]) tuple, a dict with those keys (+ "id") or a
+        c4u_engine.batch.BatchItem; `options` are Engine.select keywords applied to every item (an item's own
+        options win).
+
+        Up to max_in_flight items are submitted and not yet handed out (default: what the engine's lanes work on at
+        once, `default_in_flight`), so the scheduler batches their comparisons together while memory stays bounded
+        whatever the input's length (images are loaded when their item is submitted). An item's failure is a typed
+        error in its result, never raised; a full queue is waited out. ordered=False hands results out as they
+        finish. The stream's stop() takes no more items (those in flight still come out); close() cancels them.
+        """
+        from c4u_engine.batch.stream import SelectionStream
+
+        self._check_select_options(options)
+        if max_in_flight is None:
+            max_in_flight = self.default_in_flight
+        return SelectionStream(self, items, max_in_flight=max_in_flight, ordered=ordered, defaults=options)
+
+    async def select_many_async(self, items: Iterable[Any], **kwargs: Any) -> AsyncIterator["BatchResult"]:
+        """`select_many` for asyncio: an async iterator of BatchResult; waiting does not block the loop, and leaving
+        the iteration early cancels the items in flight."""
+        stream = self.select_many(items, **kwargs)
+        end = object()
+        try:
+            while (result := await asyncio.to_thread(next, stream, end)) is not end:
+                yield result
+        finally:
+            stream.close()
+
+    @property
+    def default_in_flight(self) -> int:
+        """select_many's default window: enough requests for every lane's decode batch."""
+        config = self.core.config
+        return config.lanes * min(config.max_active_requests, SELECT_MANY_PER_LANE)
+
+    def _check_select_options(self, options: dict[str, Any]) -> None:
+        known = {name for name, p in inspect.signature(self.submit).parameters.items()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidInputError(f"unknown select options {unknown}; valid: {sorted(known)}")
+        if "mode" in options:
+            check_mode(options["mode"])
+        if "strategy" in options:
+            check_strategy(options["strategy"])
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _submit(self, images: list, profile: Profile, plan, max_new_tokens: int, use_cache: bool,

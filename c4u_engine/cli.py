@@ -21,24 +21,38 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_select(args: argparse.Namespace) -> int:
+def _engine(args: argparse.Namespace, screening: bool):
+    """The engine the select-like commands run on: the shared built-in one unless a flag asks for another."""
     from c4u_engine.api import Engine, default_engine
-    from c4u_engine.profile import Profile
 
-    profile = Profile(title=args.title, queries=tuple(args.query or ()), extra=args.extra or "")
-    screening = args.screen or args.product is not None
     custom_screen = screening and (args.screen_model is not None or args.screen_threshold is not None)
-    custom = args.model or args.precision or args.device != "cpu" or args.backend != "auto" or custom_screen
+    custom = args.model or args.precision or args.device != "cpu" or args.backend != "auto" or custom_screen \
+        or getattr(args, "lanes", None)
+    if not custom:
+        return default_engine()
     screener = None
     if custom_screen:
         from c4u_engine.screening import Screener
 
         screener = Screener(args.screen_model, threshold=args.screen_threshold)
-    engine = Engine(_model_dir(args), device=args.device, backend=args.backend, precision=args.precision,
-                    screen_model=screener) if custom else default_engine()
-    selection = engine.select(args.images, profile, mode=args.mode, strategy=args.strategy,
-                              both_orders=not args.one_order, max_new_tokens=args.max_new_tokens, strict=args.strict,
-                              screen=screening, product_image=args.product)
+    settings = {"lanes": args.lanes} if getattr(args, "lanes", None) else {}
+    return Engine(_model_dir(args), device=args.device, backend=args.backend, precision=args.precision,
+                  screen_model=screener, **settings)
+
+
+def _select_options(args: argparse.Namespace, screening: bool) -> dict:
+    """Engine.select keywords from the flags `c4u select` and `c4u batch` share."""
+    return {"mode": args.mode, "strategy": args.strategy, "both_orders": not args.one_order,
+            "max_new_tokens": args.max_new_tokens, "strict": args.strict, "screen": screening}
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from c4u_engine.profile import Profile
+
+    profile = Profile(title=args.title, queries=tuple(args.query or ()), extra=args.extra or "")
+    screening = args.screen or args.product is not None
+    engine = _engine(args, screening)
+    selection = engine.select(args.images, profile, product_image=args.product, **_select_options(args, screening))
     if args.json:
         from c4u_engine.serving.schema import selection_json
 
@@ -161,6 +175,30 @@ def _cmd_screen(args: argparse.Namespace) -> int:
     return 0 if verdicts else 2
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    """Selections for every group of a JSONL, resumable; locally, or on Ray Data with --ray."""
+    options = _select_options(args, args.screen)
+    if args.ray:
+        from c4u_engine.batch.ray_data import run_on_ray
+
+        summary = run_on_ray(args.input, args.out, options=options, resume=args.resume, actors=args.actors,
+                             address=args.address, listen_all=args.ray_listen_all, model=args.model,
+                             backend=args.backend, device=args.device, precision=args.precision,
+                             max_in_flight=args.max_in_flight)
+    else:
+        from c4u_engine.batch.run import run_batch
+
+        summary = run_batch(_engine(args, args.screen), args.input, args.out, options=options, resume=args.resume,
+                            max_in_flight=args.max_in_flight, progress=None if not args.no_progress else False)
+    print(f"c4u batch: {summary.text()}", file=sys.stderr)
+    print(json.dumps(summary.to_dict()))
+    if summary.interrupted:
+        from c4u_engine.batch.run import INTERRUPTED_EXIT
+
+        return INTERRUPTED_EXIT
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Pairwise accuracy (both orders), order consistency and group-winner accuracy on a CreativePair directory."""
     from c4u_engine.api import Engine
@@ -223,6 +261,23 @@ PRECISION_HELP = ("default: the checkpoint's dtype (fp32 on CPU); the built-in m
                   "BENCHMARKS.md); other int8/int4 engines: c4u export CKPT --precision P")
 
 
+def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `c4u select` and `c4u batch` share: how to select, on which model, with which screener."""
+    parser.add_argument("--mode", default="fast", choices=MODES)
+    parser.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
+    parser.add_argument("--one-order", action="store_true", help="judge each pair in one order only")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--strict", action="store_true", help="fail on an invalid image instead of rejecting it")
+    parser.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: the built-in model)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    parser.add_argument("--screen-model", help="a screening model directory (default: the built-in one)")
+    parser.add_argument("--screen-threshold", type=float, help="P(available) at or above this is usable (default: "
+                       "the screening model's); below its rejection bound a candidate is screened out, in between "
+                       "kept and flagged")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c4u", description="c4u_engine: select advertising creatives")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,24 +290,32 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--title", required=True, help="product title")
     p_sel.add_argument("--query", action="append", help="a high-frequency search query of the user (repeatable)")
     p_sel.add_argument("--extra", help="extra user context")
-    p_sel.add_argument("--mode", default="fast", choices=MODES)
-    p_sel.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
-    p_sel.add_argument("--one-order", action="store_true", help="judge each pair in one order only")
-    p_sel.add_argument("--max-new-tokens", type=int, default=256)
-    p_sel.add_argument("--strict", action="store_true", help="fail on an invalid image instead of rejecting it")
-    p_sel.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: the built-in model)")
-    p_sel.add_argument("--device", default="cpu")
-    p_sel.add_argument("--backend", default="auto", choices=BACKENDS)
-    p_sel.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    _add_selection_flags(p_sel)
     p_sel.add_argument("--json", action="store_true", help="print the selection as JSON")
     p_sel.add_argument("--report", help="write a self-contained HTML report here")
     p_sel.add_argument("--screen", action="store_true", help="screen out unusable creatives first (RFNet-style)")
     p_sel.add_argument("--product", help="the product cut-out screening compares with (implies --screen)")
-    p_sel.add_argument("--screen-model", help="a screening model directory (default: the built-in one)")
-    p_sel.add_argument("--screen-threshold", type=float, help="P(available) at or above this is usable (default: "
-                       "the screening model's); below its rejection bound a candidate is screened out, in between "
-                       "kept and flagged")
     p_sel.set_defaults(func=_cmd_select)
+
+    p_bat = sub.add_parser("batch", help="select for every group of a JSONL (groups.jsonl of python -m "
+                           "c4u_engine.data make, or id/images/profile lines), resumable; --ray for Ray Data")
+    p_bat.add_argument("input", help="the groups JSONL (image paths relative to it or absolute; no URLs)")
+    p_bat.add_argument("--out", required=True, help="the results JSONL, appended to (with --ray too)")
+    p_bat.add_argument("--resume", action="store_true", help="skip the ids --out already holds, append the rest")
+    p_bat.add_argument("--max-in-flight", type=int, help="selections submitted at once (default: enough to fill "
+                       "the engine's lanes)")
+    p_bat.add_argument("--no-progress", action="store_true", help="no progress bar (it shows on a terminal only)")
+    _add_selection_flags(p_bat)
+    p_bat.add_argument("--screen", action="store_true", help="screen out unusable creatives first (a line's "
+                       "product_image is the cut-out it compares with)")
+    p_bat.add_argument("--lanes", type=int, help="schedulers side by side on the model (default: the engine's)")
+    p_bat.add_argument("--ray", action="store_true", help="run on Ray Data: actors each holding one Engine")
+    p_bat.add_argument("--address", help="a running Ray cluster to join (with --ray), e.g. HEAD:6379; without it "
+                       "a local Ray instance starts, listening on 127.0.0.1 only")
+    p_bat.add_argument("--actors", type=int, default=1, help="Ray actors, each one Engine (with --ray)")
+    p_bat.add_argument("--ray-listen-all", action="store_true", help="let the local Ray instance listen on every "
+                       "interface (Ray has no authentication: trusted networks only)")
+    p_bat.set_defaults(func=_cmd_batch)
 
     p_demo = sub.add_parser("demo", help="screen, then select among example creatives made by the synthetic "
                             "generator")

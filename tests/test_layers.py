@@ -18,7 +18,7 @@ LAYERS = [
     {"selection"},
     {"data"},
     # the engine's users: the public face, its tools, and training (which evaluates through the public Engine)
-    {"__init__", "api", "cli", "export_command", "serving", "info", "reproduce", "train"},
+    {"__init__", "api", "cli", "export_command", "serving", "batch", "info", "reproduce", "train"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
