@@ -249,7 +249,9 @@ class Engine:
         strict: raise on the first invalid image instead of reporting it in Selection.rejected.
         timeout: seconds this request may take (DeadlineExceededError beyond; default config.default_timeout_s).
         screen: first drop the candidates the usability screener judges unusable (RFNet-style; one batched call):
-        they go to Selection.rejected as "unusable: <class> (p=...)"; Selection.stats["screening"] counts them.
+        they go to Selection.rejected as "unusable: <class> (p=...)"; Selection.stats["screening"] counts them and
+        holds each screened-out or flagged input's verdict as data ("verdicts": status, label, probability,
+        p_available).
         Candidates the screener is unsure of are kept and listed in Selection.flagged; AllScreenedOutError when
         screening would leave nothing to select from.
         product_image: the product cut-out it compares each ad with (path, bytes, PIL, array; transparency kept);

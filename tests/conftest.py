@@ -112,3 +112,17 @@ def tiny_ckpt_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...,
 def tiny_ckpt(tiny_ckpt_factory: Callable[..., Path]) -> Path:
     """The default tiny Qwen2.5-VL checkpoint directory (read-only by convention: copy it before editing files)."""
     return tiny_ckpt_factory()
+
+
+@pytest.fixture(scope="session")
+def tiny_screen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised screening model directory, exported once per session (torch + onnx, nothing
+    downloaded); the screening and the serving tests use it."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from c4u_engine.screening.rfnet import RFNet, RFNetConfig
+    from c4u_engine.train.screening_export import export_screening
+
+    torch.manual_seed(0)
+    net = RFNet(RFNetConfig(dim=16, heads=2, fusion_layers=1))
+    return export_screening(net, tmp_path_factory.mktemp("tiny_screen"), threshold=0.5)

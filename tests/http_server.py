@@ -31,6 +31,20 @@ def b64(image: np.ndarray) -> str:
     return base64.b64encode(png_bytes(image)).decode()
 
 
+def assert_one_schema(got: dict, cli: dict) -> None:
+    """A /v1/select answer and `c4u select --json`'s output for the same request: the same keys in the same order,
+    the same values (scores within float rounding; screening's stats but its timing)."""
+    assert list(got) == list(cli)
+    assert set(got["stats"]) == set(cli["stats"])
+    assert set(got["comparisons"][0]) == set(cli["comparisons"][0])
+    for key in ("winner", "ranking", "rejected", "duplicates", "flagged", "deciding_pairs", "explanation"):
+        assert got[key] == cli[key], key
+    assert got["scores"].keys() == cli["scores"].keys()
+    assert all(abs(got["scores"][k] - cli["scores"][k]) < 1e-6 for k in cli["scores"])
+    untimed = [{k: v for k, v in out["stats"].get("screening", {}).items() if k != "seconds"} for out in (got, cli)]
+    assert untimed[0] == untimed[1]
+
+
 class RunningServer:
     def __init__(self, engine, **options) -> None:
         from c4u_engine.serving.server import build_server

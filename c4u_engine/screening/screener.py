@@ -226,10 +226,15 @@ def screen_candidates(screener: Screener, loaded: dict, unique: list[int], dupli
         raise AllScreenedOutError(
             f"screening rejected every candidate ({'; '.join(f'#{i}: {r}' for i, r in sorted(rejected.items()))}): "
             "nothing is left to select from. To rank them anyway, turn screening off (select(..., screen=False); "
-            "c4u select without --screen and --product), or pass a lower reject_below (Screener(..., "
-            f"reject_below=...); now {screener.reject_below})")
+            "c4u select without --screen and --product; over HTTP, no \"screen\" and no \"product_image\"), or pass "
+            f"a lower reject_below (Screener(..., reject_below=...); now {screener.reject_below})")
+    # Who was screened out or flagged, and why, as data (the reasons above are the same in words): a duplicate has
+    # its original's verdict.
+    marked = {i: verdicts[duplicates.get(i, i)] for i in sorted(rejected.keys() | flagged.keys())}
     stats = {"mode": "image+product+text" if product is not None and mode != "text" else "image+text",
              "screened": len(unique), "screened_out": sorted(rejected), "flagged": sorted(flagged),
+             "verdicts": {i: {"status": v.status, "label": v.label, "probability": round(v.probability, 4),
+                              "p_available": round(v.p_available, 4)} for i, v in marked.items()},
              "threshold": screener.threshold, "reject_below": screener.reject_below,
              "batches": -(-(len(unique) - hits) // screener.batch), "cached": hits,
              "seconds": round(time.perf_counter() - t0, 6),

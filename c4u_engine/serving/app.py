@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI): one Engine per process; the engine's scheduler does all batching and queueing.
 
     POST /v1/select   JSON {images: [base64...], profile: {title, queries, extra}, mode, strategy, both_orders,
-                      max_new_tokens, timeout_s, strict}, or multipart/form-data (files "images", JSON "request")
+                      max_new_tokens, timeout_s, strict, screen, product_image: base64, screen_mode}, or
+                      multipart/form-data (files "images" and "product_image", JSON "request")
                       -> the Selection, as `c4u select --json` prints it
     POST /v1/compare  JSON {image_a, image_b, profile, mode, max_new_tokens, timeout_s} -> one Comparison
     GET  /healthz     alive;  GET /readyz  model loaded and warm (503 while starting or draining)
@@ -23,7 +24,7 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -36,8 +37,10 @@ from starlette.exceptions import HTTPException
 from c4u_engine._version import __version__
 from c4u_engine.comparison import JUDGE_MODES
 from c4u_engine.errors import C4UError, InvalidInputError, LimitExceededError, OverloadedError
+from c4u_engine.screening.screener import MODES as SCREEN_MODES
 from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
 from c4u_engine.serving.metrics import CONTENT_TYPE, ServerMetrics
+from c4u_engine.serving.openapi import ComparisonOut, SelectionOut, openapi_schema
 from c4u_engine.serving.schema import comparison_json, error_json, error_status, retry_headers, selection_json
 
 log = logging.getLogger("c4u_engine.serving")
@@ -68,6 +71,28 @@ class SelectIn(BaseModel):
     max_new_tokens: int = Field(default=256, ge=1, le=8192)
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
     strict: bool = False
+    screen: bool | None = Field(default=None, description="screen out the creatives the usability screener judges "
+                                "unusable before selecting (default: when product_image is given)")
+    product_image: str | None = Field(default=None, description="base64 product cut-out (PNG with transparency) "
+                                      "screening compares each creative with; implies screening")
+    screen_mode: Literal[SCREEN_MODES] = Field(default="auto", description="auto: with the product image when "
+                                               "given; full: requires it; text: image+text only (weaker)")
+
+
+@dataclass
+class _SelectRequest:
+    body: SelectIn
+    images: list[bytes] = field(default_factory=list)
+    names: list[str | None] = field(default_factory=list)  # the uploaded files' names; None for base64 images
+    product: bytes | None = None
+
+    @property
+    def screen(self) -> bool:
+        """As `c4u select --product`: a product image implies screening."""
+        if self.body.screen is False and self.product is not None:
+            raise InvalidInputError("product_image: given with screen=false (the product image is for screening; "
+                                    "drop one of them)")
+        return bool(self.body.screen) or self.product is not None
 
 
 class CompareIn(BaseModel):
@@ -159,13 +184,16 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
 
     @app.post("/v1/select", dependencies=[Depends(authorized)], openapi_extra=_select_openapi())
     async def select(request: Request) -> dict[str, Any]:
-        body, images, names = await _read_select(request, limits, engine.max_candidates)
+        req = await _read_select(request, limits, engine.max_candidates)
+        body = req.body
         selection = await engine.select_async(
-            images, body.profile.model_dump(), mode=body.mode, strategy=body.strategy, both_orders=body.both_orders,
-            max_new_tokens=body.max_new_tokens, strict=body.strict, timeout=body.timeout_s)
-        return selection_json(selection, names)
+            req.images, body.profile.model_dump(), mode=body.mode, strategy=body.strategy,
+            both_orders=body.both_orders, max_new_tokens=body.max_new_tokens, strict=body.strict,
+            timeout=body.timeout_s, screen=req.screen, product_image=req.product, screen_mode=body.screen_mode)
+        return selection_json(selection, req.names)
 
-    @app.post("/v1/compare", dependencies=[Depends(authorized)], openapi_extra=_model_openapi(CompareIn))
+    @app.post("/v1/compare", dependencies=[Depends(authorized)],
+              openapi_extra=_model_openapi(CompareIn, ComparisonOut))
     async def compare(request: Request) -> dict[str, Any]:
         body = _validate(CompareIn, await request.body())
         a, b = (_decode_image(s, f"image_{k}", limits) for s, k in ((body.image_a, "a"), (body.image_b, "b")))
@@ -192,13 +220,13 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
 
 
 # -- requests -----------------------------------------------------------------------------------------------
-async def _read_select(request: Request, limits: ServerLimits,
-                       max_candidates: int) -> tuple[SelectIn, list[bytes], list[str | None]]:
-    """The request, its images' bytes and their names (the uploaded files' names; None for base64 images)."""
+async def _read_select(request: Request, limits: ServerLimits, max_candidates: int) -> _SelectRequest:
+    """The request with its images' and product image's bytes. The product image goes through the candidates' path
+    and limits: base64 or an uploaded file, never a path or URL read here."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        try:
-            form = await request.form(max_files=max_candidates + 1, max_fields=8, max_part_size=limits.max_image_bytes)
+        try:  # files: the candidates, the product image, and one more to tell "too many" apart
+            form = await request.form(max_files=max_candidates + 2, max_fields=8, max_part_size=limits.max_image_bytes)
         except HTTPException as exc:  # the multipart parser's limits: too many files or fields, a part too large
             raise LimitExceededError(f"multipart request: {exc.detail} (at most {max_candidates} images of "
                                      f"{limits.max_image_bytes} bytes)") from None
@@ -207,25 +235,37 @@ async def _read_select(request: Request, limits: ServerLimits,
             raw = form.get("request") or "{}"
             if not isinstance(raw, str):
                 raise InvalidInputError("request: the multipart field 'request' must be JSON text, not a file")
-            body = _validate(SelectIn, raw)
-            if body.images:
-                raise InvalidInputError("images: send the images as files in a multipart request, not in 'request'")
-            images, names = [], []
+            req = _SelectRequest(_validate(SelectIn, raw))
+            for name in ("images", "product_image"):
+                if getattr(req.body, name):
+                    raise InvalidInputError(f"{name}: send it as a file in a multipart request, not in 'request'")
             for k, f in enumerate(files):
-                if isinstance(f, str):
-                    raise InvalidInputError(f"images[{k}]: must be an uploaded file")
-                data = await f.read(limits.max_image_bytes + 1)
-                _check_image_size(len(data), f"images[{k}]", limits)
-                images.append(data)
-                names.append(f.filename or None)
+                req.images.append(await _read_file(f, f"images[{k}]", limits))
+                req.names.append(f.filename or None)
+            products = form.getlist("product_image")
+            if len(products) > 1:
+                raise InvalidInputError(f"product_image: one file, not {len(products)}")
+            if products:
+                req.product = await _read_file(products[0], "product_image", limits)
         finally:
             await form.close()
-        return body, images, names
+        return req
     body = _validate(SelectIn, await request.body())
     if len(body.images) > max_candidates:
         raise LimitExceededError(f"{len(body.images)} candidates exceed max_candidates={max_candidates}")
-    return body, [_decode_image(s, f"images[{k}]", limits) for k, s in enumerate(body.images)], \
-        [None] * len(body.images)
+    return _SelectRequest(body, [_decode_image(s, f"images[{k}]", limits) for k, s in enumerate(body.images)],
+                          [None] * len(body.images),
+                          None if body.product_image is None else _decode_image(body.product_image, "product_image",
+                                                                                limits))
+
+
+async def _read_file(part: Any, where: str, limits: ServerLimits) -> bytes:
+    """An uploaded file's bytes, within the per-image limit."""
+    if isinstance(part, str):
+        raise InvalidInputError(f"{where}: must be an uploaded file")
+    data = await part.read(limits.max_image_bytes + 1)
+    _check_image_size(len(data), where, limits)
+    return data
 
 
 def _validate(model: type[BaseModel], raw: bytes | str) -> Any:
@@ -272,16 +312,20 @@ def _warm_up(engine) -> None:
     engine.select(images, {"title": "warm-up"}, use_cache=False)
 
 
-def _model_openapi(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+def _model_openapi(model: type[BaseModel], answer: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": openapi_schema(model)}}},
+            "responses": {"200": {"content": {"application/json": {"schema": openapi_schema(answer)}}}}}
 
 
 def _select_openapi() -> dict[str, Any]:
-    spec = _model_openapi(SelectIn)
+    spec = _model_openapi(SelectIn, SelectionOut)
     spec["requestBody"]["content"]["multipart/form-data"] = {"schema": {
         "type": "object",
         "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                       "request": {"type": "string", "description": "SelectIn as JSON, without images"}},
+                       "product_image": {"type": "string", "format": "binary",
+                                         "description": "the product cut-out for screening (implies screening)"},
+                       "request": {"type": "string",
+                                   "description": "SelectIn as JSON, without images and product_image"}},
         "required": ["images"]}}
     return spec
 
