@@ -10,7 +10,7 @@ from pathlib import Path
 from c4u_engine.errors import AllScreenedOutError, C4UError
 from c4u_engine.runners import BACKENDS
 from c4u_engine.runners.precision import PRECISIONS
-from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
+from c4u_engine.selection.policy import MODES, ORDERS, STRATEGY_NAMES
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -37,8 +37,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
     engine = Engine(_model_dir(args), device=args.device, backend=args.backend, precision=args.precision,
                     screen_model=screener) if custom else default_engine()
     selection = engine.select(args.images, profile, mode=args.mode, strategy=args.strategy,
-                              both_orders=not args.one_order, max_new_tokens=args.max_new_tokens, strict=args.strict,
-                              screen=screening, product_image=args.product)
+                              both_orders=False if args.one_order else None, orders=args.orders, top_k=args.top_k,
+                              max_new_tokens=args.max_new_tokens, strict=args.strict, screen=screening,
+                              product_image=args.product)
     if args.json:
         from c4u_engine.serving.schema import selection_json
 
@@ -237,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--extra", help="extra user context")
     p_sel.add_argument("--mode", default="fast", choices=MODES)
     p_sel.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
-    p_sel.add_argument("--one-order", action="store_true", help="judge each pair in one order only")
+    p_sel.add_argument("--one-order", action="store_true", help="judge each pair in one order only (--orders one)")
+    p_sel.add_argument("--orders", choices=ORDERS, help="both (default: A/B and B/A, cancels position bias), one, or "
+                       "adaptive (the second order only where the first is not decisive)")
+    p_sel.add_argument("--top-k", type=int, help="knockout until K remain, then a round robin among them: the first "
+                       "K of the ranking ordered as a round robin would order them")
     p_sel.add_argument("--max-new-tokens", type=int, default=256)
     p_sel.add_argument("--strict", action="store_true", help="fail on an invalid image instead of rejecting it")
     p_sel.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: the built-in model)")

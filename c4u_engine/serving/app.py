@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI): one Engine per process; the engine's scheduler does all batching and queueing.
 
-    POST /v1/select   JSON {images: [base64...], profile: {title, queries, extra}, mode, strategy, both_orders,
-                      max_new_tokens, timeout_s, strict}, or multipart/form-data (files "images", JSON "request")
+    POST /v1/select   JSON {images: [base64...], profile: {title, queries, extra}, mode, strategy, orders, top_k,
+                      both_orders, max_new_tokens, timeout_s, strict}, or multipart/form-data (files "images", JSON
+                      "request")
                       -> the Selection, as `c4u select --json` prints it
     POST /v1/compare  JSON {image_a, image_b, profile, mode, max_new_tokens, timeout_s} -> one Comparison
     GET  /healthz     alive;  GET /readyz  model loaded and warm (503 while starting or draining)
@@ -24,7 +25,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -36,7 +37,7 @@ from starlette.exceptions import HTTPException
 from c4u_engine._version import __version__
 from c4u_engine.comparison import JUDGE_MODES
 from c4u_engine.errors import C4UError, InvalidInputError, LimitExceededError, OverloadedError
-from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
+from c4u_engine.selection.policy import MODES, ORDERS, STRATEGY_NAMES
 from c4u_engine.serving.metrics import CONTENT_TYPE, ServerMetrics
 from c4u_engine.serving.schema import comparison_json, error_json, error_status, retry_headers, selection_json
 
@@ -64,7 +65,14 @@ class SelectIn(BaseModel):
     profile: ProfileIn
     mode: Literal[MODES] = "fast"
     strategy: Literal[STRATEGY_NAMES] = "knockout"
-    both_orders: bool = True
+    orders: Literal[ORDERS] | None = Field(
+        default=None, description="both (the default: every match judged as A/B and B/A), one, or adaptive (the "
+        "second order only where the first is not decisive)")
+    top_k: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+        default=None, description="a knockout until top_k candidates remain, then a round robin among them "
+        "(clamped to the number of candidates)")
+    both_orders: bool | None = Field(default=None, description="the older spelling of orders: true = both, false = "
+                                     "one; must agree with orders when both are given")
     max_new_tokens: int = Field(default=256, ge=1, le=8192)
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
     strict: bool = False
@@ -162,7 +170,8 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
         body, images, names = await _read_select(request, limits, engine.max_candidates)
         selection = await engine.select_async(
             images, body.profile.model_dump(), mode=body.mode, strategy=body.strategy, both_orders=body.both_orders,
-            max_new_tokens=body.max_new_tokens, strict=body.strict, timeout=body.timeout_s)
+            orders=body.orders, top_k=body.top_k, max_new_tokens=body.max_new_tokens, strict=body.strict,
+            timeout=body.timeout_s)
         return selection_json(selection, names)
 
     @app.post("/v1/compare", dependencies=[Depends(authorized)], openapi_extra=_model_openapi(CompareIn))
