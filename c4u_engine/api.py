@@ -24,7 +24,8 @@ from c4u_engine.errors import (C4UError, InvalidImageError, InvalidInputError, L
                                RequestCancelledError)
 from c4u_engine.profile import Profile
 from c4u_engine.runners import BACKENDS
-from c4u_engine.selection.policy import PairPolicy, SelectionPolicy, check_mode, check_strategy
+from c4u_engine.selection.policy import (PairPolicy, SelectionPolicy, check_mode, check_strategy, check_top_k,
+                                         resolve_orders)
 from c4u_engine.selection.results import Selection
 
 if TYPE_CHECKING:
@@ -189,9 +190,9 @@ class Engine:
         return await asyncio.wrap_future(future)
 
     def submit(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
-               both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False, use_cache: bool = True,
-               timeout: float | None = None, screen: bool = False, product_image: Any = None,
-               screen_mode: str = "auto") -> "Future[Selection]":
+               both_orders: bool | None = None, orders: str | None = None, top_k: int | None = None,
+               max_new_tokens: int = 256, strict: bool = False, use_cache: bool = True, timeout: float | None = None,
+               screen: bool = False, product_image: Any = None, screen_mode: str = "auto") -> "Future[Selection]":
         """Start a selection; returns a concurrent.futures.Future of its Selection (see `select`).
 
         Argument errors, bad images under `strict` and a full queue (OverloadedError) raise here; a missed deadline
@@ -199,6 +200,9 @@ class Engine:
         request's work and releases its KV."""
         check_mode(mode)
         check_strategy(strategy)
+        orders = resolve_orders(orders, both_orders)
+        if top_k is not None:
+            check_top_k(top_k)
         _check_max_new_tokens(max_new_tokens)
         t_start = time.perf_counter()
         if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__len__"):
@@ -232,20 +236,28 @@ class Engine:
         if not unique:
             detail = "; ".join(f"#{i}: {r}" for i, r in rejected.items()) or "no images given"
             raise InvalidInputError(f"no valid candidate images ({detail})")
-        policy = SelectionPolicy(len(unique), strategy, both_orders, mode, inputs=unique, duplicates=duplicates,
-                                 rejected=rejected, flagged=flagged, stats=engine_stats)
+        policy = SelectionPolicy(len(unique), strategy, mode=mode, orders=orders, top_k=top_k, inputs=unique,
+                                 duplicates=duplicates, rejected=rejected, flagged=flagged, stats=engine_stats)
         return self._submit([loaded[i] for i in unique], profile, policy, max_new_tokens, use_cache, timeout, t_start,
                             timer, None if pixels is None else [pixels[i] for i in unique])
 
     def select(self, images: Sequence[Any], profile: Any, *, mode: str = "fast", strategy: str = "knockout",
-               both_orders: bool = True, max_new_tokens: int = 256, strict: bool = False,
-               use_cache: bool = True, timeout: float | None = None, screen: bool = False, product_image: Any = None,
-               screen_mode: str = "auto") -> Selection:
+               both_orders: bool | None = None, orders: str | None = None, top_k: int | None = None,
+               max_new_tokens: int = 256, strict: bool = False, use_cache: bool = True, timeout: float | None = None,
+               screen: bool = False, product_image: Any = None, screen_mode: str = "auto") -> Selection:
         """Pick the creative this user is most likely to click. See Selection for what comes back.
 
         mode: "fast" (answer-token probabilities, one forward pass per comparison), "reason" (chain of thought for
         every comparison) or "hybrid" (fast tournament, then reasoning for the comparisons that decided the winner).
         strategy: "knockout" (2(N-1) comparisons with both orders) or "round_robin" (N(N-1)).
+        top_k: with the knockout, a ranking whose first k are ordered by a round robin among them: a knockout until
+        k candidates remain, then every pair of those k (clamped to the candidates left after rejects and
+        duplicates: k >= N is a full round robin). The round robin already orders everyone: top_k changes nothing.
+        orders: "both" (default: every match judged as A/B and B/A, cancelling position bias), "one" (one order:
+        half the comparisons) or "adaptive" (one order, then the second only where the first was not decisive:
+        max(P(A), 1 - P(A)) below c4u_engine.selection.DECISIVE_P; an extra round). both_orders=True/False is the
+        older spelling of orders="both"/"one"; giving both with different meanings is an InvalidInputError.
+        Selection.stats says what was played: orders, top_k, comparisons, comparisons_saved (second orders skipped).
         strict: raise on the first invalid image instead of reporting it in Selection.rejected.
         timeout: seconds this request may take (DeadlineExceededError beyond; default config.default_timeout_s).
         screen: first drop the candidates the usability screener judges unusable (RFNet-style; one batched call):
@@ -259,8 +271,8 @@ class Engine:
         screen_mode "full" requires it, "text" ignores it. The profile's title is the product description.
         Many threads may call select at once: the engine batches their comparisons together.
         """
-        return self.submit(images, profile, mode=mode, strategy=strategy, both_orders=both_orders,
-                           max_new_tokens=max_new_tokens, strict=strict, use_cache=use_cache,
+        return self.submit(images, profile, mode=mode, strategy=strategy, both_orders=both_orders, orders=orders,
+                           top_k=top_k, max_new_tokens=max_new_tokens, strict=strict, use_cache=use_cache,
                            timeout=timeout, screen=screen, product_image=product_image,
                            screen_mode=screen_mode).result()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from c4u_engine.errors import AllScreenedOutError, C4UError
 from c4u_engine.runners import BACKENDS
 from c4u_engine.runners.precision import PRECISIONS
-from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
+from c4u_engine.selection.policy import MODES, ORDERS, STRATEGY_NAMES
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -42,8 +42,9 @@ def _engine(args: argparse.Namespace, screening: bool):
 
 def _select_options(args: argparse.Namespace, screening: bool) -> dict:
     """Engine.select keywords from the flags `c4u select` and `c4u batch` share."""
-    return {"mode": args.mode, "strategy": args.strategy, "both_orders": not args.one_order,
-            "max_new_tokens": args.max_new_tokens, "strict": args.strict, "screen": screening}
+    return {"mode": args.mode, "strategy": args.strategy, "both_orders": False if args.one_order else None,
+            "orders": args.orders, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens,
+            "strict": args.strict, "screen": screening}
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
@@ -265,7 +266,11 @@ def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
     """The flags `c4u select` and `c4u batch` share: how to select, on which model, with which screener."""
     parser.add_argument("--mode", default="fast", choices=MODES)
     parser.add_argument("--strategy", default="knockout", choices=STRATEGY_NAMES)
-    parser.add_argument("--one-order", action="store_true", help="judge each pair in one order only")
+    parser.add_argument("--one-order", action="store_true", help="judge each pair in one order only (--orders one)")
+    parser.add_argument("--orders", choices=ORDERS, help="both (default: A/B and B/A, cancels position bias), one, or "
+                        "adaptive (the second order only where the first is not decisive)")
+    parser.add_argument("--top-k", type=int, help="knockout until K remain, then a round robin among them: the first "
+                        "K of the ranking ordered as a round robin would order them")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--strict", action="store_true", help="fail on an invalid image instead of rejecting it")
     parser.add_argument("--model", help="a Qwen2.5-VL checkpoint directory (default: the built-in model)")

@@ -44,6 +44,23 @@ def test_select_json_and_html_report(tiny_ckpt, tmp_path, capsys):
     assert html.count("data:image/") >= 3 and "http://" not in html and "https://" not in html
 
 
+def test_select_top_k_and_orders(tiny_ckpt, tmp_path, capsys):
+    paths = _images(tmp_path, 5)
+    base = ["select", *paths, "--title", "Trail shoes", "--model", str(tiny_ckpt), "--backend", "torch", "--json"]
+    assert main([*base, "--top-k", "2", "--orders", "adaptive"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stats"]["top_k"] == 2 and out["stats"]["orders"] == "adaptive"
+    assert sorted(out["ranking"]) == list(range(5))
+    assert out["stats"]["comparisons"] + out["stats"]["comparisons_saved"] == 2 * ((5 - 2) + 1)
+    assert main([*base, "--one-order"]) == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["orders"] == "one"
+    for bad in (["--one-order", "--orders", "both"], ["--top-k", "0"]):
+        assert main([*base, *bad]) == 2
+        assert "InvalidInputError" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main([*base, "--orders", "sometimes"])
+
+
 def test_typed_errors_exit_2(tiny_ckpt, tmp_path, capsys):
     code = main(["select", *_images(tmp_path, 2), "--title", "x", "--model", str(tmp_path / "nope")])
     assert code == 2

@@ -15,9 +15,13 @@ from typing import Any, Mapping, Sequence
 
 from c4u_engine.comparison import JUDGE_MODES, Comparison
 from c4u_engine.errors import InvalidInputError
+from c4u_engine.selection.orders import ORDERS, resolve_orders
 from c4u_engine.selection.results import Selection
-from c4u_engine.selection.strategies import STRATEGIES
+from c4u_engine.selection.strategies import STRATEGIES, check_top_k
 from c4u_engine.selection.tournament import Tournament
+
+__all__ = ["MODES", "ORDERS", "STRATEGY_NAMES", "PairPolicy", "SelectionPolicy", "check_mode", "check_strategy",
+           "check_top_k", "resolve_orders"]
 
 MODES = (*JUDGE_MODES, "hybrid")
 STRATEGY_NAMES = tuple(STRATEGIES)
@@ -37,13 +41,15 @@ def check_strategy(strategy: Any) -> str:
 
 
 class SelectionPolicy:
-    """One selection over candidate ids 0..n-1 in `mode` (fast | reason | hybrid) with `strategy`.
+    """One selection over candidate ids 0..n-1 in `mode` (fast | reason | hybrid) with `strategy`, `orders` and
+    `top_k` (see `Tournament`).
 
     inputs, duplicates, rejected, flagged, stats: what `result` reports beside the tournament (see `selection`):
     candidate id k is input `inputs[k]` (default: k)."""
 
-    def __init__(self, n: int, strategy: str = "knockout", both_orders: bool = True, mode: str = "fast",
-                 seed: int | None = None, *, inputs: Sequence[int] | None = None,
+    def __init__(self, n: int, strategy: str = "knockout", both_orders: bool | None = None, mode: str = "fast",
+                 seed: int | None = None, *, orders: str | None = None, top_k: int | None = None,
+                 inputs: Sequence[int] | None = None,
                  duplicates: Mapping[int, int] | None = None, rejected: Mapping[int, str] | None = None,
                  flagged: Mapping[int, str] | None = None, stats: Mapping[str, Any] | None = None) -> None:
         self.mode = check_mode(mode)
@@ -51,7 +57,7 @@ class SelectionPolicy:
         self._inputs = list(range(n)) if inputs is None else list(inputs)
         self._duplicates, self._rejected = dict(duplicates or {}), dict(rejected or {})
         self._flagged, self._stats = dict(flagged or {}), dict(stats or {})
-        self.tournament = Tournament(n, check_strategy(strategy), both_orders, seed)
+        self.tournament = Tournament(n, check_strategy(strategy), both_orders, seed, orders=orders, top_k=top_k)
         self._judge_mode = "fast" if mode == "hybrid" else mode
         self._reasoning: list[Pair] | None = None  # hybrid: the deciding pairs, once asked for
         self.reasoned: list[Comparison] = []

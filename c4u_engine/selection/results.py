@@ -169,7 +169,12 @@ class Selection:
             counters += f", unparsable: {unparsable}"
         if "inconsistent_orders" in self.stats:
             counters += f", inconsistent orders: {self.stats['inconsistent_orders']}"
+        if self.stats.get("comparisons_saved"):
+            counters += f", second orders not played: {self.stats['comparisons_saved']}"
         lines.append(counters)
+        if self.stats.get("top_k") and self.stats.get("strategy") == "knockout":
+            lines.append(f"top {self.stats['top_k']}: ordered by a round robin among them; the rest as the knockout "
+                         "left them")
         lines.append("why: " + (self.explanation or self.explanation_hint))
         return "\n".join(lines)
 

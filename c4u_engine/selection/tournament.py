@@ -1,13 +1,19 @@
 """A tournament: rounds of ordered comparisons for the engine, results back, a ranking at the end.
 
-    t = Tournament(n, "knockout", both_orders=True)
+    t = Tournament(n, "knockout", orders="both", top_k=None)
     while pairs := t.pending_round():        # one round = one engine batch
         t.record(judge(pairs))            # Comparisons for exactly those ordered pairs, any order
     ranking, scores, stats = t.result()
 
-or simply `run_tournament(n, judge, strategy=..., both_orders=...)`. Pairs are (first, second) candidate ids in
-0..n-1, `first` shown as "Creative A". With `both_orders` every match is judged as (i, j) and (j, i) in the same round:
-knockout then costs 2(N-1) comparisons and round robin N(N-1); one order costs N-1 and N(N-1)/2.
+or simply `run_tournament(n, judge, strategy=..., orders=..., top_k=...)`. Pairs are (first, second) candidate ids
+in 0..n-1, `first` shown as "Creative A". orders (orders.py): "both" judges every match as (i, j) and (j, i) in the
+same round: knockout then costs 2(N-1) comparisons and round robin N(N-1); "one" costs N-1 and N(N-1)/2; "adaptive"
+judges one order, then the second order of the matches it did not settle as an extra round, before the strategy
+sees the round. `both_orders=True/False` is the older spelling of orders="both"/"one".
+
+top_k=k with the knockout plays `TopK`: a knockout until k remain, then a round robin among them (k is clamped to
+n: k >= n is a full round robin; the engine drops rejected and duplicate inputs, so a caller cannot know n). The
+round robin strategy already ranks everyone by every pair: top_k changes nothing there but the stats.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from c4u_engine.errors import InvalidInputError
 from c4u_engine.selection.aggregation import PairwiseMatrix
+from c4u_engine.selection.orders import DECISIVE_P, check_decisive_p, decisive, resolve_orders
 from c4u_engine.selection.results import Comparison, Selection
-from c4u_engine.selection.strategies import STRATEGIES, Match
+from c4u_engine.selection.strategies import STRATEGIES, Knockout, Match, TopK, check_top_k
 
 Pair = tuple[int, int]
 Judge = Callable[[list[Pair]], Sequence[Comparison]]
@@ -29,7 +36,8 @@ Judge = Callable[[list[Pair]], Sequence[Comparison]]
 class Tournament:
     """Drives one strategy over candidates 0..n-1; see the module docstring for the loop."""
 
-    def __init__(self, n: int, strategy: str = "knockout", both_orders: bool = True, seed: int | None = None) -> None:
+    def __init__(self, n: int, strategy: str = "knockout", both_orders: bool | None = None, seed: int | None = None,
+                 *, orders: str | None = None, top_k: int | None = None, decisive_p: float = DECISIVE_P) -> None:
         if isinstance(n, bool) or not isinstance(n, int):
             raise InvalidInputError(f"the number of candidates must be an int, got {n!r}")
         if n < 1:
@@ -38,19 +46,32 @@ class Tournament:
             raise InvalidInputError(f"unknown strategy {strategy!r}; valid strategies: {sorted(STRATEGIES)}")
         self.n = n
         self.strategy_name = strategy
-        self.both_orders = bool(both_orders)
+        self.orders = resolve_orders(orders, both_orders)
+        self.decisive_p = check_decisive_p(decisive_p)
+        self.top_k = None if top_k is None else min(check_top_k(top_k), n)
         self.seed = seed
-        self._strategy = STRATEGIES[strategy](n, random.Random(seed) if seed is not None else None)
+        rng = random.Random(seed) if seed is not None else None
+        if self.top_k is not None and STRATEGIES[strategy] is Knockout:
+            self._strategy = TopK(n, self.top_k, rng)
+        else:
+            self._strategy = STRATEGIES[strategy](n, rng)
         self._comparisons: list[Comparison] = []
         self._rounds: list[list[Pair]] = []
         self._pending: list[Pair] | None = None
         self._pending_matches: list[Match] = []
+        self._second_orders: list[Pair] = []  # adaptive: the second orders still due for the strategy's round
+        self._second_round = False  # adaptive: the pending round is such second orders
         self._matrix = PairwiseMatrix(range(n), [])
 
     @property
+    def both_orders(self) -> bool:
+        """True when every match is judged in both orders (orders="both")."""
+        return self.orders == "both"
+
+    @property
     def done(self) -> bool:
-        """True when no round is pending and the strategy has no match left."""
-        return self._pending is None and self._strategy.done
+        """True when no round is pending or due and the strategy has no match left."""
+        return self._pending is None and not self._second_orders and self._strategy.done
 
     @property
     def comparisons(self) -> list[Comparison]:
@@ -73,10 +94,14 @@ class Tournament:
         Asking again before `record` returns the same round.
         """
         if self._pending is None:
+            if self._second_orders:
+                self._pending, self._second_orders, self._second_round = self._second_orders, [], True
+                return list(self._pending)
+            self._second_round = False
             self._pending_matches = self._strategy.next_matches()
             if not self._pending_matches:
                 return []
-            if self.both_orders:
+            if self.orders == "both":
                 self._pending = [p for a, b in self._pending_matches for p in ((a, b), (b, a))]
             else:
                 self._pending = list(self._pending_matches)
@@ -95,10 +120,18 @@ class Tournament:
             missing, extra = sorted((wanted - got).elements()), sorted((got - wanted).elements())
             raise InvalidInputError(
                 f"round {len(self._rounds) + 1} results do not match its pairs: missing {missing}, unexpected {extra}")
+        first_orders = self.orders == "adaptive" and not self._second_round
         self._comparisons.extend(results)
         self._rounds.append(self._pending)
         self._pending = None
         self._matrix = PairwiseMatrix(range(self.n), self._comparisons)
+        if first_orders:
+            # the strategy sees its round only once the matches the first orders left open have their second
+            p_first = {(c.first, c.second): c.p_first for c in results}
+            self._second_orders = [(b, a) for a, b in self._pending_matches
+                                   if not decisive(p_first[(a, b)], self.decisive_p)]
+            if self._second_orders:
+                return
         self._strategy.record(self._matrix)
 
     def _check_done(self) -> None:
@@ -117,15 +150,19 @@ class Tournament:
         return self._strategy.scores(self._matrix)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: strategy, orders, rounds, comparisons, inconsistent_orders, unparsable, tied pairs, byes."""
+        """Counters: strategy, orders, top_k, rounds, comparisons (and comparisons_saved: second orders not played),
+        inconsistent_orders, unparsable, tied pairs, byes."""
         stats: dict[str, Any] = {
             "strategy": self.strategy_name,
+            "orders": self.orders,
             "both_orders": self.both_orders,
+            "top_k": self.top_k,
             "seed": self.seed,
             "candidates": self.n,
             "rounds": len(self._rounds),
         }
         stats.update(self._matrix.stats())
+        stats["comparisons_saved"] = 2 * stats["pairs"] - stats["comparisons"]
         stats.update(self._strategy.stats())
         return stats
 
@@ -134,15 +171,16 @@ class Tournament:
         return self.ranking(), self.scores(), self.stats()
 
     def deciding_matches(self) -> list[Match]:
-        """The matches that decided the winner as (winner, opponent); see `Knockout` and `RoundRobin`."""
+        """The matches that decided the winner as (winner, opponent); see `Knockout`, `RoundRobin`, `TopK`."""
         self._check_done()
         return self._strategy.deciding_matches(self._matrix)
 
     def deciding_pairs(self) -> list[Pair]:
-        """The ordered pairs judged in the deciding matches: both orders of each when `both_orders`.
+        """The ordered pairs judged in the deciding matches: each order of them that was judged.
 
         Knockout: the winner's matches, first round first. Round robin: the winner against each contender (a
-        candidate that would draw level on wins if that one match flipped; always the runner-up). This is where a
+        candidate that would draw level on wins if that one match flipped; always the runner-up). Top-k: the
+        winner's knockout matches, then its contenders in the round robin of the finalists. This is where a
         hybrid mode re-judges with chain-of-thought reasoning: the comparisons that made the winner the winner.
         """
         judged = {(c.first, c.second) for c in self._comparisons}
@@ -206,10 +244,11 @@ class TournamentOutcome:
         )
 
 
-def run_tournament(n: int, judge: Judge, *, strategy: str = "knockout", both_orders: bool = True,
-                   seed: int | None = None) -> TournamentOutcome:
+def run_tournament(n: int, judge: Judge, *, strategy: str = "knockout", both_orders: bool | None = None,
+                   seed: int | None = None, orders: str | None = None, top_k: int | None = None,
+                   decisive_p: float = DECISIVE_P) -> TournamentOutcome:
     """Run a whole tournament, calling `judge` once per round with that round's ordered pairs (one batch)."""
-    tournament = Tournament(n, strategy, both_orders, seed)
+    tournament = Tournament(n, strategy, both_orders, seed, orders=orders, top_k=top_k, decisive_p=decisive_p)
     while pairs := tournament.pending_round():
         tournament.record(judge(pairs))
     return tournament.outcome()

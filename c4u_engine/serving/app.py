@@ -1,7 +1,7 @@
 """The HTTP API (FastAPI): one Engine per process; the engine's scheduler does all batching and queueing.
 
-    POST /v1/select   JSON {images: [base64...], profile: {title, queries, extra}, mode, strategy, both_orders,
-                      max_new_tokens, timeout_s, strict, screen, product_image: base64, screen_mode}, or
+    POST /v1/select   JSON {images: [base64...], profile: {title, queries, extra}, mode, strategy, orders, top_k,
+                      both_orders, max_new_tokens, timeout_s, strict, screen, product_image: base64, screen_mode}, or
                       multipart/form-data (files "images" and "product_image", JSON "request")
                       -> the Selection, as `c4u select --json` prints it
     POST /v1/compare  JSON {image_a, image_b, profile, mode, max_new_tokens, timeout_s} -> one Comparison
@@ -25,7 +25,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -38,7 +38,7 @@ from c4u_engine._version import __version__
 from c4u_engine.comparison import JUDGE_MODES
 from c4u_engine.errors import C4UError, InvalidInputError, LimitExceededError, OverloadedError
 from c4u_engine.screening.screener import MODES as SCREEN_MODES
-from c4u_engine.selection.policy import MODES, STRATEGY_NAMES
+from c4u_engine.selection.policy import MODES, ORDERS, STRATEGY_NAMES
 from c4u_engine.serving.metrics import CONTENT_TYPE, ServerMetrics
 from c4u_engine.serving.openapi import ComparisonOut, SelectionOut, openapi_schema
 from c4u_engine.serving.schema import comparison_json, error_json, error_status, retry_headers, selection_json
@@ -67,7 +67,14 @@ class SelectIn(BaseModel):
     profile: ProfileIn
     mode: Literal[MODES] = "fast"
     strategy: Literal[STRATEGY_NAMES] = "knockout"
-    both_orders: bool = True
+    orders: Literal[ORDERS] | None = Field(
+        default=None, description="both (the default: every match judged as A/B and B/A), one, or adaptive (the "
+        "second order only where the first is not decisive)")
+    top_k: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+        default=None, description="a knockout until top_k candidates remain, then a round robin among them "
+        "(clamped to the number of candidates)")
+    both_orders: bool | None = Field(default=None, description="the older spelling of orders: true = both, false = "
+                                     "one; must agree with orders when both are given")
     max_new_tokens: int = Field(default=256, ge=1, le=8192)
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
     strict: bool = False
@@ -188,8 +195,9 @@ def create_app(engine, *, api_key: str | None = None, limits: ServerLimits = Ser
         body = req.body
         selection = await engine.select_async(
             req.images, body.profile.model_dump(), mode=body.mode, strategy=body.strategy,
-            both_orders=body.both_orders, max_new_tokens=body.max_new_tokens, strict=body.strict,
-            timeout=body.timeout_s, screen=req.screen, product_image=req.product, screen_mode=body.screen_mode)
+            both_orders=body.both_orders, orders=body.orders, top_k=body.top_k, max_new_tokens=body.max_new_tokens,
+            strict=body.strict, timeout=body.timeout_s, screen=req.screen, product_image=req.product,
+            screen_mode=body.screen_mode)
         return selection_json(selection, req.names)
 
     @app.post("/v1/compare", dependencies=[Depends(authorized)],

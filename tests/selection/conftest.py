@@ -1,4 +1,5 @@
-"""A synthetic judge for selection tests: hidden strengths, P(A) = sigmoid(s_A - s_B + position_bias)."""
+"""Judges for selection tests: a synthetic one (hidden strengths, P(A) = sigmoid(s_A - s_B + position_bias)) and
+one reading P(A) from a table."""
 
 from __future__ import annotations
 
@@ -41,6 +42,36 @@ class SyntheticJudge:
         return out
 
 
+class TableJudge:
+    """P(A) of each ordered pair from a table: `p_a[(first, second)]`, else 1 - `p_a[(second, first)]` (no
+    position bias where only one order is given); a pair in `unparsable` gets an unreadable answer. Records its
+    batches."""
+
+    def __init__(self, p_a: dict[tuple[int, int], float], unparsable: Collection[tuple[int, int]] = ()) -> None:
+        self.p_a = p_a
+        self.unparsable = set(unparsable)
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def prob_a(self, a: int, b: int) -> float:
+        return self.p_a[(a, b)] if (a, b) in self.p_a else 1.0 - self.p_a[(b, a)]
+
+    def __call__(self, pairs: list[tuple[int, int]]) -> list[Comparison]:
+        self.batches.append(list(pairs))
+        out = []
+        for a, b in pairs:
+            if (a, b) in self.unparsable:
+                out.append(Comparison.unparsable(a, b, mode="fast", raw_text="?"))
+            else:
+                p = self.prob_a(a, b)
+                out.append(Comparison(a, b, "A" if p >= 0.5 else "B", p))
+        return out
+
+
 @pytest.fixture
 def synthetic_judge() -> type[SyntheticJudge]:
     return SyntheticJudge
+
+
+@pytest.fixture
+def table_judge() -> type[TableJudge]:
+    return TableJudge

@@ -231,3 +231,38 @@ def test_health_metrics_and_openapi(tiny_ckpt, serve_engine, images):
         content = spec["paths"]["/v1/select"]["post"]["requestBody"]["content"]
         assert {"application/json", "multipart/form-data"} <= set(content)
         assert c.get("/docs").status_code == 200
+
+
+def test_top_k_and_orders_over_http(tiny_ckpt, serve_engine, images):
+    ref = Engine(tiny_ckpt, backend="torch")
+    decoded = [ref.core.session.load_images([png_bytes(im)])[0] for im in images]
+    want = ref.select(decoded, PROFILE, top_k=2, orders="adaptive")
+    ref.close()
+    srv = serve_engine(_server_engine(tiny_ckpt))
+    with httpx.Client(base_url=srv.url, timeout=120) as client:
+        r = client.post("/v1/select", json={"images": [b64(im) for im in images], "profile": PROFILE, "top_k": 2,
+                                            "orders": "adaptive"})
+        assert r.status_code == 200, r.text
+        _same_selection(r.json(), want)
+        assert r.json()["stats"]["top_k"] == 2 and r.json()["stats"]["orders"] == "adaptive"
+        files = [("images", (f"c{k}.png", png_bytes(im), "image/png")) for k, im in enumerate(images)]
+        r = client.post("/v1/select", files=files, data={"request": json.dumps({"profile": PROFILE, "top_k": 2,
+                                                                                "orders": "adaptive"})})
+        assert r.status_code == 200, r.text
+        _same_selection(r.json(), want)
+        r = client.post("/v1/select", json={"images": [b64(im) for im in images[:3]], "profile": PROFILE,
+                                            "both_orders": False})
+        assert r.status_code == 200 and r.json()["stats"]["orders"] == "one"
+        for extra, words in (({"top_k": 0}, "top_k"), ({"top_k": True}, "top_k"), ({"top_k": "2"}, "top_k"),
+                             ({"top_k": 2.5}, "top_k"), ({"orders": "sometimes"}, "orders"),
+                             ({"orders": "adaptive", "both_orders": True}, "contradicts both_orders")):
+            r = client.post("/v1/select", json={"images": [b64(im) for im in images[:2]], "profile": PROFILE,
+                                                **extra})
+            assert r.status_code == 422 and r.json()["error"]["type"] == "InvalidInputError", (extra, r.text)
+            assert words in r.json()["error"]["message"], (extra, r.text)
+        spec = client.get("/openapi.json").json()
+        schema = spec["paths"]["/v1/select"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        props = schema["properties"]
+        assert props["orders"]["anyOf"][0]["enum"] == ["both", "one", "adaptive"]
+        assert props["top_k"]["anyOf"][0] == {"type": "integer", "minimum": 1}
+        assert {"type": "boolean"} in props["both_orders"]["anyOf"]
