@@ -7,8 +7,8 @@
 
 from c4u_engine import errors
 from c4u_engine._version import __version__
-from c4u_engine.api import Engine, select
+from c4u_engine.api import Engine, select, select_many
 from c4u_engine.profile import Profile
 from c4u_engine.selection.results import Comparison, Selection
 
-__all__ = ["__version__", "errors", "Engine", "select", "Profile", "Selection", "Comparison"]
+__all__ = ["__version__", "errors", "Engine", "select", "select_many", "Profile", "Selection", "Comparison"]

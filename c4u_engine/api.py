@@ -408,3 +408,8 @@ def default_engine() -> Engine:
 def select(images: Sequence[Any], profile: Any, **options: Any) -> Selection:
     """Select among candidate creatives with the built-in model. Options as Engine.select."""
     return default_engine().select(images, profile, **options)
+
+
+def select_many(items: Iterable[Any], **options: Any) -> "SelectionStream":
+    """Many selections with the built-in model (an iterator of BatchResult). Options as Engine.select_many."""
+    return default_engine().select_many(items, **options)
