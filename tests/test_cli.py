@@ -51,7 +51,7 @@ def test_select_top_k_and_orders(tiny_ckpt, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["stats"]["top_k"] == 2 and out["stats"]["orders"] == "adaptive"
     assert sorted(out["ranking"]) == list(range(5))
-    assert out["stats"]["comparisons"] + out["stats"]["comparisons_saved"] == 2 * ((5 - 2) + 1)
+    assert out["stats"]["comparisons"] + out["stats"]["comparisons_saved"] == 2 * ((5 - 4) + 6)  # 2k = 4 finalists
     assert main([*base, "--one-order"]) == 0
     assert json.loads(capsys.readouterr().out)["stats"]["orders"] == "one"
     for bad in (["--one-order", "--orders", "both"], ["--top-k", "0"]):

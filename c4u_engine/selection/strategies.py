@@ -226,22 +226,31 @@ def round_robin_contenders(matrix: PairwiseMatrix, order: Sequence[int]) -> list
     return [(winner, c) for c in contenders]
 
 
+FINALISTS_PER_K = 2  # top_k=k plays its round robin among 2k finalists: BENCHMARKS.md, "Ranking strategies"
+
+
 class TopK(Strategy):
-    """A knockout until k candidates remain (the finalists), then a round robin among them, in one round.
+    """A knockout until min(N, FINALISTS_PER_K * k) candidates remain (the finalists), then a round robin among
+    them, in one round. A knockout alone keeps a strong candidate only if it never met a stronger one early; twice k
+    finalists give the round robin room to recover it at a fraction of a full round robin's comparisons (N = 32,
+    k = 3: 26 knockout matches + 15 round robin pairs, against 496 pairs).
 
     Ranking: the finalists as that round robin orders them (wins among the finalists, then summed probability of
-    beating them, then index), then the rest as the knockout leaves them (`Knockout.eliminated`). k >= N is a full
-    round robin; k = 1 is a knockout. Deciding matches: the winner's knockout matches (first round first), then its
+    beating them, then index), then the rest as the knockout leaves them (`Knockout.eliminated`). k >= N / 2 is a
+    full round robin; k = 1 is a knockout. Deciding matches: the winner's knockout matches (first round first), then its
     round robin matches against its contenders among the finalists (`RoundRobin`).
     """
 
     name = "top_k"
 
-    def __init__(self, n: int, k: int, rng: random.Random | None = None) -> None:
+    def __init__(self, n: int, k: int, rng: random.Random | None = None, finalists: int | None = None) -> None:
         super().__init__(n, rng)
         self.k = min(check_top_k(k), n)
-        self.knockout = Knockout(n, rng, survivors=self.k)
-        self._final = "played" if self.k == 1 else "unplayed"  # the round robin: unplayed | pending | played
+        wanted = FINALISTS_PER_K * self.k if finalists is None else max(check_top_k(finalists), self.k)
+        self.finalist_count = 1 if self.k == 1 else min(n, wanted)
+        self.knockout = Knockout(n, rng, survivors=self.finalist_count)
+        # the round robin: unplayed | pending | played
+        self._final = "played" if self.finalist_count == 1 else "unplayed"
 
     @property
     def done(self) -> bool:
@@ -263,7 +272,7 @@ class TopK(Strategy):
             self.knockout.record(matrix)
 
     def finalists(self, matrix: PairwiseMatrix) -> list[int]:
-        """The k finalists, best first (only once `done`)."""
+        """The finalists, best first (only once `done`)."""
         return round_robin_order(matrix, self.knockout.alive)
 
     def ranking(self, matrix: PairwiseMatrix) -> list[int]:

@@ -11,8 +11,9 @@ same round: knockout then costs 2(N-1) comparisons and round robin N(N-1); "one"
 judges one order, then the second order of the matches it did not settle as an extra round, before the strategy
 sees the round. `both_orders=True/False` is the older spelling of orders="both"/"one".
 
-top_k=k with the knockout plays `TopK`: a knockout until k remain, then a round robin among them (k is clamped to
-n: k >= n is a full round robin; the engine drops rejected and duplicate inputs, so a caller cannot know n). The
+top_k=k with the knockout plays `TopK`: a knockout until 2k remain (`finalists=` to choose another count), then a
+round robin among them that orders the first k (k is clamped to n: k >= n / 2 is a full round robin; the engine
+drops rejected and duplicate inputs, so a caller cannot know n). The
 round robin strategy already ranks everyone by every pair: top_k changes nothing there but the stats.
 """
 
@@ -37,7 +38,8 @@ class Tournament:
     """Drives one strategy over candidates 0..n-1; see the module docstring for the loop."""
 
     def __init__(self, n: int, strategy: str = "knockout", both_orders: bool | None = None, seed: int | None = None,
-                 *, orders: str | None = None, top_k: int | None = None, decisive_p: float = DECISIVE_P) -> None:
+                 *, orders: str | None = None, top_k: int | None = None, decisive_p: float = DECISIVE_P,
+                 finalists: int | None = None) -> None:
         if isinstance(n, bool) or not isinstance(n, int):
             raise InvalidInputError(f"the number of candidates must be an int, got {n!r}")
         if n < 1:
@@ -52,7 +54,7 @@ class Tournament:
         self.seed = seed
         rng = random.Random(seed) if seed is not None else None
         if self.top_k is not None and STRATEGIES[strategy] is Knockout:
-            self._strategy = TopK(n, self.top_k, rng)
+            self._strategy = TopK(n, self.top_k, rng, finalists)
         else:
             self._strategy = STRATEGIES[strategy](n, rng)
         self._comparisons: list[Comparison] = []
@@ -246,9 +248,10 @@ class TournamentOutcome:
 
 def run_tournament(n: int, judge: Judge, *, strategy: str = "knockout", both_orders: bool | None = None,
                    seed: int | None = None, orders: str | None = None, top_k: int | None = None,
-                   decisive_p: float = DECISIVE_P) -> TournamentOutcome:
+                   decisive_p: float = DECISIVE_P, finalists: int | None = None) -> TournamentOutcome:
     """Run a whole tournament, calling `judge` once per round with that round's ordered pairs (one batch)."""
-    tournament = Tournament(n, strategy, both_orders, seed, orders=orders, top_k=top_k, decisive_p=decisive_p)
+    tournament = Tournament(n, strategy, both_orders, seed, orders=orders, top_k=top_k, decisive_p=decisive_p,
+                            finalists=finalists)
     while pairs := tournament.pending_round():
         tournament.record(judge(pairs))
     return tournament.outcome()

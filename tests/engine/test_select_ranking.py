@@ -28,13 +28,13 @@ def images():
 
 
 def test_top_k_ranks_its_first_k_as_a_round_robin_of_them_would(engine, images):
-    sel = engine.select(images, PROFILE, top_k=3)
-    assert sel.stats["top_k"] == 3 and sel.stats["strategy"] == "knockout"
-    # 7 candidates: a knockout until 3 remain (4 matches), then the 3 finalists' round robin (3), both orders
-    assert len(sel.comparisons) == sel.stats["comparisons"] == 2 * (4 + 3) and sel.stats["comparisons_saved"] == 0
-    finalists = sorted(sel.ranking[:3])
+    sel = engine.select(images, PROFILE, top_k=2)
+    assert sel.stats["top_k"] == 2 and sel.stats["strategy"] == "knockout"
+    # 7 candidates: a knockout until 2k = 4 remain (3 matches), then the 4 finalists' round robin (6), both orders
+    assert len(sel.comparisons) == sel.stats["comparisons"] == 2 * (3 + 6) and sel.stats["comparisons_saved"] == 0
+    finalists = sorted(sel.ranking[:4])
     alone = engine.select([images[i] for i in finalists], PROFILE, strategy="round_robin")
-    assert sel.ranking[:3] == [finalists[i] for i in alone.ranking]
+    assert sel.ranking[:4] == [finalists[i] for i in alone.ranking]
     assert sorted(sel.ranking) == list(range(7))
     full = engine.select(images, PROFILE, strategy="round_robin", top_k=3)  # a round robin already ranks everyone
     assert full.stats["top_k"] == 3 and len(full.comparisons) == 42

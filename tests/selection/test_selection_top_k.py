@@ -28,7 +28,7 @@ def test_the_first_k_are_a_round_robin_among_the_finalists(table_judge, orders):
     for n in range(2, 14):
         for k in range(2, n + 1):
             judge = table_judge(_random_table(n, seed=100 * n + k))
-            out = run_tournament(n, judge, strategy="knockout", top_k=k, orders=orders)
+            out = run_tournament(n, judge, strategy="knockout", top_k=k, orders=orders, finalists=k)
             finalists = sorted(out.ranking[:k])
             rr = run_tournament(k, _sub_judge(judge, finalists), strategy="round_robin", orders=orders)
             assert out.ranking[:k] == [finalists[c] for c in rr.ranking], (n, k)
@@ -42,7 +42,7 @@ def test_the_first_k_are_a_round_robin_among_the_finalists(table_judge, orders):
 
 def test_the_knockout_stops_at_k_and_its_last_round_plays_the_weakest_records(synthetic_judge):
     strengths = [0.0, 7.0, 1.0, 6.0, 2.0, 5.0, 3.0, 4.0]  # #1 > #3 > #5 > #7 > #6 > #4 > #2 > #0
-    out = run_tournament(8, synthetic_judge(strengths), strategy="knockout", top_k=3)
+    out = run_tournament(8, synthetic_judge(strengths), strategy="knockout", top_k=3, finalists=3)
     # round 1: the full first round. Round 2 must lose only one more: one match, between the two that beat their
     # opponents least convincingly (#5 and #7); #1 and #3 sit it out. Then the finalists' round robin.
     assert [sorted(r) for r in out.rounds] == [
@@ -60,7 +60,7 @@ def test_the_knockout_stops_at_k_and_its_last_round_plays_the_weakest_records(sy
 
 
 def test_without_records_the_byes_of_a_last_round_go_as_in_the_knockout():
-    t = Tournament(5, "knockout", orders="one", top_k=4)
+    t = Tournament(5, "knockout", orders="one", top_k=4, finalists=4)
     assert t.pending_round() == [(0, 1)]  # one match to lose; #4, #3, #2 sit out (the last in bracket order)
     t.record([Comparison(0, 1, "B", 0.3)])
     assert t.pending_round() == [(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)]
@@ -88,7 +88,7 @@ def test_deciding_pairs_are_the_winners_knockout_matches_then_its_final_contende
     # 6 candidates, k = 3: round 1 (0,1) (2,3) (4,5) -> 0, 2, 4 go through; the final: 2 beats 0 and 4, 0 beats 4
     p = {(i, j): 0.5 for i in range(6) for j in range(i + 1, 6)}
     p.update({(0, 1): 0.8, (2, 3): 0.7, (4, 5): 0.9, (0, 2): 0.3, (2, 4): 0.6, (0, 4): 0.55})
-    t = Tournament(6, "knockout", orders="both", top_k=3)
+    t = Tournament(6, "knockout", orders="both", top_k=3, finalists=3)
     judge = table_judge(p)
     while pairs := t.pending_round():
         t.record(judge(pairs))
@@ -112,6 +112,27 @@ def test_hybrid_reasons_about_the_top_k_deciding_pairs(synthetic_judge):
     assert sel.winner == 3 and sel.ranking[:2] == [3, 1] and sel.stats["top_k"] == 2
     assert sorted((c.first, c.second) for c in sel.comparisons if c.mode == "reason") == sorted(sel.deciding_pairs)
     assert (3, 1) in sel.deciding_pairs and (1, 3) in sel.deciding_pairs
+
+
+def test_by_default_the_round_robin_takes_twice_k_finalists(table_judge):
+    for n, k in ((8, 3), (16, 3), (9, 2), (5, 3), (6, 1)):
+        judge = table_judge(_random_table(n, seed=7 * n + k))
+        out = run_tournament(n, judge, strategy="knockout", top_k=k, orders="one")
+        f = 1 if k == 1 else min(n, 2 * k)
+        finalists = sorted(out.ranking[:f])
+        rr = run_tournament(f, _sub_judge(judge, finalists), strategy="round_robin", orders="one")
+        assert out.ranking[:f] == [finalists[c] for c in rr.ranking], (n, k)
+        assert len(out.comparisons) == (n - f) + f * (f - 1) // 2, (n, k)
+
+
+def test_twice_k_finalists_recover_a_strong_candidate_the_bracket_knocked_out(synthetic_judge):
+    # #6 and #7 (the two strongest) meet in round 1 of the bracket; #4 and #5 (third and fourth) too
+    strengths = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    k_finalists = run_tournament(8, synthetic_judge(strengths), strategy="knockout", top_k=3, finalists=3)
+    default = run_tournament(8, synthetic_judge(strengths), strategy="knockout", top_k=3)
+    assert k_finalists.ranking[:3] != [7, 6, 5]
+    assert default.ranking[:3] == [7, 6, 5]
+    assert len(default.comparisons) < 8 * 7  # fewer than the full round robin
 
 
 @pytest.mark.parametrize("bad", [0, -2, True, False, 2.0, "3", [3]])
