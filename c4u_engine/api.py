@@ -250,9 +250,9 @@ class Engine:
         mode: "fast" (answer-token probabilities, one forward pass per comparison), "reason" (chain of thought for
         every comparison) or "hybrid" (fast tournament, then reasoning for the comparisons that decided the winner).
         strategy: "knockout" (2(N-1) comparisons with both orders) or "round_robin" (N(N-1)).
-        top_k: with the knockout, a ranking whose first k are ordered by a round robin among them: a knockout until
-        k candidates remain, then every pair of those k (clamped to the candidates left after rejects and
-        duplicates: k >= N is a full round robin). The round robin already orders everyone: top_k changes nothing.
+        top_k: with the knockout, a ranking whose first k are ordered by a round robin: a knockout until 2k
+        candidates remain, then every pair of those (k clamped to the candidates left after rejects and
+        duplicates: k >= N / 2 is a full round robin). The round robin already orders everyone: top_k changes nothing.
         orders: "both" (default: every match judged as A/B and B/A, cancelling position bias), "one" (one order:
         half the comparisons) or "adaptive" (one order, then the second only where the first was not decisive:
         max(P(A), 1 - P(A)) below c4u_engine.selection.DECISIVE_P; an extra round). both_orders=True/False is the

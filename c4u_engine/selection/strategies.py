@@ -9,8 +9,9 @@ Determinism: with `rng=None` everything follows input order. With an `rng` (a se
 bracket is shuffled, and in one-order play each match is shown in a random order, so that the judge's position bias
 becomes noise instead of a systematic advantage for low indices.
 
-`TopK` is a knockout played until k candidates remain, then a round robin among those k: a ranking whose first k are
-ordered as a round robin among them would order them, for N-k knockout matches plus k(k-1)/2, instead of N(N-1)/2.
+`TopK` is a knockout played until f = 2k candidates remain, then a round robin among those f: a ranking whose first k
+are ordered as a round robin among the finalists would order them, for N-f knockout matches plus f(f-1)/2, instead of
+N(N-1)/2.
 It is chosen by `top_k`, not by name (see `Tournament`).
 """
 
