@@ -19,6 +19,12 @@ from c4u_engine.engine.answer import AnswerTokens, prob_a_from_logits
 from c4u_engine.engine.sampling import Sampler
 
 STOP_TEXT = "</answer>"
+# Rows that join a running batch are right-padded to its slots, and every step adds a slot to every row: a batch that
+# never drains (continuous arrivals) would grow its KV without bound, each row paying for slots it masks out. Once the
+# batch holds more than COMPACT_SLACK x its longest row's live slots (+ COMPACT_MIN_SLOTS), the live slots are
+# re-packed to the front (Runner.kv_gather_slots).
+COMPACT_SLACK = 1.5
+COMPACT_MIN_SLOTS = 64
 
 
 @dataclass(eq=False)
@@ -75,6 +81,7 @@ class DecodeBatch:
         self._suppress_first = list(suppress_first)
         self._before_sample = before_sample
         self._cohorts: list[_Cohort] = []  # [0] is the running batch once merged; others joined since
+        self.compactions = 0
 
     @property
     def rows(self) -> list[DecodeRow]:
@@ -123,6 +130,7 @@ class DecodeBatch:
         if not self._cohorts:
             return finished, 0
         batch = self._merge()
+        self._compact(batch)
         b = len(batch.rows)
         embeds = self.runner.embed(batch.next_tokens.reshape(b, 1), [])
         batch.mask = np.concatenate([batch.mask, np.ones((b, 1), dtype=bool)], axis=1)
@@ -180,6 +188,22 @@ class DecodeBatch:
             merged.next_tokens = np.concatenate([c.next_tokens for c in self._cohorts])
             self._cohorts = [merged]
         return self._cohorts[0]
+
+    def _compact(self, batch: _Cohort) -> None:
+        live = batch.mask.sum(axis=1)
+        longest = int(live.max())
+        if batch.mask.shape[1] <= COMPACT_SLACK * longest + COMPACT_MIN_SLOTS:
+            return
+        index = np.zeros((len(batch.rows), longest), dtype=np.int64)  # a row's spare places point at slot 0, masked
+        mask = np.zeros((len(batch.rows), longest), dtype=bool)
+        for r in range(len(batch.rows)):
+            slots = np.flatnonzero(batch.mask[r])
+            index[r, : len(slots)] = slots
+            mask[r, : len(slots)] = True
+        kv = self.runner.kv_gather_slots(batch.kv, index, reserve=self._reserve(batch.rows))
+        if kv is not None:
+            batch.kv, batch.mask = kv, mask
+            self.compactions += 1
 
     @staticmethod
     def _reserve(rows: list[DecodeRow]) -> int:

@@ -193,6 +193,12 @@ class Runner(ABC):
         index[r, :counts[r]], written from slot at[r] of its table); returns the KV the runner decodes them as."""
         raise NotImplementedError(f"the {self.name} runner does not decode rows in block pools")
 
+    def kv_gather_slots(self, kv: KV, index: np.ndarray, reserve: int = 0) -> KV | None:
+        """A new KV whose row r holds slots index[r] of kv's row r, in that order (index: int [rows, L]), or None
+        where this runner cannot (the caller then keeps kv). The decode batch re-packs its rows' live slots with it
+        (keys are stored after their rotary embedding, so a key's slot carries no position)."""
+        return None
+
     def kv_release(self, kv: KV) -> None:  # noqa: B027 - optional hook, nothing to do for plain buffers
         """The caller is done with `kv` (a decode cohort that emptied): a KV holding pool blocks (runners/
         paged_rows.py) gives them back now instead of at garbage collection. Nothing to do for plain buffers."""

@@ -232,6 +232,11 @@ class OnnxRuntimeRunner(Runner):
         values = [stack([kv.values[layer] for kv in kvs]) for layer in range(self.num_layers)]
         return OrtKV(keys, values)
 
+    def kv_gather_slots(self, kv: KV, index: np.ndarray, reserve: int = 0) -> KV:
+        at = np.asarray(index, dtype=np.intp)[:, None, :, None]  # [rows, 1, L, 1] against [rows, heads, S, dim]
+        return OrtKV([np.take_along_axis(k, at, axis=2) for k in kv.keys],
+                     [np.take_along_axis(v, at, axis=2) for v in kv.values])
+
     def kv_length(self, kv: KV) -> int:
         return int(kv.keys[0].shape[2])
 

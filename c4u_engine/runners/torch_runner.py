@@ -222,6 +222,19 @@ class TorchRunner(Runner):
             out.length = length
             return out
 
+    def kv_gather_slots(self, kv: KV, index: np.ndarray, reserve: int = 0) -> KV | None:
+        if isinstance(kv, PagedRows):  # rows in block pools already hold only their own slots
+            return None
+        rows, length = index.shape
+        with torch.inference_mode():
+            at = torch.as_tensor(index, dtype=torch.long, device=self._torch_device)
+            at = at[:, None, :, None].expand(rows, self.num_kv_heads, length, self.head_dim)
+            out = self._alloc(rows, length + reserve)
+            for dst, src in zip(out.keys + out.values, kv.keys + kv.values):
+                dst[:, :, :length] = torch.gather(src, 2, at)
+            out.length = length
+            return out
+
     def kv_length(self, kv: KV) -> int:
         return int(kv.length)
 

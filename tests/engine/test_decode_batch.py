@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from c4u_engine.engine import decode_batch
 from c4u_engine.engine.answer import AnswerTokens
 from c4u_engine.engine.decode_batch import DecodeRow, reasoning_batch
 from c4u_engine.engine.generation import decode
@@ -57,6 +58,12 @@ class ScriptedRunner:
 
     def kv_select(self, kv, rows, length=None, reserve=0):
         return kv[list(rows), : (kv.shape[1] if length is None else length)].copy()
+
+    def kv_gather_slots(self, kv, index, reserve=0):
+        self.gathers += 1
+        return np.take_along_axis(kv, index, axis=1)
+
+    gathers = 0
 
     def kv_stack(self, kvs, length, reserve=0):
         out = np.zeros((sum(k.shape[0] for k in kvs), length), np.int64)
@@ -116,6 +123,33 @@ def test_rows_joining_a_running_batch_decode_as_they_would_alone():
         alone = run_alone(p, 30)
         assert rows[k].tokens == alone.tokens and rows[k].finished_by == alone.finished_by, k
         assert rows[k].finished_by in ("eos", "stop")
+
+
+def test_a_batch_that_never_drains_repacks_its_slots_and_decodes_as_alone(monkeypatch):
+    # A row joins at every step: without re-packing, the batch's slots (every row right-padded to them, one more per
+    # step) would grow with the batch's age instead of with its rows' lengths.
+    monkeypatch.setattr(decode_batch, "COMPACT_MIN_SLOTS", 4)
+    runner = ScriptedRunner()
+    batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
+    prompts = {k: prompt(100 + k, 3 + k % 5) for k in range(60)}
+    rows = {k: DecodeRow(k, Sampler(SamplingParams()), 30) for k in prompts}
+    widest = 0
+    for step in range(200):
+        if step in prompts:
+            batch.join([rows[step]], *prefill(runner, [prompts[step]]))
+        if not len(batch):
+            break
+        batch.step()
+        if len(batch):
+            merged = batch._cohorts[0]
+            live = int(merged.mask.sum(axis=1).max())
+            assert merged.mask.shape[1] <= decode_batch.COMPACT_SLACK * live + 4 + 1
+            widest = max(widest, merged.mask.shape[1])
+    assert not len(batch) and batch.compactions > 0 and runner.gathers == batch.compactions
+    assert widest < 60  # without re-packing the slots pass 60 (one per step while rows keep joining)
+    for k, p in prompts.items():
+        alone = run_alone(p, 30)
+        assert rows[k].tokens == alone.tokens and rows[k].finished_by == alone.finished_by, k
 
 
 def test_stop_rules_and_answer_logits_match_the_single_sequence_decoder():

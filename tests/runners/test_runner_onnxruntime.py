@@ -155,6 +155,33 @@ def test_kv_stack_pads_with_zeros_like_torch(pairs):
     assert same is not stacked_o and all(a is not b for a, b in zip(same.keys, stacked_o.keys))  # always a copy
 
 
+def test_kv_gather_slots_repacks_live_slots_and_the_next_step_is_unchanged(pairs):
+    # A decode batch re-packs its rows' live slots to the front (engine/decode_batch.py): keys carry their rotary
+    # embedding, so the next step over the re-packed KV and mask must give the same logits, on both runtimes.
+    ref, ours = pairs["gqa"]
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 400, size=(2, 12))
+    mask = np.ones((2, 12), bool)
+    mask[0, 3:8] = False  # row 0: a hole (padding it was merged with); row 1: padding at its end
+    mask[1, 9:] = False
+    pos = np.zeros((3, 2, 12), np.int64)
+    for r in range(2):
+        pos[:, r, mask[r]] = np.arange(mask[r].sum())
+    index = np.array([[0, 1, 2, 8, 9, 10, 11, 0, 0], list(range(9))])  # live slots first; row 0's last two: spare
+    packed_mask = np.array([[True] * 7 + [False] * 2, [True] * 9])
+    step = rng.integers(0, 400, size=(2, 1))
+    nxt = np.array([[[7], [9]]] * 3)
+    for runner in (ours, ref):
+        _, kv = runner.forward(runner.embed(ids, []), pos, None, mask, np.zeros((2, 1), np.int64))
+        full, _ = runner.forward(runner.embed(step, []), nxt, kv, np.concatenate([mask, np.ones((2, 1), bool)], 1),
+                                 np.zeros((2, 1), np.int64))
+        packed = runner.kv_gather_slots(kv, index, reserve=2)
+        assert runner.kv_length(packed) == 9
+        out, _ = runner.forward(runner.embed(step, []), nxt, packed, np.concatenate([packed_mask, np.ones((2, 1),
+                                bool)], 1), np.zeros((2, 1), np.int64))
+        np.testing.assert_allclose(out, full, atol=1e-5, rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def images():
     return [make_test_image(56, 56, seed=s) for s in range(4)] + [make_test_image(90, 45, 11),
