@@ -68,6 +68,8 @@ def run_batch(engine: Any, source: str | Path, out: str | Path, *, options: Mapp
     """Select for every group of `source` with `engine` (Engine.select keywords in `options`) into `out`.
     progress: None shows the bar on a terminal only."""
     source = Path(source)
+    if not source.is_file():  # before OUT is created, and a typed error rather than count_lines' FileNotFoundError
+        raise InvalidInputError(f"{source}: no such groups JSONL file")
     results = ResultsFile(out, resume=resume)
     summary = BatchSummary()
     total = count_lines(source)

@@ -117,7 +117,8 @@ class SelectionStream:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        if hasattr(self, "_iterator"):  # not when __init__ refused its arguments
+            self.close()
 
     @property
     def in_flight(self) -> int:
@@ -146,6 +147,7 @@ class _StreamState:
         self.slots = threading.Semaphore(max_in_flight)  # released when a result is handed out
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
+        self.closed = threading.Event()  # close(): what is in flight, or being submitted, is cancelled
         self.lock = threading.Lock()
         self.live: dict[int, Future] = {}
 
@@ -154,6 +156,7 @@ class _StreamState:
             return len(self.live)
 
     def cancel_live(self) -> None:
+        self.closed.set()
         with self.lock:
             live = list(self.live.values())
         for future in live:
@@ -190,6 +193,8 @@ class _StreamState:
             while not self.stopping.is_set():
                 if not self.slots.acquire(timeout=0.05):
                     continue
+                if self.stopping.is_set():  # stop() came while it waited for the slot
+                    break
                 try:
                     raw = next(items)
                 except StopIteration:
@@ -221,6 +226,8 @@ class _StreamState:
         with self.lock:
             self.live[index] = future
         future.add_done_callback(lambda f: self._finished(index, item, f, t0))
+        if self.closed.is_set():  # close() came while it was being submitted: cancel_live did not see it
+            future.cancel()
 
     def _put(self, index: int, item: BatchItem, t0: float, **outcome: Any) -> None:
         self.results.put(BatchResult(index, item.id, seconds=time.perf_counter() - t0, images=item.images, **outcome))
