@@ -91,7 +91,7 @@ def run_on_ray(source: str | Path, out: str | Path, *, options: Mapping[str, Any
     threads = str(cpus)
     engine_args = {"model": model, "backend": backend, "device": device, "precision": precision, "lanes": 1}
     # Reading lines is light I/O: its tasks ask for no CPU, or actors holding every CPU would leave none to read.
-    ds = ray.data.read_text(str(source), ray_remote_args={"num_cpus": 0}).map_batches(
+    ds = ray.data.read_text(str(source), num_cpus=0).map_batches(
         SelectorActor, batch_size=LINES_PER_CALL, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
         fn_constructor_kwargs={"engine_args": engine_args, "options": dict(options), "root": str(source.parent),
                                "done_ids": frozenset(results.done_ids), "max_in_flight": max_in_flight},

@@ -122,7 +122,7 @@ class SelectionStream:
 
     @property
     def in_flight(self) -> int:
-        """Items submitted whose results have not come out yet."""
+        """Items submitted whose selections have not finished yet."""
         return self._state.in_flight()
 
     def stop(self) -> None:
