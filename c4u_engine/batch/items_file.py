@@ -17,24 +17,17 @@ stops a catalogue.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from c4u_engine.batch.stream import BatchItem, FailedItem
+from c4u_engine.data.creative_pair import json_object
 from c4u_engine.errors import C4UError, InvalidInputError
 from c4u_engine.profile import Profile
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def line_id(obj: Any, number: int) -> str:
-    ident = obj.get("id") if isinstance(obj, dict) else None
-    if isinstance(ident, (str, int)) and not isinstance(ident, bool) and str(ident).strip():
-        return str(ident)
-    return f"#{number}"
 
 
 def read_items(path: str | Path) -> Iterator[BatchItem | FailedItem]:
@@ -46,19 +39,26 @@ def read_items(path: str | Path) -> Iterator[BatchItem | FailedItem]:
     root = path.parent.absolute()
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield FailedItem(f"#{number}", InvalidInputError(f"{where}: not valid JSON ({exc.msg})"))
-                continue
-            ident = line_id(obj, number)
-            try:
-                yield parse_item(obj, root, where, ident)
-            except C4UError as exc:
-                yield FailedItem(ident, exc)
+            if line.strip():
+                yield item_from_line(line, root, f"{path}:{number}", f"#{number}")
+
+
+def item_from_line(line: str, root: Path, where: str, fallback_id: str | None) -> BatchItem | FailedItem:
+    """One line of the input as a BatchItem, or a FailedItem saying why not. fallback_id: the id of a line without
+    one (None: such a line is an error, as under --ray, where a line number means nothing)."""
+    try:
+        obj = json_object(line, where)
+    except InvalidInputError as exc:
+        return FailedItem(fallback_id or "#?", exc)
+    ident = obj.get("id")
+    if not isinstance(ident, (str, int)) or isinstance(ident, bool) or not str(ident).strip():
+        if fallback_id is None:
+            return FailedItem("#?", InvalidInputError(f"{where}: the line has no 'id' (needed with --ray)"))
+        ident = fallback_id
+    try:
+        return parse_item(obj, root, where, str(ident))
+    except C4UError as exc:
+        return FailedItem(str(ident), exc)
 
 
 def count_lines(path: str | Path) -> int:
@@ -70,9 +70,7 @@ def count_lines(path: str | Path) -> int:
     return count
 
 
-def parse_item(obj: Any, root: Path, where: str, ident: str) -> BatchItem:
-    if not isinstance(obj, dict):
-        raise InvalidInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+def parse_item(obj: dict, root: Path, where: str, ident: str) -> BatchItem:
     images = obj.get("images")
     if not isinstance(images, list) or not images:
         raise InvalidInputError(f"{where}: field 'images': expected a non-empty list of image paths")

@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from c4u_engine.batch.items_file import count_lines, parse_item
+from c4u_engine.batch.items_file import count_lines, item_from_line
 from c4u_engine.batch.results_file import ResultsFile, result_record
 from c4u_engine.batch.run import BatchSummary, _progress
-from c4u_engine.batch.stream import FailedItem
-from c4u_engine.errors import BackendUnavailableError, C4UError, InvalidInputError
+from c4u_engine.errors import BackendUnavailableError, InvalidInputError
 
 LINES_PER_CALL = 64  # lines handed to an actor at once: enough for its engine's select_many window
 
@@ -44,34 +43,19 @@ class SelectorActor:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list]:
         items, skipped = [], 0
         for line in batch["text"]:
-            item = self._item(str(line))
-            if item is None:
+            line = str(line)
+            if not line.strip():
                 continue
+            item = item_from_line(line, self.root, f"line {line[:80]!r}", None)
             if item.id in self.done:
                 skipped += 1
                 continue
             items.append(item)
-        records = [json.dumps(result_record(r, None if r.images is None else [str(p) for p in r.images]),
-                              ensure_ascii=False)
+        records = [json.dumps(result_record(r), ensure_ascii=False)
                    for r in self.engine.select_many(items, max_in_flight=self.max_in_flight, **self.options)]
         # one output row per input row keeps Ray's batch accounting simple: skipped lines give empty records
         return {"record": records + [""] * (len(batch["text"]) - len(records)),
                 "skipped": [skipped] + [0] * (len(batch["text"]) - 1)}
-
-    def _item(self, line: str):
-        if not line.strip():
-            return None
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            return FailedItem("#?", InvalidInputError(f"a line is not valid JSON ({exc.msg}): {line[:80]!r}"))
-        ident = obj.get("id") if isinstance(obj, dict) else None
-        if not isinstance(ident, (str, int)) or isinstance(ident, bool) or not str(ident).strip():
-            return FailedItem("#?", InvalidInputError(f"with --ray every line needs an 'id': {line[:80]!r}"))
-        try:
-            return parse_item(obj, self.root, f"id {ident}", str(ident))
-        except C4UError as exc:
-            return FailedItem(str(ident), exc)
 
 
 def run_on_ray(source: str | Path, out: str | Path, *, options: Mapping[str, Any], resume: bool = False,

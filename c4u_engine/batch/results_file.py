@@ -20,10 +20,11 @@ from c4u_engine.errors import InvalidInputError
 from c4u_engine.serving.schema import error_json, selection_json
 
 
-def result_record(result: BatchResult, images: list[str] | None) -> dict[str, Any]:
+def result_record(result: BatchResult) -> dict[str, Any]:
+    """The output line of one result; a selection's images are named by their paths."""
     if result.error is not None:
         return {"id": result.id, **error_json(result.error)}
-    return {"id": result.id, **selection_json(result.selection, images or [])}
+    return {"id": result.id, **selection_json(result.selection, [str(p) for p in result.images])}
 
 
 class ResultsFile:

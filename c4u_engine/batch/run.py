@@ -82,7 +82,7 @@ def run_batch(engine: Any, source: str | Path, out: str | Path, *, options: Mapp
             for result in stream:
                 if _cancelled(result, summary):
                     continue
-                results.write(result_record(result, _names(result)))
+                results.write(result_record(result))
                 if result.ok:
                     summary.done += 1
                 else:
@@ -103,10 +103,6 @@ def _cancelled(result: BatchResult, summary: BatchSummary) -> bool:
         summary.dropped += 1
         return True
     return False
-
-
-def _names(result: BatchResult) -> list[str] | None:
-    return None if result.images is None else [str(p) for p in result.images]
 
 
 def _on_sigint(stream: Any, summary: BatchSummary, log) -> Any:

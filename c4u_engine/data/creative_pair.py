@@ -141,16 +141,20 @@ def jsonl_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
     file and line for a line that is not a JSON object."""
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise InvalidInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield number, where, obj
+            if line.strip():
+                where = f"{path}:{number}"
+                yield number, where, json_object(line, where)
+
+
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as a JSON object; InvalidInputError naming `where` when it is not valid JSON or not an object."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise InvalidInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _parse_file(path: Path, build: Any, check_files: bool) -> list:

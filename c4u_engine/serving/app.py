@@ -71,8 +71,8 @@ class SelectIn(BaseModel):
         default=None, description="both (the default: every match judged as A/B and B/A), one, or adaptive (the "
         "second order only where the first is not decisive)")
     top_k: Annotated[int, Field(strict=True, ge=1)] | None = Field(
-        default=None, description="a knockout until top_k candidates remain, then a round robin among them "
-        "(clamped to the number of candidates)")
+        default=None, description="the first top_k ordered by a round robin: a knockout until 2 x top_k "
+        "candidates remain, then a round robin among them (clamped to the number of candidates)")
     both_orders: bool | None = Field(default=None, description="the older spelling of orders: true = both, false = "
                                      "one; must agree with orders when both are given")
     max_new_tokens: int = Field(default=256, ge=1, le=8192)
