@@ -356,3 +356,33 @@ def test_failures_below_the_engine_are_the_items_own():
     assert isinstance(results[0].error, InferenceError) and "a bug below" in str(results[0].error)
     assert isinstance(results[1].error, RequestCancelledError)
     assert results[2].ok and results[2].selection == ("selected", 2)
+
+
+def test_tiny_cache_budgets_and_re_packed_reasoning_rows_give_the_loops_results(engine, made_groups, same_selection,
+                                                                               monkeypatch):
+    # Reasoning rows of several requests decoding together, their batch re-packed whenever a row carries padding
+    # (rows join a running batch: engine/decode_batch.py), and an engine that keeps no KV or embedding beyond the
+    # requests using them: the same selections as the shared engine's loop.
+    from c4u_engine.engine import decode_batch
+
+    groups = made_groups(6, seed=3).groups
+    want = [engine.select(g.images, g.profile, mode="reason") for g in groups]
+    monkeypatch.setattr(decode_batch, "COMPACT_MIN_SLOTS", 0)
+    monkeypatch.setattr(decode_batch, "COMPACT_SLACK", 1.0)
+    repacks = []
+    compact = decode_batch.DecodeBatch._compact
+
+    def counted(self, batch):
+        before = self.compactions
+        compact(self, batch)
+        repacks.append(self.compactions - before)
+
+    monkeypatch.setattr(decode_batch.DecodeBatch, "_compact", counted)
+    for settings in ({}, {"prefix_cache_bytes": 0, "encoder_cache_bytes": 0}):
+        with Engine(builtin_model_dir(), **settings) as other:
+            results = drain(other.select_many([(g.images, g.profile) for g in groups], mode="reason",
+                                              max_in_flight=6))
+        for r, w in zip(results, want):
+            assert r.ok, r.error
+            same_selection(r.selection, w)
+    assert sum(repacks) > 0
