@@ -82,8 +82,11 @@ def decoder_profiles(config: ModelConfig, limits: ProfileLimits) -> list[ShapePr
             "logits_index": _rng([batch[0], 1], [batch[1], 1], [batch[2], new[2]]),
         }
         cache = _rng([batch[0], kv, past[0], d], [batch[1], kv, past[1], d], [batch[2], kv, past[2], d])
+        # the frozen segment: empty where a runner passes the whole cache as past (TensorRT), up to the context
+        frozen = _rng([batch[0], kv, 0, d], [batch[1], kv, 0, d], [batch[2], kv, past[2], d])
         for i in range(text.num_hidden_layers):
             shapes[f"past_key_{i}"] = shapes[f"past_value_{i}"] = cache
+            shapes[f"frozen_key_{i}"] = shapes[f"frozen_value_{i}"] = frozen
         return ShapeProfile(name, shapes)
 
     pb = limits.max_prefill_batch

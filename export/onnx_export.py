@@ -79,15 +79,17 @@ class _VisionGraph(nn.Module):
 
 
 class _DecoderGraph(nn.Module):
-    """LanguageModel.forward with flat inputs (head inputs, then past key/value per layer) and flat outputs."""
+    """LanguageModel.forward with flat inputs (head inputs, past key/value per layer, then frozen key/value per
+    layer) and flat outputs."""
 
     def __init__(self, language: nn.Module) -> None:
         super().__init__()
         self.language = language
 
-    def forward(self, inputs_embeds, position_ids, attention_mask, logits_index, *past):
+    def forward(self, inputs_embeds, position_ids, attention_mask, logits_index, *caches):
+        past, frozen = caches[: len(caches) // 2], caches[len(caches) // 2 :]
         logits, keys, values = self.language(inputs_embeds, position_ids, list(past[0::2]), list(past[1::2]),
-                                             attention_mask, logits_index)
+                                             attention_mask, logits_index, list(frozen[0::2]), list(frozen[1::2]))
         return (logits, *(t for pair in zip(keys, values) for t in pair))
 
 
@@ -236,17 +238,18 @@ def _vision_axes() -> dict[str, dict[int, str]]:
 
 
 def _decoder_example(config: ModelConfig, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """Batch 2, 3 new tokens after 2 past slots (P > 0 so nothing specializes on an empty cache)."""
+    """Batch 2, 3 new tokens after 4 frozen and 2 past slots (none empty, so nothing specializes on an empty
+    cache; the segments differ in length, so their length symbols stay apart)."""
     text = config.text
-    b, s, p = 2, 3, 2
+    b, s, p, f = 2, 3, 2, 4
     gen = torch.Generator().manual_seed(0)
     embeds = torch.randn(b, s, text.hidden_size, generator=gen).to(dtype)
-    positions = (torch.arange(s) + p).expand(3, b, s).contiguous()
-    mask = torch.ones(b, p + s, dtype=torch.bool)
+    positions = (torch.arange(s) + f + p).expand(3, b, s).contiguous()
+    mask = torch.ones(b, f + p + s, dtype=torch.bool)
     index = torch.tensor([[s - 1], [s - 2]])
-    past = [torch.randn(b, text.num_key_value_heads, p, text.head_dim, generator=gen).to(dtype)
-            for _ in range(2 * text.num_hidden_layers)]
-    return (embeds, positions, mask, index, *past)
+    cache = lambda n: [torch.randn(b, text.num_key_value_heads, n, text.head_dim, generator=gen).to(dtype)  # noqa: E731
+                       for _ in range(2 * text.num_hidden_layers)]
+    return (embeds, positions, mask, index, *cache(p), *cache(f))
 
 
 def _decoder_axes(layers: int) -> dict[str, dict[int, str]]:
@@ -256,7 +259,8 @@ def _decoder_axes(layers: int) -> dict[str, dict[int, str]]:
     for i in range(layers):
         for kind in ("key", "value"):
             axes[f"past_{kind}_{i}"] = {0: "batch", 2: "past"}
-            axes[f"present_{kind}_{i}"] = {0: "batch", 2: "total"}
+            axes[f"frozen_{kind}_{i}"] = {0: "batch", 2: "frozen"}
+            axes[f"present_{kind}_{i}"] = {0: "batch", 2: "grown"}
     return axes
 
 

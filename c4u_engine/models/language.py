@@ -29,6 +29,14 @@ def gqa_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mas
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=q.shape[1] != keys.shape[1])
 
 
+def segment_attention(q: torch.Tensor, keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...],
+                      mask: torch.Tensor) -> torch.Tensor:
+    """gqa_attention over KV segments laid end to end (slots in segment order). Eager, the segments are joined; the
+    export (export/attention.py) computes per-segment products instead, so a decode step never copies the frozen
+    segment (the bulk of the cache) into a new one."""
+    return gqa_attention(q, torch.cat(keys, dim=2), torch.cat(values, dim=2), mask)
+
+
 class MRotary(nn.Module):
     """cos/sin [B, S, head_dim] from position ids [3, B, S]: frequency band k takes axis k % 3 per mrope_section."""
 
@@ -77,12 +85,18 @@ class Attention(nn.Module):
         mask: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
+        frozen: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (output, keys, values): the cache grown by the new tokens, concat(past, new). frozen: (keys,
+        values) of slots before the past ones, attended but not returned (the caller keeps them as they are)."""
         b, s, _ = x.shape
         q, k, v = self.project(x, cos, sin)
         keys = torch.cat([past_key.to(k.dtype), k], dim=2)
         values = torch.cat([past_value.to(v.dtype), v], dim=2)
-        out = gqa_attention(q, keys, values, mask)
+        if frozen is None:
+            out = gqa_attention(q, keys, values, mask)
+        else:
+            out = segment_attention(q, (frozen[0].to(k.dtype), keys), (frozen[1].to(v.dtype), values), mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), keys, values
 
     def forward_into(self, x, cos, sin, mask, key_buffer: torch.Tensor, value_buffer: torch.Tensor, past: int,
@@ -122,8 +136,9 @@ class DecoderLayer(nn.Module):
         mask: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
+        frozen: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        attn, keys, values = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key, past_value)
+        attn, keys, values = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key, past_value, frozen)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), keys, values
 
@@ -172,6 +187,8 @@ class LanguageModel(nn.Module):
         past_values: list[torch.Tensor],
         attention_mask: torch.Tensor,
         logits_index: torch.Tensor | None = None,
+        frozen_keys: list[torch.Tensor] | None = None,
+        frozen_values: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Run S new tokens after P cached ones.
 
@@ -179,17 +196,25 @@ class LanguageModel(nn.Module):
         layer (P may be 0); attention_mask bool [B, P + S] (True = attend); logits_index int64 [B, K] positions
         within S whose logits to return (None = all S). Returns (logits [B, K, V] float32, new_keys,
         new_values) with the caches grown to [B, kvH, P + S, D].
+        frozen_keys / frozen_values: one [B, kvH, F, D] per layer, slots before the past ones (F may be 0): attended
+        like them, but not part of the returned caches, which stay [B, kvH, P + S, D]; attention_mask is then
+        [B, F + P + S]. The exported decoder takes them so a decode step copies only the short past segment.
         """
+        frozen = frozen_keys is not None
+        if frozen != (frozen_values is not None):
+            raise InvalidInputError("frozen_keys and frozen_values go together")
         if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
-            self._check_inputs(inputs_embeds, position_ids, past_keys, past_values, attention_mask, logits_index)
+            self._check_inputs(inputs_embeds, position_ids, past_keys, past_values, attention_mask, logits_index,
+                               frozen_keys, frozen_values)
         s = inputs_embeds.shape[1]
-        p = past_keys[0].shape[2]
+        p = past_keys[0].shape[2] + (frozen_keys[0].shape[2] if frozen else 0)
         mask = self._mask(attention_mask, p, s)
         cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         x = inputs_embeds
         new_keys, new_values = [], []
-        for layer, past_key, past_value in zip(self.layers, past_keys, past_values):
-            x, keys, values = layer(x, cos, sin, mask, past_key, past_value)
+        for i, (layer, past_key, past_value) in enumerate(zip(self.layers, past_keys, past_values)):
+            x, keys, values = layer(x, cos, sin, mask, past_key, past_value,
+                                    (frozen_keys[i], frozen_values[i]) if frozen else None)
             new_keys.append(keys)
             new_values.append(values)
         return self._logits(x, logits_index), new_keys, new_values
@@ -256,6 +281,8 @@ class LanguageModel(nn.Module):
         past_values: list[torch.Tensor],
         attention_mask: torch.Tensor,
         logits_index: torch.Tensor | None,
+        frozen_keys: list[torch.Tensor] | None = None,
+        frozen_values: list[torch.Tensor] | None = None,
     ) -> None:
         cfg = self.config
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != cfg.hidden_size:
@@ -265,14 +292,20 @@ class LanguageModel(nn.Module):
         if tuple(position_ids.shape) != (3, b, s):
             raise InvalidInputError(f"position_ids must be [3, {b}, {s}], got {tuple(position_ids.shape)}")
         n = cfg.num_hidden_layers
-        if len(past_keys) != n or len(past_values) != n:
-            raise InvalidInputError(f"need {n} past key and value tensors, got {len(past_keys)} and {len(past_values)}")
-        p = past_keys[0].shape[2] if past_keys[0].ndim == 4 else -1
-        expected = (b, cfg.num_key_value_heads, p, cfg.head_dim)
-        for name, cache in (("past_keys", past_keys), ("past_values", past_values)):
-            for i, t in enumerate(cache):
-                if tuple(t.shape) != expected:
-                    raise InvalidInputError(f"{name}[{i}] must be {list(expected)} [B, kvH, P, D], got {list(t.shape)}")
+        p = 0
+        for kind, keys, values in (("past", past_keys, past_values), ("frozen", frozen_keys, frozen_values)):
+            if keys is None:
+                continue
+            if len(keys) != n or len(values) != n:
+                raise InvalidInputError(f"need {n} {kind} key and value tensors, got {len(keys)} and {len(values)}")
+            slots = keys[0].shape[2] if keys[0].ndim == 4 else -1
+            expected = (b, cfg.num_key_value_heads, slots, cfg.head_dim)
+            for name, cache in ((f"{kind}_keys", keys), (f"{kind}_values", values)):
+                for i, t in enumerate(cache):
+                    if tuple(t.shape) != expected:
+                        raise InvalidInputError(f"{name}[{i}] must be {list(expected)} [B, kvH, slots, D], got "
+                                                f"{list(t.shape)}")
+            p += slots
         if tuple(attention_mask.shape) != (b, p + s):
             found = list(attention_mask.shape)
             raise InvalidInputError(f"attention_mask must be [B, P + S] = [{b}, {p + s}], got {found}")

@@ -69,9 +69,18 @@ _HASH_CHUNK = 1 << 22
 Dim = int | str | None
 
 
-def decoder_input_names(num_layers: int) -> list[str]:
-    """The decoder's inputs, in order: the four head inputs, then past_key_i, past_value_i per layer."""
-    return [*DECODER_HEAD_INPUTS, *(f"past_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value"))]
+def decoder_input_names(num_layers: int, frozen: bool = True) -> list[str]:
+    """The decoder's inputs, in order: the four head inputs, past_key_i, past_value_i per layer, then (frozen: what the
+    export writes now) frozen_key_i, frozen_value_i per layer: slots before the past ones, attended but not
+    returned, so a decode step copies only the short past segment into present (engines exported before take
+    none: their runners pass the whole cache as past)."""
+    kv = lambda prefix: [f"{prefix}_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]  # noqa: E731
+    return [*DECODER_HEAD_INPUTS, *kv("past"), *(kv("frozen") if frozen else [])]
+
+
+def decoder_takes_frozen(entry: "GraphEntry") -> bool:
+    """Whether a decoder graph's declared inputs include the frozen KV segment."""
+    return any(spec.name.startswith("frozen_key_") for spec in entry.inputs)
 
 
 def decoder_output_names(num_layers: int) -> list[str]:
@@ -335,7 +344,8 @@ def _check_contract(graphs: Mapping[str, GraphEntry], config: ModelConfig, dtype
     layers = config.text.num_hidden_layers
     wanted = {
         "vision": (list(VISION_INPUTS), list(VISION_OUTPUTS)),
-        "decoder": (decoder_input_names(layers), decoder_output_names(layers)),
+        "decoder": (decoder_input_names(layers, decoder_takes_frozen(graphs["decoder"])),
+                    decoder_output_names(layers)),
     }
     fixed_dtypes = {"pixel_patches": "float32", "cos": "float32", "sin": "float32", "window_index": "int64",
                     "reverse_index": "int64", "full_segments": "int64", "window_segments": "int64",

@@ -15,6 +15,13 @@ On CUDA the KV still lives in host numpy arrays (copied in and out every call): 
 Copies: session.run's outputs are used as they come (binding outputs to preallocated arrays with IOBinding was
 measured slower on CPU: 8-layer model, batch 8, 800 past slots, decode 70 ms plain vs 150 ms bound); kv_select
 is one numpy gather per tensor. KVs are exactly their length: `reserve` hints are not needed (no in-place appends).
+
+Decode without copying the cache: the graph returns present = concat(past, new), a copy of every slot it is given
+as past. A KV here is two segments, frozen then past (OrtKV); the decoder attends over both and returns only the
+past segment grown (export/attention.py). A step hands over the cache it got from the last one as frozen (free: the
+arrays are never written) and only the last FOLD_SLOTS or fewer slots are copied per step; when the past segment
+reaches FOLD_SLOTS it is folded into the frozen one (one copy of the cache every FOLD_SLOTS steps). Engines exported
+before the decoder took a frozen segment run as before (the whole cache as past).
 """
 
 from __future__ import annotations
@@ -32,13 +39,16 @@ from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
 from c4u_engine.runners.precision import normalize_precision
 from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
-                                           decoder_input_names, load_engine_dir)
+                                           decoder_input_names, decoder_takes_frozen, load_engine_dir)
 
 THREADS_ENV = "C4U_ORT_THREADS"
 # Patches per vision call (whole images): attention cost is quadratic in it. Per image on the built-in model, 2 cores
 # (benchmarks/bench_vision_groups.py): 112x112 creatives (64 patches) 0.64 ms at 128, 0.90 at 256, 0.96 at 512; with
 # 512, merging requests made vision dearer per image than running them one at a time.
 VISION_GROUP_PATCHES = 128
+# Past slots a decode step copies at most before they are folded into the frozen segment: a step copies ~FOLD/2 slots
+# on average and a fold the whole cache once per FOLD steps, about sqrt(2 x cache) apart for caches of 200-1000 slots.
+FOLD_SLOTS = 32
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
@@ -46,13 +56,28 @@ _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16",
 
 
 class OrtKV:
-    """Per-layer K and V numpy arrays, each [batch, kv_heads, length, head_dim], C-contiguous."""
+    """Per-layer K and V numpy arrays, each [batch, kv_heads, length, head_dim], C-contiguous: `keys` / `values` the
+    past segment, `frozen_keys` / `frozen_values` (None: empty) the slots before it, never written (may be shared)."""
 
-    __slots__ = ("keys", "values")
+    __slots__ = ("keys", "values", "frozen_keys", "frozen_values")
 
-    def __init__(self, keys: list[np.ndarray], values: list[np.ndarray]) -> None:
+    def __init__(self, keys: list[np.ndarray], values: list[np.ndarray], frozen_keys: list[np.ndarray] | None = None,
+                 frozen_values: list[np.ndarray] | None = None) -> None:
         self.keys = keys
         self.values = values
+        self.frozen_keys = frozen_keys
+        self.frozen_values = frozen_values
+
+    @property
+    def frozen_length(self) -> int:
+        return 0 if self.frozen_keys is None else int(self.frozen_keys[0].shape[2])
+
+    def joined(self) -> "OrtKV":
+        """This KV as one segment (a copy when there is a frozen one)."""
+        if self.frozen_keys is None:
+            return self
+        join = lambda f, p: [np.concatenate([a, b], axis=2) for a, b in zip(f, p)]  # noqa: E731
+        return OrtKV(join(self.frozen_keys, self.keys), join(self.frozen_values, self.values))
 
 
 class OnnxRuntimeRunner(Runner):
@@ -93,7 +118,8 @@ class OnnxRuntimeRunner(Runner):
         self.intra_op_threads = self._options.intra_op_num_threads or None
         self._vision = self._session("vision")
         self._decoder = self._session("decoder")
-        self._decoder_inputs = decoder_input_names(self.num_layers)
+        self._takes_frozen = decoder_takes_frozen(self.engine_dir.graphs["decoder"])
+        self._decoder_inputs = decoder_input_names(self.num_layers, self._takes_frozen)
         self._table = _map_embeddings(self.engine_dir)
         self._empty_cache: dict[int, np.ndarray] = {}
 
@@ -185,15 +211,24 @@ class OnnxRuntimeRunner(Runner):
         index = feeds["logits_index"]
         if index.ndim != 2 or index.shape[0] != b or (index.size and (index.min() < 0 or index.max() >= s)):
             raise InvalidInputError(f"logits_index must be [{b}, K] with values in [0, {s}), got {index.tolist()}")
+        empty = [self._empty(b)] * self.num_layers
+        if past is not None and past.keys[0].shape[0] != b:
+            raise InvalidInputError(f"past KV has batch {past.keys[0].shape[0]}, embeds batch {b}")
         if past is None:
-            caches = [self._empty(b)] * (2 * self.num_layers)
-        else:
-            if past.keys[0].shape[0] != b:
-                raise InvalidInputError(f"past KV has batch {past.keys[0].shape[0]}, embeds batch {b}")
-            caches = [t for pair in zip(past.keys, past.values) for t in pair]
+            past = OrtKV(empty, empty)
+        elif not self._takes_frozen:
+            past = past.joined()
+        elif past.frozen_keys is None or past.keys[0].shape[2] >= FOLD_SLOTS:
+            # the whole cache becomes frozen: free when there is no frozen segment yet, else one copy
+            whole = past.joined()
+            past = OrtKV(empty, empty, whole.keys, whole.values)
+        caches = [t for pair in zip(past.keys, past.values) for t in pair]
+        if self._takes_frozen:
+            frozen = (empty, empty) if past.frozen_keys is None else (past.frozen_keys, past.frozen_values)
+            caches += [t for pair in zip(*frozen) for t in pair]
         feeds.update(zip(self._decoder_inputs[4:], caches))
         outputs = self._decoder.run(None, feeds)
-        return outputs[0], OrtKV(outputs[1::2], outputs[2::2])
+        return outputs[0], OrtKV(outputs[1::2], outputs[2::2], past.frozen_keys, past.frozen_values)
 
     def _empty(self, batch: int) -> np.ndarray:
         """A zero-slot past cache [batch, kv_heads, 0, head_dim] (prefill: P = 0)."""
@@ -206,15 +241,23 @@ class OnnxRuntimeRunner(Runner):
     # -- KV plumbing -----------------------------------------------------------------------------------
     def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:
         idx = np.asarray(list(rows), dtype=np.intp)
-        full = kv.keys[0].shape[2]
+        full = self.kv_length(kv)
         cut = full if length is None else int(length)
         if not 0 <= cut <= full:
             raise InvalidInputError(f"length {length} is outside the KV's {full} slots")
-        # One gather per tensor: advanced index on the batch axis with the slot cut -> a new contiguous array.
-        pick = (lambda t: t[idx]) if cut == full else (lambda t: t[idx, :, :cut])
-        return OrtKV([pick(k) for k in kv.keys], [pick(v) for v in kv.values])
+
+        def pick(tensors: list[np.ndarray], start: int) -> list[np.ndarray]:
+            # one gather per tensor: advanced index on the batch axis with the slot cut -> a new contiguous array
+            n = min(tensors[0].shape[2], max(0, cut - start))
+            return [t[idx] if n == t.shape[2] else t[idx, :, :n] for t in tensors]
+
+        f = kv.frozen_length
+        if f == 0:
+            return OrtKV(pick(kv.keys, 0), pick(kv.values, 0))
+        return OrtKV(pick(kv.keys, f), pick(kv.values, f), pick(kv.frozen_keys, 0), pick(kv.frozen_values, 0))
 
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
+        kvs = [kv.joined() for kv in kvs]  # (a copy of those with a frozen segment, before the stacking copy)
         rows, first = sum(kv.keys[0].shape[0] for kv in kvs), kvs[0].keys[0]
         lengths = [kv.keys[0].shape[2] for kv in kvs]
         if max(lengths) > length:
@@ -234,13 +277,17 @@ class OnnxRuntimeRunner(Runner):
 
     def kv_gather_slots(self, kv: KV, index: np.ndarray, reserve: int = 0) -> KV:
         at = np.asarray(index, dtype=np.intp)[:, None, :, None]  # [rows, 1, L, 1] against [rows, heads, S, dim]
+        kv = kv.joined()
         return OrtKV([np.take_along_axis(k, at, axis=2) for k in kv.keys],
                      [np.take_along_axis(v, at, axis=2) for v in kv.values])
 
     def kv_length(self, kv: KV) -> int:
-        return int(kv.keys[0].shape[2])
+        return kv.frozen_length + int(kv.keys[0].shape[2])
 
     def kv_layers(self, kv: KV) -> tuple[list, list, int]:
+        if kv.frozen_keys is not None:  # one segment from now on, so that the buffers returned are the KV's own
+            whole = kv.joined()
+            kv.keys, kv.values, kv.frozen_keys, kv.frozen_values = whole.keys, whole.values, None, None
         contiguous = lambda ts: [np.ascontiguousarray(t) for t in ts]  # noqa: E731 (a no-op for our own arrays)
         return contiguous(kv.keys), contiguous(kv.values), int(kv.keys[0].shape[2])
 
@@ -251,7 +298,8 @@ class OnnxRuntimeRunner(Runner):
                      [np.zeros(shape, self._np_dtype) for _ in range(self.num_layers)])
 
     def kv_nbytes(self, kv: KV) -> int:
-        return int(sum(t.nbytes for t in kv.keys) + sum(t.nbytes for t in kv.values))
+        segments = (kv.keys, kv.values, kv.frozen_keys or [], kv.frozen_values or [])
+        return int(sum(t.nbytes for tensors in segments for t in tensors))
 
     def embeds_nbytes(self, embeds: Embeds) -> int:
         return int(embeds.nbytes)

@@ -30,7 +30,7 @@ from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
 from c4u_engine.runners.engine_dir import (DECODER_HEAD_INPUTS, VISION_INPUTS, EngineDir, decoder_input_names,
-                                           decoder_output_names, load_engine_dir)
+                                           decoder_output_names, decoder_takes_frozen, load_engine_dir)
 from c4u_engine.runners.tensorrt_plan import (LoadedPlan, PlanProfile, choose_profile, import_tensorrt, load_plan,
                                               misfit, plan_path, read_profiles, split_rows)
 from c4u_engine.runners.tensorrt_session import CudaPlacement, TrtSession, torch_dtype
@@ -41,7 +41,11 @@ _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16",
 
 
 def _past_names(num_layers: int) -> list[str]:
-    return decoder_input_names(num_layers)[len(DECODER_HEAD_INPUTS):]
+    return decoder_input_names(num_layers, frozen=False)[len(DECODER_HEAD_INPUTS):]
+
+
+def _frozen_names(num_layers: int) -> list[str]:
+    return decoder_input_names(num_layers)[len(DECODER_HEAD_INPUTS) + 2 * num_layers:]
 
 
 def decoder_chunks(profiles: Sequence[PlanProfile], config: ModelConfig, batch: int, new: int, past: int,
@@ -128,6 +132,10 @@ class TensorRTRunner(Runner):
             self._table = self._load_table()
         self._present = decoder_output_names(self.num_layers)[1:]
         self._past = _past_names(self.num_layers)
+        # This runner passes the whole cache as past (present = concat(past, new) in device memory, no host copy),
+        # so a decoder that also takes a frozen segment gets it empty.
+        self._frozen = _frozen_names(self.num_layers) if decoder_takes_frozen(self.engine_dir.graphs["decoder"]) \
+            else []
         self._lock = threading.Lock()  # one call at a time: a TensorRT execution context is not re-entrant
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -277,6 +285,7 @@ class TensorRTRunner(Runner):
             feeds = {n: t[first:end] for n, t in heads.items() if n != "position_ids"}
             feeds["position_ids"] = heads["position_ids"][:, first:end]
             feeds.update((n, t[first:end]) for n, t in zip(self._past, caches))
+            feeds.update((n, caches[0][first:end, :, :0].contiguous()) for n in self._frozen)
             runs.append(session.run(feeds, profile=profile, placement=self.placement))
         join = (lambda n: runs[0][n]) if len(runs) == 1 else (lambda n: torch.cat([r[n] for r in runs]))
         presents = [join(n) for n in self._present]

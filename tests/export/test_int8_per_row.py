@@ -118,13 +118,15 @@ def test_smoothing_preserves_float_outputs(outlier_ckpt, calibration):
 def _decoder_feeds(engine_dir, rng):
     entry = load_engine_dir(engine_dir, verify_hashes=False)
     cfg = entry.config.text
-    b, s, p = 3, 5, 2
+    b, s, p, f = 3, 5, 2, 3
     feeds = {"inputs_embeds": rng.standard_normal((b, s, cfg.hidden_size), np.float32),
-             "position_ids": np.broadcast_to(np.arange(p, p + s), (3, b, s)).astype(np.int64).copy(),
-             "attention_mask": np.ones((b, p + s), bool), "logits_index": np.full((b, 1), s - 1, np.int64)}
+             "position_ids": np.broadcast_to(np.arange(f + p, f + p + s), (3, b, s)).astype(np.int64).copy(),
+             "attention_mask": np.ones((b, f + p + s), bool), "logits_index": np.full((b, 1), s - 1, np.int64)}
     for i in range(cfg.num_hidden_layers):
         for kind in ("key", "value"):
             feeds[f"past_{kind}_{i}"] = rng.standard_normal((b, cfg.num_key_value_heads, p, cfg.head_dim), np.float32)
+            feeds[f"frozen_{kind}_{i}"] = rng.standard_normal((b, cfg.num_key_value_heads, f, cfg.head_dim),
+                                                              np.float32)
     return feeds
 
 

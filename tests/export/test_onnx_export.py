@@ -82,7 +82,8 @@ def test_manifest_describes_the_graphs(exported, tiny_ckpt):
     assert decoder["position_ids"] == {"name": "position_ids", "dtype": "int64", "shape": [3, "batch", "seq"]}
     assert decoder["attention_mask"] == {"name": "attention_mask", "dtype": "bool", "shape": ["batch", "total"]}
     assert decoder["past_key_1"]["shape"] == ["batch", 2, "past", 16]
-    assert decoder["present_value_0"]["shape"] == ["batch", 2, "total", 16]
+    assert decoder["frozen_value_1"]["shape"] == ["batch", 2, "frozen", 16]
+    assert decoder["present_value_0"]["shape"] == ["batch", 2, "grown", 16]  # past + new: the frozen slots stay out
     assert decoder["logits"]["shape"][:2] == ["batch", "num_logits"] and decoder["logits"]["dtype"] == "float32"
     vision = {s["name"]: s for s in manifest["graphs"]["vision"]["inputs"] + manifest["graphs"]["vision"]["outputs"]}
     assert vision["pixel_patches"]["shape"] == ["patches", 1176] and vision["image_embeds"]["shape"] == ["units", 64]
@@ -103,10 +104,39 @@ def test_one_decoder_graph_serves_prefill_with_empty_past_and_decode(exported):
                  "attention_mask": np.ones((2, past_len + new), bool),
                  "logits_index": np.full((2, 1), new - 1, np.int64)}
         caches = present or [np.zeros((2, 2, 0, 16), np.float32)] * 4
-        feeds.update(zip(names[4:], caches))
+        feeds.update(zip(names[4:], caches + [np.zeros((2, 2, 0, 16), np.float32)] * 4))  # no frozen slots
         logits, *present = session.run(None, feeds)
         assert logits.shape == (2, 1, 512) and np.isfinite(logits).all()
         assert all(t.shape == (2, 2, past_len + new, 16) for t in present)
+
+
+def test_frozen_slots_are_attended_like_past_ones_but_not_returned(exported):
+    """The cache split anywhere into frozen then past gives the logits of the whole cache as past (within float
+    summation order), and present holds only past + new: a decode step never copies the frozen slots."""
+    session = ort.InferenceSession(str(exported[0] / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    names = decoder_input_names(2)
+    rng = np.random.default_rng(3)
+    cache = [rng.standard_normal((2, 2, 9, 16)).astype(np.float32) for _ in range(4)]
+    mask = np.ones((2, 10), bool)
+    mask[1, 2:4] = False  # a padded hole in row 1, inside the frozen part for every split below but 0 and 1
+    head = {"inputs_embeds": rng.standard_normal((2, 1, 64)).astype(np.float32),
+            "position_ids": np.full((3, 2, 1), 9, np.int64), "attention_mask": mask,
+            "logits_index": np.zeros((2, 1), np.int64)}
+    runs = {}
+    for frozen in (0, 1, 4, 9):
+        feeds = dict(head)
+        feeds.update(zip(names[4:], [t[:, :, frozen:] for t in cache] + [t[:, :, :frozen] for t in cache]))
+        logits, *present = session.run(None, feeds)
+        assert all(p.shape == (2, 2, 9 - frozen + 1, 16) for p in present)
+        np.testing.assert_array_equal(present[0][:, :, :-1], cache[0][:, :, frozen:])
+        runs[frozen] = (logits, [p[:, :, -1] for p in present])
+    for frozen in (1, 4, 9):
+        np.testing.assert_allclose(runs[frozen][0], runs[0][0], rtol=0, atol=1e-5)
+        for new_kv, whole_kv in zip(runs[frozen][1], runs[0][1]):
+            np.testing.assert_allclose(new_kv, whole_kv, rtol=0, atol=1e-6)
+    masked = dict(head, attention_mask=np.ones((2, 10), bool))  # and the mask reaches the frozen slots
+    masked.update(zip(names[4:], [t[:, :, 4:] for t in cache] + [t[:, :, :4] for t in cache]))
+    assert np.abs(session.run(None, masked)[0][1] - runs[4][0][1]).max() > 1e-4
 
 
 def test_external_data_is_hashed_and_loadable(tiny_ckpt, exported, tmp_path):

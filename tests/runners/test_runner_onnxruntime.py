@@ -73,6 +73,7 @@ def _close(a, b, what: str) -> None:
 
 def _close_kv(ort_kv, torch_kv, what: str) -> None:
     n = torch_kv.length  # the torch runner's buffers may hold spare capacity after the filled slots
+    ort_kv = ort_kv.joined()  # (frozen segment, then past) as one
     for i, (k, v) in enumerate(zip(ort_kv.keys, ort_kv.values)):
         _close(k, torch_kv.keys[i][:, :, :n], f"{what} key {i}")
         _close(v, torch_kv.values[i][:, :, :n], f"{what} value {i}")
@@ -180,6 +181,51 @@ def test_kv_gather_slots_repacks_live_slots_and_the_next_step_is_unchanged(pairs
         out, _ = runner.forward(runner.embed(step, []), nxt, packed, np.concatenate([packed_mask, np.ones((2, 1),
                                 bool)], 1), np.zeros((2, 1), np.int64))
         np.testing.assert_allclose(out, full, atol=1e-5, rtol=1e-5)
+
+
+def test_long_decode_folds_the_cache_into_the_frozen_segment_and_matches_torch(pairs, monkeypatch):
+    # Each decode step hands its cache over as the frozen segment and copies only the last FOLD_SLOTS slots; past
+    # that, the cache is folded. 11 steps with FOLD_SLOTS = 3 cross several folds; every KV operation then works on
+    # a KV in two segments as on one.
+    monkeypatch.setattr(onnxruntime_runner, "FOLD_SLOTS", 3)
+    ref, ours = pairs["gqa"]
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 400, size=(2, 6))
+    mask = np.ones((2, 6), bool)
+    mask[1, :2] = False
+    pos = np.broadcast_to(np.arange(6), (3, 2, 6)).copy()
+    kvs, logits, frozen_lengths = {}, {}, []
+    for runner in (ours, ref):
+        _, kv = runner.forward(runner.embed(ids, []), pos, None, mask, np.zeros((2, 1), np.int64))
+        step_mask = mask
+        for i in range(11):
+            step_mask = np.concatenate([step_mask, np.ones((2, 1), bool)], axis=1)
+            tok = np.array([[(7 * i) % 400], [(11 * i + 3) % 400]])
+            out, kv = runner.forward(runner.embed(tok, []), np.full((3, 2, 1), 6 + i), kv, step_mask,
+                                     np.zeros((2, 1), np.int64))
+            logits.setdefault(runner.name, []).append(out)
+            if runner is ours:
+                frozen_lengths.append(kv.frozen_length)
+        kvs[runner.name] = kv
+    for i, (a, b) in enumerate(zip(logits["onnxruntime"], logits["torch"])):
+        _close(a, b, f"decode step {i}")
+    assert frozen_lengths[:6] == [6, 6, 6, 9, 9, 9] and max(frozen_lengths) < 17  # folds every 3 steps
+    kv_o, kv_t = kvs["onnxruntime"], kvs["torch"]
+    assert ours.kv_length(kv_o) == 17 and kv_o.frozen_length > 0
+    _close_kv(kv_o, kv_t, "after 11 steps")
+    assert ours.kv_nbytes(kv_o) == ours.kv_nbytes(kv_o.joined()) == 2 * 2 * 2 * 2 * 17 * 16 * 4
+    for rows, cut in (([1, 0, 1], None), ([0], 4), ([1, 1], 14)):  # whole, inside the frozen part, inside past
+        sel_o, sel_t = ours.kv_select(kv_o, rows, length=cut), ref.kv_select(kv_t, rows, length=cut)
+        assert ours.kv_length(sel_o) == (17 if cut is None else cut)
+        _close_kv(sel_o, sel_t, f"kv_select {rows} {cut}")
+    stacked_o = ours.kv_stack([kv_o, ours.kv_select(kv_o, [0], length=9)], 20)
+    stacked_t = ref.kv_stack([kv_t, ref.kv_select(kv_t, [0], length=9)], 20)
+    _close_kv(stacked_o, stacked_t, "kv_stack")
+    index = np.array([list(range(2, 17)), list(range(0, 15))])
+    _close_kv(ours.kv_gather_slots(kv_o, index), ref.kv_gather_slots(kv_t, index), "kv_gather_slots")
+    keys, _, length = ours.kv_layers(kv_o)
+    assert length == 17 and kv_o.frozen_keys is None and keys[0] is kv_o.keys[0]  # joined, the KV's own buffers
+    _close_kv(kv_o, kv_t, "after kv_layers")
 
 
 @pytest.fixture(scope="module")
