@@ -10,8 +10,8 @@ FusedMatMul(transB) and TensorRT into its GEMM / attention kernels, then masked 
 KV segments (language.segment_attention: a decode step's frozen cache, then its short past + new tokens) become
 grouped_sdpa_segments: scores per segment joined along the key axis (small: one query row per decode step), one
 softmax, then each segment's probabilities times its values, summed. The frozen segment is read in place, never
-concatenated into a new cache (a Concat copying every row's KV was 42% of a decode step on onnxruntime's CPU EP, built-in
-model, 64 rows x 300 slots).
+concatenated into a new cache (a Concat copying every row's KV was 42% of a decode step on onnxruntime's CPU EP,
+built-in model, 64 rows x 300 slots).
 
 The mask becomes an additive bias (0 where attended, -inf elsewhere) computed once per mask and shared by every
 layer that gets the same mask tensor, instead of a masked_fill (ONNX Where) per layer: onnxruntime's CPU Where with
