@@ -18,6 +18,10 @@ VISION = dict(depth=8, hidden_size=384, num_heads=6, intermediate_size=1024, win
 TEXT = dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=2, num_hidden_layers=8,
             intermediate_size=1536,
             rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]})
+# ~150M parameters: the same vision tower, language 12 x 1024 (for lane / thread defaults at a third size)
+TEXT_150M = dict(hidden_size=1024, num_attention_heads=16, num_key_value_heads=4, num_hidden_layers=12,
+                 intermediate_size=2816,
+                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
 IMAGE_SIDE = 224
 PROFILE = {"title": "Waterproof trail running shoes", "queries": ["running shoes sale", "waterproof sneakers"]}
 
@@ -26,6 +30,14 @@ def checkpoint(root: str | Path) -> Path:
     path = Path(root) / "c4u-bench-40m"
     if not (path / "config.json").is_file():
         make_tiny_checkpoint(path, seed=0, vision=VISION, text=TEXT, min_pixels=56 * 56,
+                             max_pixels=IMAGE_SIDE * IMAGE_SIDE)
+    return path
+
+
+def checkpoint_150m(root: str | Path) -> Path:
+    path = Path(root) / "c4u-bench-150m"
+    if not (path / "config.json").is_file():
+        make_tiny_checkpoint(path, seed=0, vision=VISION, text=TEXT_150M, min_pixels=56 * 56,
                              max_pixels=IMAGE_SIDE * IMAGE_SIDE)
     return path
 

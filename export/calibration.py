@@ -154,14 +154,14 @@ class CalibrationRunner(OnnxRuntimeRunner):
         self._rng = np.random.default_rng(0)
         super().__init__(engine_dir, intra_op_threads=None)
 
-    def _session(self, graph: str) -> Any:
+    def _session(self, graph: str, options: Any = None) -> Any:
         path = self.engine_dir.graph_path(graph)
         model = onnx.load(str(path))
         n = len(model.graph.output)
         names = self._tensors.get(graph, [])
         for name in names:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-        session = self._ort.InferenceSession(model.SerializeToString(), sess_options=self._options,
+        session = self._ort.InferenceSession(model.SerializeToString(), sess_options=options or self._options,
                                              providers=self.providers)
         return _RecordingSession(session, n, names, self.stats.setdefault(graph, {}), graph == "decoder", self._rng)
 

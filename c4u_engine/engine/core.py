@@ -22,7 +22,7 @@ from typing import Any
 from c4u_engine.engine.answer import AnswerTokens
 from c4u_engine.engine.config import EngineConfig
 from c4u_engine.engine.kv_store import KVStore
-from c4u_engine.engine.lanes import Lane, lane_threads, pick_lane, planned_lanes, resolve_lanes
+from c4u_engine.engine.lanes import Lane, lane_threads, lone_threads, pick_lane, planned_lanes, resolve_lanes
 from c4u_engine.engine.prompt import prompt_template
 from c4u_engine.engine.request import Plan, make_request
 from c4u_engine.engine.sampling import SamplingParams
@@ -47,7 +47,7 @@ class EngineCore:
         planned = planned_lanes(config.lanes, device)
         self.runner = runner if runner is not None else create_runner(
             model_dir, backend=backend, device=device, dtype=dtype, precision=precision,
-            intra_op_threads=lane_threads(planned))
+            intra_op_threads=lane_threads(planned), lone_threads=lone_threads(config.lanes, planned))
         self.config = config.replace(lanes=resolve_lanes(config.lanes, planned, self.runner,
                                                          built_here=runner is None))
         self.session = ModelSession(model_dir, self.runner, config=self.config)
@@ -62,6 +62,8 @@ class EngineCore:
             scheduler = Scheduler(self.session, store, self.answer, self.prompt.reason_prefix, self.config,
                                   self.cache_totals)
             self.lanes.append(Lane(Worker(scheduler), store))
+        if len(self.lanes) > 1:  # a request alone may use every core (runners with lone sessions ask this per call)
+            self.runner.set_lone_check(lambda: sum(lane.load > 0 for lane in self.lanes) <= 1)
         self._request_ids = itertools.count(1)
 
     def _make_store(self, capacity: int) -> KVStore:

@@ -55,6 +55,13 @@ def lane_threads(lanes: int) -> int | None:
     return max(1, _cores() // lanes)
 
 
+def lone_threads(lanes: int | None, planned: int) -> int | None:
+    """Threads for a model call that runs alone (at most one lane has requests): every core when the lanes are the
+    engine's own choice (lanes=None) and several, so a lone request is not held to one lane's share; None (each call
+    on its lane's threads) when the user chose the lanes."""
+    return _cores() if lanes is None and planned > 1 else None
+
+
 def resolve_lanes(lanes: int | None, planned: int, runner, built_here: bool) -> int:
     """The lanes the engine runs: `lanes` as asked (refused where the runner serializes its calls); for None the
     planned count where the runner runs calls side by side on a CPU and was built here for it, else 1."""

@@ -103,7 +103,8 @@ def _check_checkpoint_dir(model_dir: Path) -> None:
 
 
 def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu", dtype: str | None = None,
-                  precision: str | None = None, intra_op_threads: int | None = None) -> Runner:
+                  precision: str | None = None, intra_op_threads: int | None = None,
+                  lone_threads: int | None = None) -> Runner:
     """The runner for `backend` on `device`. precision (fp32 | fp16 | bf16 | int8 | int4, runners/precision.py):
     a float precision is the same as its dtype (both given must agree); int8 / int4 are onnxruntime engines
     (model_dir/onnx-int8/, c4u export CKPT --precision int8). "auto": on CPU onnxruntime when an exported
@@ -111,7 +112,8 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
     tensorrt (when tensorrt is installed and the engine directory holds built plans that load on this GPU),
     onnxruntime, torch in that order. BackendUnavailableError says why each candidate could not run.
     intra_op_threads: onnxruntime's threads per call ($C4U_ORT_THREADS wins when set; None: its default); the other
-    runtimes keep their own."""
+    runtimes keep their own. lone_threads: onnxruntime's threads for a call that runs alone (as the engine's
+    set_lone_check says; None: intra_op_threads for every call)."""
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     _check_checkpoint_dir(Path(model_dir))
@@ -127,7 +129,7 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
         for name in order:
             if reasons[name] is None:
                 try:
-                    return _create(name, model_dir, device, dtype, precision, intra_op_threads)
+                    return _create(name, model_dir, device, dtype, precision, intra_op_threads, lone_threads)
                 except BackendUnavailableError as exc:  # e.g. an export in another dtype: try the next runtime
                     reasons[name] = str(exc)
                 except EngineArtifactError as exc:
@@ -138,11 +140,11 @@ def create_runner(model_dir: Path, *, backend: str = "auto", device: str = "cpu"
         raise BackendUnavailableError(f"no runtime can run {model_dir} on {device}: {why}")
     if reasons[backend] is not None:
         raise BackendUnavailableError(f"backend {backend!r} cannot run here: {reasons[backend]}")
-    return _create(backend, model_dir, device, dtype, precision, intra_op_threads)
+    return _create(backend, model_dir, device, dtype, precision, intra_op_threads, lone_threads)
 
 
 def _create(backend: str, model_dir: Path, device: str, dtype: str | None, precision: str | None,
-            intra_op_threads: int | None = None) -> Runner:
+            intra_op_threads: int | None = None, lone_threads: int | None = None) -> Runner:
     if backend == "torch":
         from c4u_engine.runners.torch_runner import TorchRunner
 
@@ -151,7 +153,7 @@ def _create(backend: str, model_dir: Path, device: str, dtype: str | None, preci
         from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(model_dir, device=device, dtype=dtype, precision=precision,
-                                 intra_op_threads=intra_op_threads)
+                                 intra_op_threads=intra_op_threads, lone_threads=lone_threads)
     if backend == "tensorrt":
         from c4u_engine.runners.tensorrt_runner import TensorRTRunner
 

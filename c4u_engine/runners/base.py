@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -202,6 +202,10 @@ class Runner(ABC):
     def kv_release(self, kv: KV) -> None:  # noqa: B027 - optional hook, nothing to do for plain buffers
         """The caller is done with `kv` (a decode cohort that emptied): a KV holding pool blocks (runners/
         paged_rows.py) gives them back now instead of at garbage collection. Nothing to do for plain buffers."""
+
+    def set_lone_check(self, check: Callable[[], bool] | None) -> None:  # noqa: B027 - optional hook
+        """The engine's answer to "does a call now run alone?" (at most one lane has requests): a runner that keeps
+        sessions on more threads for lone calls (onnxruntime's lone_threads) asks it per call. Ignored elsewhere."""
 
     def embeds_nbytes(self, embeds: Embeds) -> int:
         """Bytes an embedding block holds (for cache budgets)."""

@@ -1,0 +1,102 @@
+"""A call that runs alone (the engine's lone check) gets the runner's lone sessions, on every core; calls while
+several lanes have requests get the lanes' own one-thread sessions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from types import SimpleNamespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_checkpoint import make_test_image
+
+from c4u_engine.api import Engine
+from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # `import export` (a repo-level package)
+from export.onnx_export import export_engine  # noqa: E402
+
+PROFILE = {"title": "Trail running shoes", "queries": ["waterproof shoes"]}
+
+
+@pytest.fixture(scope="module")
+def ckpt_with_export(tiny_ckpt, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("lone") / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    export_engine(ckpt, log=lambda message: None)
+    return ckpt
+
+
+class _Spy:
+    def __init__(self, session, name: str, log: list) -> None:
+        self._session, self._name, self._log = session, name, log
+
+    def run(self, outputs, feeds):
+        self._log.append(self._name)
+        return self._session.run(outputs, feeds)
+
+
+def _spied(runner) -> list[str]:
+    log: list[str] = []
+    runner._vision, runner._decoder = _Spy(runner._vision, "lane", log), _Spy(runner._decoder, "lane", log)
+    runner._lone = (_Spy(runner._lone[0], "lone", log), _Spy(runner._lone[1], "lone", log))
+    return log
+
+
+def _prefill(runner):
+    rng = np.random.default_rng(0)
+    embeds = rng.standard_normal((2, 5, runner.hidden_size)).astype(np.float32)
+    pos = np.broadcast_to(np.arange(5), (3, 2, 5)).copy()
+    return runner.forward(embeds, pos, None, np.ones((2, 5), bool), np.full((2, 1), 4, np.int64))[0]
+
+
+def test_runner_asks_the_lone_check_per_call_and_both_sessions_compute_the_same(ckpt_with_export):
+    runner = OnnxRuntimeRunner(ckpt_with_export / "onnx", intra_op_threads=1, lone_threads=2)
+    assert runner.lone_threads == 2 and runner.intra_op_threads == 1
+    log = _spied(runner)
+    lane = _prefill(runner)  # no check set: a runner outside an engine knows nothing of lanes
+    alone = [True]
+    runner.set_lone_check(lambda: alone[0])
+    lone = _prefill(runner)
+    alone[0] = False
+    shared = _prefill(runner)
+    assert log == ["lane", "lone", "lane"]
+    np.testing.assert_allclose(lone, lane, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(shared, lane)
+
+
+def test_no_lone_sessions_when_they_would_not_add_threads(ckpt_with_export, monkeypatch):
+    assert OnnxRuntimeRunner(ckpt_with_export / "onnx", intra_op_threads=2, lone_threads=2).lone_threads is None
+    assert OnnxRuntimeRunner(ckpt_with_export / "onnx", intra_op_threads=None, lone_threads=2).lone_threads is None
+    monkeypatch.setenv("C4U_ORT_THREADS", "1")  # the user's explicit setting wins for every call
+    assert OnnxRuntimeRunner(ckpt_with_export / "onnx", intra_op_threads=1, lone_threads=2).lone_threads is None
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="lanes are one per core: needs 2 cores")
+def test_default_engine_runs_a_lone_request_on_every_core_and_concurrent_ones_on_the_lanes(ckpt_with_export):
+    cores = len(os.sched_getaffinity(0))
+    chosen = Engine(ckpt_with_export, backend="onnxruntime", lanes=2)
+    assert chosen.config.lanes == 2 and chosen.runner.lone_threads is None
+    chosen.close()
+    engine = Engine(ckpt_with_export, backend="onnxruntime")
+    try:
+        assert engine.config.lanes > 1 and engine.runner.lone_threads == cores
+        log = _spied(engine.runner)
+        images = [make_test_image(56, 56, seed=s) for s in range(3)]
+        alone = engine.select(images, PROFILE, use_cache=False)
+        assert set(log) == {"lone"}  # one request: one lane has work, every call on the lone sessions
+        lanes = engine.core.lanes
+        try:  # the check counts the lanes that have requests (waiting or live)
+            for loads, expected in (([0, 0], True), ([3, 0], True), ([0, 1], True), ([1, 1], False)):
+                engine.core.lanes = [SimpleNamespace(load=n) for n in loads]
+                assert engine.runner._lone_check() is expected, loads
+        finally:
+            engine.core.lanes = lanes
+        log.clear()
+        assert [r.selection.ranking for r in engine.select_many([(images, PROFILE)] * 4, use_cache=False)] == \
+            [alone.ranking] * 4
+    finally:
+        engine.close()
