@@ -6,8 +6,8 @@ Engines (onnxruntime fp32, each loaded once per model): `lanes=1` (one scheduler
 (two one-thread lanes: the default before lone sessions), and the default (`Engine(model)`: one lane per core, and
 while at most one lane has requests its calls get every core). Lone: one N = 8 round-robin fast selection of 224 px
 creatives at a time (56 ordered comparisons), the engines alternating rep by rep in one process (rotating order), so
-drift of the machine's speed falls on all; medians. Clients: `--clients` threads pulling 2 x clients different
-selections (the same workload, other seeds), selections/s, best of --reps // 2 + 1 interleaved rounds. Also the
+drift of the machine's speed falls on all; medians. Clients: `--clients` threads at once, each with its own selection
+(the same workload, other seeds), selections/s, best of --rounds interleaved rounds. Also the
 resident memory each engine added at load (the lone sessions are a second copy of the weights). Results must agree:
 every engine's lone selections equal lanes=1's (rankings, P(A) within 1e-5).
 """
@@ -78,7 +78,7 @@ def clients_rate(engine, requests, clients: int) -> float:
     return len(requests) / (time.perf_counter() - t0)
 
 
-def bench_model(name: str, root: Path, reps: int, clients: int) -> list[list[str]]:
+def bench_model(name: str, root: Path, reps: int, clients: int, rounds: int) -> list[list[str]]:
     from c4u_engine.api import Engine
 
     path = model_dir(name, root)
@@ -90,7 +90,7 @@ def bench_model(name: str, root: Path, reps: int, clients: int) -> list[list[str
         memory[label] = rss_mib() - before
     lone = (workload.images(8, seed=1), workload.PROFILE)
     batch = [(workload.images(8, seed=10 + i), {"title": f"product {i}", "queries": ["sale", f"item {i}"]})
-             for i in range(2 * clients)]
+             for i in range(clients)]
     reference = engines["lanes=1"].select(*lone, **OPTIONS)
     for engine in engines.values():
         assert same(engine.select(*lone, **OPTIONS), reference), "engines disagree"
@@ -102,7 +102,7 @@ def bench_model(name: str, root: Path, reps: int, clients: int) -> list[list[str
             engines[label].select(*lone, **OPTIONS)
             lone_s[label].append(time.perf_counter() - t0)
     rates: dict[str, list[float]] = {label: [] for label in labels}
-    for rnd in range(reps // 2 + 1):
+    for rnd in range(rounds):
         for label in labels[rnd % 3:] + labels[: rnd % 3]:
             rates[label].append(clients_rate(engines[label], batch, clients))
     fastest = min(statistics.median(v) for v in lone_s.values())
@@ -121,14 +121,16 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["builtin", "40m", "150m"], choices=["builtin", "40m", "150m"])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of `clients` selections at once")
     p.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "c4u-bench-lone"))
     args = p.parse_args()
     print(f"machine: {machine()}; lone: median of {args.reps} interleaved N = 8 round-robin fast selections; "
-          f"{args.clients} clients: best of {args.reps // 2 + 1} rounds of {2 * args.clients} selections\n", flush=True)
+          f"{args.clients} clients: best of {args.rounds} interleaved rounds of {args.clients} selections\n",
+          flush=True)
     header = ["model", "engine", "lanes", "lone s", "lone vs fastest", f"{args.clients} clients sel/s",
               "RSS at load MiB"]
     for i, name in enumerate(args.models):  # one table per model as it finishes (a long run shows progress)
-        table = markdown_table(header, bench_model(name, Path(args.root), args.reps, args.clients))
+        table = markdown_table(header, bench_model(name, Path(args.root), args.reps, args.clients, args.rounds))
         print(table if i == 0 else "\n".join(table.splitlines()[2:]), flush=True)
 
 
