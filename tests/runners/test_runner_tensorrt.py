@@ -160,7 +160,7 @@ def test_backend_reasons(tmp_path, monkeypatch):
 def test_auto_moves_past_plans_that_do_not_load_here(tmp_path, monkeypatch):
     made = []
 
-    def create(name, model_dir, device, dtype, precision, intra_op_threads=None):
+    def create(name, model_dir, device, dtype, precision, intra_op_threads=None, lone_threads=None):
         made.append(name)
         if name == "tensorrt":
             raise EngineArtifactError("decoder.plan: refusing to load: built for another GPU")
