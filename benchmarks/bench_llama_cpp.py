@@ -195,7 +195,9 @@ def agreement(a: Outcome, b: Outcome) -> tuple[float, int, int]:
 
 
 def reference_for(c: Config, baseline: str, int8_baseline: str | None) -> str:
-    if c.precision == "int8" and int8_baseline:
+    """What a configuration's answers are compared with: c4u's int8 engine for int8 / Q8_0 (c4u's int8 engine
+    itself against fp32), else c4u's fp32 default."""
+    if c.precision == "int8" and int8_baseline and c.name != int8_baseline:
         return int8_baseline
     return baseline
 
@@ -211,6 +213,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="cores for every configuration")
     p.add_argument("--no-int8", action="store_true", help="skip Q8_0 and c4u's int8 engine")
     p.add_argument("--no-whole-q8", action="store_true", help="skip llama.cpp Q8_0 whole prompt per pair (slow)")
+    p.add_argument("--torch", action="store_true", help="also c4u_engine's torch runner (fp32)")
     p.add_argument("--reason", action="store_true", help="also reason mode")
     p.add_argument("--reason-tokens", type=int, default=32, help="c4u's max_new_tokens in reason mode")
     p.add_argument("--reason-reps", type=int, help="reps in reason mode (default: --reps)")
@@ -256,6 +259,11 @@ def main(argv=None) -> int:
     profile = workload.PROFILE
     engines = {"c4u onnxruntime fp32, default": Engine(ckpt, backend="onnxruntime"),
                "c4u onnxruntime fp32, lanes=1": Engine(ckpt, backend="onnxruntime", lanes=1)}
+    if args.torch:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        engines["c4u torch fp32"] = Engine(ckpt, backend="torch")
     if not args.no_int8:
         engines["c4u onnxruntime int8, default"] = Engine(ckpt, backend="onnxruntime", precision="int8")
         engines["c4u onnxruntime int8, lanes=1"] = Engine(ckpt, backend="onnxruntime", precision="int8", lanes=1)
@@ -263,7 +271,7 @@ def main(argv=None) -> int:
     engine = engines[baseline]
     session = engine.core.session
     pairs = [(a, b) for a in range(args.candidates) for b in range(args.candidates) if a != b]
-    n_seq = args.candidates + 1  # batched reuse: [prefix + A] plus one sequence per B
+    n_seq = args.candidates + 1  # batched reuse: [prefix], [prefix + A] and one sequence per other image
 
     judges = {t: LlamaCppJudge(*ggufs[t], threads=args.threads, n_seq=n_seq) for t in precisions}
     texts, prefixes = {}, {}
@@ -297,9 +305,12 @@ def main(argv=None) -> int:
                                         images, pairs, texts.get, engine.answer_token_ids, session.tokenizer,
                                         reason_plan))
 
-    machine = f"{report.machine()}; {threads}"
+    import llama_cpp
+
+    machine = f"{report.machine()}; {threads}; llama-cpp-python {llama_cpp.__version__}"
     results = {"fast": measure(configs, "fast", args.reps, baseline)}
-    print_table("fast", results["fast"], configs, baseline, int8_baseline, args, machine, len(pairs))
+    agreements = {"fast": print_table("fast", results["fast"], configs, baseline, int8_baseline, args, machine,
+                                      len(pairs))}
     if args.reason:
         ref = c4u_config(baseline, engine, images, profile, "f32", args.reason_tokens).run("reason")
         # c4u's outputs re-tokenized: the tokens each pair decoded (an end-of-turn token it stopped at is not
@@ -309,7 +320,8 @@ def main(argv=None) -> int:
         reason_plan["prefix"] = prefixes["reason"]
         reason_plan["ban"] = tuple(engine.answer.empty_thinking)
         results["reason"] = measure(configs, "reason", args.reason_reps or args.reps, baseline)
-        print_table("reason", results["reason"], configs, baseline, int8_baseline, args, machine, len(pairs))
+        agreements["reason"] = print_table("reason", results["reason"], configs, baseline, int8_baseline, args,
+                                           machine, len(pairs))
     for judge in judges.values():
         judge.close()
     for eng in engines.values():
@@ -319,16 +331,18 @@ def main(argv=None) -> int:
             "machine": machine, "candidates": args.candidates, "comparisons": len(pairs), "reps": args.reps,
             "tokens": tokens_note,
             "modes": {mode: {name: {"seconds": r["seconds"], "all_seconds": r["all_seconds"],
-                                    "vs_c4u_default": r["vs_baseline"], "tokens_decoded": r["outcome"].tokens_decoded}
+                                    "vs_c4u_default": r["vs_baseline"], "agreement": agreements[mode][name],
+                                    "tokens_decoded": r["outcome"].tokens_decoded}
                              for name, r in res.items()} for mode, res in results.items()}}, indent=2))
     return 0
 
 
 def print_table(mode: str, res: dict, configs: list[Config], baseline: str, int8_baseline: str | None, args,
-                machine: str, n_pairs: int) -> None:
+                machine: str, n_pairs: int) -> dict[str, str]:
+    """Print the mode's markdown table; returns each configuration's agreement text."""
     import report
 
-    rows = []
+    rows, agreements = [], {}
     for c in configs:
         r = res[c.name]
         ref_name = reference_for(c, baseline, int8_baseline)
@@ -341,6 +355,7 @@ def print_table(mode: str, res: dict, configs: list[Config], baseline: str, int8
             a, b = r["outcome"].texts, res[ref_name]["outcome"].texts
             same = sum(a[p] == b[p] for p in a if p in b)
             agree = f"{same}/{len(a)} texts equal vs {ref_name.removeprefix('c4u onnxruntime ')}"
+        agreements[c.name] = agree
         tokens = f" | {r['outcome'].tokens_decoded}" if mode == "reason" else ""
         rows.append([c.name, f"{r['seconds']:.2f}", f"{r['vs_baseline']:.2f}x", agree + tokens])
     headers = ["what", "seconds per selection", "vs c4u default", "P(A) agreement" if mode == "fast" else "agreement"]
@@ -350,7 +365,8 @@ def print_table(mode: str, res: dict, configs: list[Config], baseline: str, int8
     print(f"\n{mode} mode: N = {args.candidates} round robin, both orders ({n_pairs} comparisons), medians of {reps} "
           f"interleaved reps" + (f", up to {args.reason_tokens} reasoning tokens" if mode == "reason" else ""))
     print(f"machine: {machine}\n")
-    print(report.markdown_table(headers, rows))
+    print(report.markdown_table(headers, rows), flush=True)
+    return agreements
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ class LlamaCppJudge:
     """A text model + mmproj GGUF pair loaded with the low-level API; one context with `n_seq` sequences."""
 
     def __init__(self, model_path: str | Path, mmproj_path: str | Path, *, threads: int, n_ctx: int = 4096,
-                 n_seq: int = 8, n_batch: int = 2048, quiet: bool = True) -> None:
+                 n_seq: int = 8, n_batch: int = 2048, kv_unified: bool = True, quiet: bool = True) -> None:
         import llama_cpp as L
         from llama_cpp import mtmd_cpp as M
 
@@ -77,7 +77,9 @@ class LlamaCppJudge:
         cparams = L.llama_context_default_params()
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch, cparams.n_seq_max = n_ctx, n_batch, n_batch, n_seq
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.kv_unified = True  # forks of one prefix share cells; every sequence may use the whole context
+        # unified: forks of one prefix share cells, every sequence may use the whole context, and attention
+        # runs over all cells (masked); otherwise each sequence has its own n_ctx / n_seq cells and a fork copies
+        cparams.kv_unified = kv_unified
         cparams.no_perf = True
         self.ctx = L.llama_init_from_model(self.model, cparams)
         if not self.ctx:
@@ -237,8 +239,9 @@ class LlamaCppJudge:
         by_a: dict[int, list[int]] = {}
         for a, b in pairs:
             by_a.setdefault(a, []).append(b)
-        if batched and max(len(bs) for bs in by_a.values()) + 1 > self.n_seq:
-            raise ValueError(f"batched reuse needs n_seq > {max(len(bs) for bs in by_a.values())}")
+        most = max(len(bs) for bs in by_a.values())
+        if batched and most + 2 > self.n_seq:  # [prefix], [prefix + A] and one sequence per B
+            raise ValueError(f"batched reuse of {most} pairs per image A needs n_seq >= {most + 2}, got {self.n_seq}")
         L.llama_memory_clear(self.mem, True)
         self._decode_rows([(0, ("text", t), p, False) for p, t in enumerate(parts.head)])
         prefix_end = len(parts.head)
