@@ -309,6 +309,11 @@ def main(argv=None) -> int:
 
     machine = f"{report.machine()}; {threads}; llama-cpp-python {llama_cpp.__version__}"
     results = {"fast": measure(configs, "fast", args.reps, baseline)}
+    judged = set(results["fast"][baseline]["outcome"].prob_a)
+    if judged != set(pairs):  # the comparison every side is checked on must be the same set
+        print(f"bench_llama_cpp: c4u's round robin judged {len(judged)} pairs, expected all {len(pairs)} ordered "
+              "pairs", file=sys.stderr)
+        return 1
     agreements = {"fast": print_table("fast", results["fast"], configs, baseline, int8_baseline, args, machine,
                                       len(pairs))}
     if args.reason:
@@ -356,11 +361,11 @@ def print_table(mode: str, res: dict, configs: list[Config], baseline: str, int8
             same = sum(a[p] == b[p] for p in a if p in b)
             agree = f"{same}/{len(a)} texts equal vs {ref_name.removeprefix('c4u onnxruntime ')}"
         agreements[c.name] = agree
-        tokens = f" | {r['outcome'].tokens_decoded}" if mode == "reason" else ""
-        rows.append([c.name, f"{r['seconds']:.2f}", f"{r['vs_baseline']:.2f}x", agree + tokens])
+        tokens = [str(r["outcome"].tokens_decoded)] if mode == "reason" else []
+        rows.append([c.name, f"{r['seconds']:.2f}", f"{r['vs_baseline']:.2f}x", agree, *tokens])
     headers = ["what", "seconds per selection", "vs c4u default", "P(A) agreement" if mode == "fast" else "agreement"]
     if mode == "reason":
-        headers[-1] += " | tokens generated"
+        headers.append("tokens generated")
     reps = args.reps if mode == "fast" else (args.reason_reps or args.reps)
     print(f"\n{mode} mode: N = {args.candidates} round robin, both orders ({n_pairs} comparisons), medians of {reps} "
           f"interleaved reps" + (f", up to {args.reason_tokens} reasoning tokens" if mode == "reason" else ""))
