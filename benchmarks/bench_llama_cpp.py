@@ -274,13 +274,14 @@ def main(argv=None) -> int:
     n_seq = args.candidates + 1  # batched reuse: [prefix], [prefix + A] and one sequence per other image
 
     judges = {t: LlamaCppJudge(*ggufs[t], threads=args.threads, n_seq=n_seq) for t in precisions}
-    texts, prefixes = {}, {}
+    texts, prefixes, lengths = {}, {}, {}
     for mode in ("fast", "reason"):
         messages, prefix = engine.comparison_messages(images[0], images[1], profile, mode=mode)
         prefixes[mode] = prefix
         rendered = session.render(messages, prefix)
         texts[mode] = judges["f32"].prompt_text(rendered)
         ref_ids = session.tokenize(messages, prefix).ids.tolist()
+        lengths[mode] = len(ref_ids)
         for t, judge in judges.items():
             ids = judge.token_view(texts[mode], images[:2], session.tokenizer.image_pad_id)
             if ids != ref_ids:
@@ -288,7 +289,8 @@ def main(argv=None) -> int:
                 print(f"bench_llama_cpp: llama.cpp ({t}) tokenizes the {mode} prompt differently from the engine "
                       f"({len(ids)} vs {len(ref_ids)} ids, first difference at {first})", file=sys.stderr)
                 return 1
-    tokens_note = f"llama.cpp tokenizes both prompts like the engine ({len(ref_ids)} ids with images)"
+    tokens_note = (f"llama.cpp tokenizes both prompts like the engine (fast {lengths['fast']}, reason "
+                   f"{lengths['reason']} ids with the images)")
     print(f"[setup] {tokens_note}", file=sys.stderr)
 
     reason_plan: dict = {}
