@@ -278,22 +278,29 @@ class OnnxRuntimeRunner(Runner):
         return OrtKV(pick(kv.keys, f), pick(kv.values, f), pick(kv.frozen_keys, 0), pick(kv.frozen_values, 0))
 
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
-        kvs = [kv.joined() for kv in kvs]  # (a copy of those with a frozen segment, before the stacking copy)
         rows, first = sum(kv.keys[0].shape[0] for kv in kvs), kvs[0].keys[0]
-        lengths = [kv.keys[0].shape[2] for kv in kvs]
+        lengths = [self.kv_length(kv) for kv in kvs]
         if max(lengths) > length:
             raise InvalidInputError(f"kv_stack: a KV of {max(lengths)} slots does not fit length {length}")
 
-        def stack(tensors: list[np.ndarray]) -> np.ndarray:
+        def stack(segments: list[list[np.ndarray]]) -> np.ndarray:
+            # each KV's segments (frozen, then past) written in place: one copy, padding zeros after them
             out = np.zeros((rows, first.shape[1], length, first.shape[3]), dtype=first.dtype)
             row = 0
-            for t in tensors:
-                out[row : row + t.shape[0], :, : t.shape[2]] = t
-                row += t.shape[0]
+            for parts in segments:
+                slot = 0
+                for t in parts:
+                    out[row : row + t.shape[0], :, slot : slot + t.shape[2]] = t
+                    slot += t.shape[2]
+                row += parts[0].shape[0]
             return out
 
-        keys = [stack([kv.keys[layer] for kv in kvs]) for layer in range(self.num_layers)]
-        values = [stack([kv.values[layer] for kv in kvs]) for layer in range(self.num_layers)]
+        def parts(kv: OrtKV, layer: int, keys: bool) -> list[np.ndarray]:
+            frozen, past = (kv.frozen_keys, kv.keys) if keys else (kv.frozen_values, kv.values)
+            return [past[layer]] if frozen is None else [frozen[layer], past[layer]]
+
+        keys = [stack([parts(kv, layer, True) for kv in kvs]) for layer in range(self.num_layers)]
+        values = [stack([parts(kv, layer, False) for kv in kvs]) for layer in range(self.num_layers)]
         return OrtKV(keys, values)
 
     def kv_gather_slots(self, kv: KV, index: np.ndarray, reserve: int = 0) -> KV:

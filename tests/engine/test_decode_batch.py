@@ -65,7 +65,10 @@ class ScriptedRunner:
 
     gathers = 0
 
+    stacks = 0
+
     def kv_stack(self, kvs, length, reserve=0):
+        self.stacks += 1
         out = np.zeros((sum(k.shape[0] for k in kvs), length), np.int64)
         at = 0
         for k in kvs:
@@ -149,6 +152,30 @@ def test_a_batch_that_never_drains_repacks_its_slots_and_decodes_as_alone(monkey
     assert widest < 60  # without re-packing the slots pass 60 (one per step while rows keep joining)
     for k, p in prompts.items():
         alone = run_alone(p, 30)
+        assert rows[k].tokens == alone.tokens and rows[k].finished_by == alone.finished_by, k
+
+
+def test_few_rows_joining_a_large_batch_decode_apart_until_they_are_worth_a_merge():
+    # Merging copies the whole batch KV: one row joining 16 decodes in its own pass, and the joined rows merge once
+    # they are MERGE_FRACTION of the large cohort (4 of 16) or more than MAX_COHORTS passes would run.
+    runner = ScriptedRunner()
+    batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
+    prompts = {k: prompt(200 + k, 1) for k in range(22)}  # rows that decode 7-13 tokens
+    rows = {k: DecodeRow(k, Sampler(SamplingParams()), 40) for k in prompts}
+    batch.join([rows[k] for k in range(16)], *prefill(runner, [prompts[k] for k in range(16)]))
+    batch.step()
+    cohorts, passes = [], []
+    for k in range(16, 22):
+        batch.join([rows[k]], *prefill(runner, [prompts[k]]))
+        _, ran = batch.step()
+        cohorts.append([len(c.rows) for c in batch._cohorts])
+        passes.append(ran)
+    assert cohorts[:3] == [[16, 1], [16, 1, 1], [16, 1, 1, 1]] and runner.stacks == 1  # merged at 4 of 16
+    assert cohorts[3] == [20] and passes[:4] == [17, 18, 19, 20]
+    while len(batch):
+        batch.step()
+    for k, p in prompts.items():
+        alone = run_alone(p, 40)
         assert rows[k].tokens == alone.tokens and rows[k].finished_by == alone.finished_by, k
 
 
