@@ -3,9 +3,10 @@
 A row joins with the KV, mask and logits its prefill produced; each `step` chooses one token for every row (from the
 logits it holds), lets finished rows leave (end of sequence, the batch's stop rule, or the row's max_new_tokens),
 merges the rows that joined since the last merge into the batch KV once they are enough of it (runner.kv_stack,
-right-padded; the mask hides the padding; MERGE_FRACTION) and runs a decoder pass per cohort for the survivors. The scheduler keeps one batch for every request's reasoning
-rows, so a request's few rows start decoding at the next step instead of waiting for another request's long decode;
-generation.decode runs one batch to the end (chat, GRPO rollouts).
+right-padded; the mask hides the padding; MERGE_FRACTION) and runs a decoder pass per cohort for the survivors. The
+scheduler keeps one batch for every request's reasoning rows, so a request's few rows start decoding at the next step
+instead of waiting for another request's long decode; generation.decode runs one batch to the end (chat, GRPO
+rollouts).
 """
 
 from __future__ import annotations
