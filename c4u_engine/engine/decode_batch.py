@@ -3,7 +3,7 @@
 A row joins with the KV, mask and logits its prefill produced; each `step` chooses one token for every row (from the
 logits it holds), lets finished rows leave (end of sequence, the batch's stop rule, or the row's max_new_tokens),
 merges the rows that joined since the last merge into the batch KV once they are enough of it (runner.kv_stack,
-right-padded; the mask hides the padding; MERGE_FRACTION) and runs a decoder pass per cohort for the survivors. The
+right-padded; the mask hides the padding; MERGE_*) and runs a decoder pass per cohort for the survivors. The
 scheduler keeps one batch for every request's reasoning rows, so a request's few rows start decoding at the next step
 instead of waiting for another request's long decode; generation.decode runs one batch to the end (chat, GRPO
 rollouts).
@@ -26,12 +26,14 @@ STOP_TEXT = "</answer>"
 # re-packed to the front (Runner.kv_gather_slots).
 COMPACT_SLACK = 1.5
 COMPACT_MIN_SLOTS = 64
-# Merging copies every row's KV into one new batch KV (runner.kv_stack), and a few rows joining a large batch happen
-# at almost every step under load: a copy of the whole batch each time (20% of a reasoning batch's time, built-in
-# model, 64 rows). Rows that join therefore decode in their own pass until the joined rows are at least
-# MERGE_FRACTION of the largest cohort's, or there are more than MAX_COHORTS passes per step; then all merge.
+# Merging copies every row's KV into one new batch KV (runner.kv_stack), and a few rows join a large batch at almost
+# every step under load: a copy of the whole batch each time (20% of a reasoning batch's time, built-in model, 64
+# rows), where a pass of its own costs a few rows' worth plus the call's fixed cost. So rows that join are merged
+# with each other (small copies) into one joining cohort that decodes in its own pass, and that cohort merges into
+# the large one once it is MERGE_FRACTION of it or has decoded MERGE_AFTER_STEPS steps apart: one large copy per
+# few steps instead of one per step.
 MERGE_FRACTION = 0.25
-MAX_COHORTS = 4
+MERGE_AFTER_STEPS = 4
 
 
 @dataclass(eq=False)
@@ -53,6 +55,7 @@ class _Cohort:
     logits: np.ndarray  # float32 [rows, vocab]: for each row's next token
     positions: np.ndarray  # int64 [rows]: M-RoPE position of each row's next token
     next_tokens: np.ndarray | None = None  # int64 [rows]: the tokens chosen this step, fed to the next pass
+    passes: int = 0  # decoder passes run since the cohort was formed
 
 
 # a row is done after its latest token when this says so (end of sequence and max_new_tokens are checked first)
@@ -147,6 +150,7 @@ class DecodeBatch:
                                                 reserve=self._reserve(batch.rows))
             batch.logits = out[:, 0]
             batch.positions = batch.positions + 1
+            batch.passes += 1
         return finished, len(self)
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -182,20 +186,32 @@ class DecodeBatch:
             c.mask, c.logits, c.positions = c.mask[keep], c.logits[keep], c.positions[keep]
 
     def _merge(self) -> None:
-        sizes = sorted((len(c.rows) for c in self._cohorts), reverse=True)
-        if len(sizes) > 1 and (sum(sizes[1:]) >= MERGE_FRACTION * sizes[0] or len(sizes) > MAX_COHORTS):
-            slots = max(c.mask.shape[1] for c in self._cohorts)
-            rows = [r for c in self._cohorts for r in c.rows]
-            kv = self.runner.kv_stack([c.kv for c in self._cohorts], slots, reserve=self._reserve(rows))
-            mask = np.zeros((len(rows), slots), dtype=bool)
-            at = 0
-            for c in self._cohorts:
-                mask[at : at + len(c.rows), : c.mask.shape[1]] = c.mask
-                at += len(c.rows)
-            merged = _Cohort(rows, kv, mask, np.concatenate([c.logits for c in self._cohorts]),
-                             np.concatenate([c.positions for c in self._cohorts]))
-            merged.next_tokens = np.concatenate([c.next_tokens for c in self._cohorts])
-            self._cohorts = [merged]
+        """At most two cohorts after this: the largest, and the rows that joined since it formed (see MERGE_*)."""
+        if len(self._cohorts) < 2:
+            return
+        largest = max(self._cohorts, key=lambda c: len(c.rows))
+        joining = [c for c in self._cohorts if c is not largest]
+        joined = joining[0] if len(joining) == 1 else self._stack(joining)
+        if len(joined.rows) >= MERGE_FRACTION * len(largest.rows) or joined.passes >= MERGE_AFTER_STEPS:
+            self._cohorts = [self._stack([largest, joined])]
+        else:
+            self._cohorts = [largest, joined]
+
+    def _stack(self, cohorts: list[_Cohort]) -> _Cohort:
+        """One cohort of the given ones' rows, in order (a copy of their KVs, right-padded to the longest)."""
+        slots = max(c.mask.shape[1] for c in cohorts)
+        rows = [r for c in cohorts for r in c.rows]
+        kv = self.runner.kv_stack([c.kv for c in cohorts], slots, reserve=self._reserve(rows))
+        mask = np.zeros((len(rows), slots), dtype=bool)
+        at = 0
+        for c in cohorts:
+            mask[at : at + len(c.rows), : c.mask.shape[1]] = c.mask
+            at += len(c.rows)
+        merged = _Cohort(rows, kv, mask, np.concatenate([c.logits for c in cohorts]),
+                         np.concatenate([c.positions for c in cohorts]),
+                         passes=max(c.passes for c in cohorts))  # the oldest joiner's age
+        merged.next_tokens = np.concatenate([c.next_tokens for c in cohorts])
+        return merged
 
     def _compact(self, batch: _Cohort) -> None:
         live = batch.mask.sum(axis=1)

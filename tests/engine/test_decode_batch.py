@@ -155,28 +155,35 @@ def test_a_batch_that_never_drains_repacks_its_slots_and_decodes_as_alone(monkey
         assert rows[k].tokens == alone.tokens and rows[k].finished_by == alone.finished_by, k
 
 
-def test_few_rows_joining_a_large_batch_decode_apart_until_they_are_worth_a_merge():
-    # Merging copies the whole batch KV: one row joining 16 decodes in its own pass, and the joined rows merge once
-    # they are MERGE_FRACTION of the large cohort (4 of 16) or more than MAX_COHORTS passes would run.
+def test_rows_joining_a_large_batch_gather_apart_and_merge_into_it_a_few_at_a_time(monkeypatch):
+    # Merging copies the whole batch KV: rows that join one at a time gather into one joining cohort (its own pass),
+    # which merges into the large one when it holds MERGE_FRACTION of its rows (4 of 16) or has run MERGE_AFTER_STEPS.
+    monkeypatch.setattr(decode_batch, "MERGE_AFTER_STEPS", 4)
     runner = ScriptedRunner()
     batch = reasoning_batch(runner, ScriptedTokenizer(), ANSWER)
-    prompts = {k: prompt(200 + k, 1) for k in range(22)}  # rows that decode 7-13 tokens
+    prompts = {k: prompt(200 + k, 1) for k in range(20)}  # rows that decode 7-13 tokens
     rows = {k: DecodeRow(k, Sampler(SamplingParams()), 40) for k in prompts}
     batch.join([rows[k] for k in range(16)], *prefill(runner, [prompts[k] for k in range(16)]))
     batch.step()
     cohorts, passes = [], []
-    for k in range(16, 22):
+    for k in range(16, 20):
         batch.join([rows[k]], *prefill(runner, [prompts[k]]))
         _, ran = batch.step()
         cohorts.append([len(c.rows) for c in batch._cohorts])
         passes.append(ran)
-    assert cohorts[:3] == [[16, 1], [16, 1, 1], [16, 1, 1, 1]] and runner.stacks == 1  # merged at 4 of 16
-    assert cohorts[3] == [20] and passes[:4] == [17, 18, 19, 20]
+    assert cohorts == [[16, 1], [16, 2], [16, 3], [20]] and passes == [17, 18, 19, 20]
+    assert runner.stacks == 4  # three joiner stacks (2, 3, 4 rows), one merge of the large cohort
+    lone = DecodeRow(99, Sampler(SamplingParams()), 40)  # and a joiner that stays small merges after 4 passes
+    batch.join([lone], *prefill(runner, [prompt(299, 1)]))
+    sizes = []
     while len(batch):
         batch.step()
+        sizes.append(len(batch._cohorts))
+    assert max(sizes) <= 2 and sizes[:5] == [2, 2, 2, 2, 1]
     for k, p in prompts.items():
         alone = run_alone(p, 40)
         assert rows[k].tokens == alone.tokens and rows[k].finished_by == alone.finished_by, k
+    assert lone.tokens == run_alone(prompt(299, 1), 40).tokens
 
 
 def test_stop_rules_and_answer_logits_match_the_single_sequence_decoder():
