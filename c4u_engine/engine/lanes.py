@@ -5,6 +5,9 @@ Each lane is a worker (its own thread) over a scheduler with its own KV store an
 scheduler gives. On a CPU this is how more cores turn into throughput: one-thread model calls of two lanes run at the
 same time, where one scheduler's two-thread calls over a few rows leave cores waiting at every operator
 (BENCHMARKS.md, "Lanes"). Whether a runner can run calls side by side is its declaration (RunnerCapabilities).
+With the lanes left to the engine, a runner that can (onnxruntime: lone_threads) also keeps sessions on every core
+for calls made while at most one lane has requests (the engine's lone check), so one request alone is not held to
+one lane's threads: it runs as fast as with one lane (BENCHMARKS.md, "A lone request on every core").
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ layer), embeddings numpy arrays; the token embedding table is memory-mapped, so 
 Providers: device "cpu" runs the CPU execution provider; "cuda[:N]" the CUDA EP (TensorRT EP first when this
 onnxruntime has it, with the manifest's shape ranges as its profile), CPU EP as fallback. `providers` overrides
 the list. intra_op_threads: $C4U_ORT_THREADS when set (the user's setting wins over the engine's plan for its
-lanes), else the argument, else onnxruntime's choice of one per physical core.
+lanes), else the argument, else onnxruntime's choice of one per physical core. lone_threads: a second pair of
+sessions on that many threads, for the calls the engine's lone check (set_lone_check) says run alone.
 On CUDA the KV still lives in host numpy arrays (copied in and out every call): correct, not the fast GPU path.
 
 Copies: session.run's outputs are used as they come (binding outputs to preallocated arrays with IOBinding was
