@@ -8,7 +8,8 @@ workload.VISION), both with random weights and 224 px creatives, built once in -
 
 Workload: one lone request at a time, N = 8 round robin in fast mode (56 ordered comparisons, both orders: the
 same pairs whatever the answers), use_cache=False (every selection cold); with --reason also N = 4 knockout in
-reason mode on the built-in model. Engines, each interleaved with the others in one process (the order rotated
+reason mode (on --reason-models, the built-in model by default); with --clients C also C requests at once (8 creatives
+each, on --clients-models). Engines, each interleaved with the others in one process (the order rotated
 every repetition), medians of per-repetition paired ratios:
 
     onnxruntime fp32 (default)   Engine(ckpt): today's default CPU path, default settings (lanes=None)
@@ -297,13 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["builtin", "40m", "150m"], choices=["builtin", "40m", "150m"])
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per engine (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--reason", action="store_true", help="also N = 4 knockout in reason mode (built-in model)")
+    parser.add_argument("--reason", action="store_true", help="also N = 4 knockout in reason mode")
+    parser.add_argument("--reason-models", nargs="+", default=["builtin"], help="models the reason run is made on")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="reason mode's generation limit")
     parser.add_argument("--reason-reps", type=int, default=3)
     parser.add_argument("--fastmath", action="store_true", help=f"also onnxruntime fp32 with {FASTMATH_KEY}=1")
     parser.add_argument("--probe", action="store_true", help="try a bf16 export on onnxruntime's CPU provider")
     parser.add_argument("--clients", type=int, default=0, help="also this many concurrent requests (0: no)")
     parser.add_argument("--clients-models", nargs="+", default=["40m"], help="models the --clients run is made on")
     parser.add_argument("--clients-reps", type=int, default=2)
+    parser.add_argument("--engines", nargs="+", help="only these engines (labels as printed; the default is always "
+                        "kept, as every ratio is against it)")
     parser.add_argument("--workdir", help="where the checkpoints are built and reused")
     parser.add_argument("--out", help="write the results as JSON here (rewritten after each model)")
     args = parser.parse_args(argv)
@@ -326,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            "workloads": {}}
         engines = {}
         for label, make in engines_for(ckpt, args.fastmath).items():
+            if args.engines and label != DEFAULT and label not in args.engines:
+                continue
             t0 = time.perf_counter()
             engines[label] = make()
             block["load_seconds"][label] = round(time.perf_counter() - t0, 2)
@@ -334,10 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         block["workloads"]["fast N=8 rr"] = measure(engines, images, args.reps,
                                                     dict(mode="fast", strategy="round_robin"))
         save()
-        if args.reason and name == "builtin":
+        if args.reason and name in args.reason_models:
             reasoning = {k: v for k, v in engines.items() if "fastmath" not in k}
             block["workloads"]["reason N=4 ko"] = measure(reasoning, images[:4], args.reason_reps,
-                                                          dict(mode="reason", strategy="knockout"))
+                                                          dict(mode="reason", strategy="knockout",
+                                                               max_new_tokens=args.max_new_tokens))
             save()
         if args.clients and name in args.clients_models:
             plain = {k: v for k, v in engines.items() if "fastmath" not in k}
