@@ -28,6 +28,7 @@ the fastmath option); what happens and how long it takes is recorded, and what t
 directory and with Engine(ckpt, precision="bf16").
 
 torch's threads: torch.set_num_threads(--threads); onnxruntime keeps the engine's default plan (no $C4U_ORT_THREADS).
+--linear: torch F.linear GFLOP/s in fp32 and bf16 at a prefill's many rows and a decode step's few.
 Prints markdown tables and the machine; --out writes everything as JSON (rewritten after each model).
 """
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import statistics
 import sys
 import tempfile
@@ -197,6 +199,31 @@ def measure_clients(engines: dict[str, Any], clients: int, reps: int, run: dict[
                     "vs_default": paired_ratio(seconds[DEFAULT], seconds[label])} for label in labels}
 
 
+def linear_rates(rows: Sequence[int], k: int = 1024, n: int = 2816, seconds: float = 0.5) -> list[dict[str, Any]]:
+    """torch.nn.functional.linear GFLOP/s in fp32 and bf16 for [1, rows, k] x [n, k]^T (the 150M model's MLP up
+    projection): the rate each precision's kernels give at a prefill's many rows and a decode step's few. Each
+    shape and dtype runs for about `seconds` after three warm-up calls, the two dtypes interleaved three times."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for m in rows:
+        rates: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for _ in range(3):
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                x, w = torch.randn(1, m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+                for _ in range(3):
+                    F.linear(x, w)
+                calls, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds / 3:
+                    F.linear(x, w)
+                    calls += 1
+                rates[name].append(2 * m * k * n * calls / (time.perf_counter() - t0) / 1e9)
+        fp32, bf16 = statistics.median(rates["fp32"]), statistics.median(rates["bf16"])
+        out.append({"rows": m, "k": k, "n": n, "fp32_gflops": fp32, "bf16_gflops": bf16, "ratio": bf16 / fp32})
+    return out
+
+
 # -- onnxruntime and a bf16 graph ----------------------------------------------------------------------------------
 
 
@@ -309,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients-reps", type=int, default=2)
     parser.add_argument("--engines", nargs="+", help="only these engines (labels as printed; the default is always "
                         "kept, as every ratio is against it)")
+    parser.add_argument("--linear", action="store_true", help="also torch linear GFLOP/s, fp32 and bf16")
     parser.add_argument("--workdir", help="where the checkpoints are built and reused")
     parser.add_argument("--out", help="write the results as JSON here (rewritten after each model)")
     args = parser.parse_args(argv)
@@ -356,13 +384,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.close()
         print(json.dumps({k: {e: round(r["seconds"], 3) for e, r in w.items()} for k, w in block["workloads"].items()}),
               file=sys.stderr, flush=True)
+    if args.linear:
+        results["linear"] = linear_rates([1, 4, 16, 64, 512, 2048])
+        save()
     if args.probe:
         probe_ckpt, _ = checkpoint(args.models[0], workdir)
         results["onnxruntime_bf16_probe"] = ort_bf16_probe(probe_ckpt, workdir)
         save()
 
     print(f"\nmachine: {results['machine']}")
-    print(f"command: python benchmarks/bench_bf16.py {' '.join(sys.argv[1:] if argv is None else argv)}\n")
+    print(f"command: python benchmarks/bench_bf16.py {shlex.join(sys.argv[1:] if argv is None else argv)}\n")
     for name, block in results["models"].items():
         p = block["parameters"]
         print(f"- {name}: vision {p['vision'] / 1e6:.1f}M + language {p['language'] / 1e6:.1f}M parameters; "
@@ -375,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if client_rows:
         print(f"\n{args.clients} clients at once, each N = 8 round robin fast (wall seconds for all of them):\n")
         print(report.markdown_table(["model", "clients", "engine", "median s", "vs default"], client_rows))
+    if results.get("linear"):
+        print("\ntorch F.linear [1, rows, 1024] x [2816, 1024]^T, GFLOP/s (medians of 3 interleaved runs):\n")
+        print(report.markdown_table(["rows", "fp32", "bf16", "bf16 / fp32"], [
+            [r["rows"], f"{r['fp32_gflops']:.1f}", f"{r['bf16_gflops']:.1f}", f"{r['ratio']:.2f}x"]
+            for r in results["linear"]]))
     probe = results.get("onnxruntime_bf16_probe")
     if probe:
         print(f"\nonnxruntime {probe['onnxruntime']} ({', '.join(probe['providers'])}) on a bf16 export:")
