@@ -28,6 +28,7 @@ the fastmath option); what happens and how long it takes is recorded, and what t
 directory and with Engine(ckpt, precision="bf16").
 
 torch's threads: torch.set_num_threads(--threads); onnxruntime keeps the engine's default plan (no $C4U_ORT_THREADS).
+--engines keeps a subset (the default always stays: every ratio is against it).
 --linear: torch F.linear GFLOP/s in fp32 and bf16 at a prefill's many rows and a decode step's few.
 Prints markdown tables and the machine; --out writes everything as JSON (rewritten after each model).
 """
