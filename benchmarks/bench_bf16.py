@@ -98,7 +98,8 @@ def agreement(ours, reference) -> dict[str, Any]:
     out = {"max_dp": max((abs(a.prob_a - b.prob_a) for a, b in pairs), default=0.0),
            "same_answers": sum(a.answer == b.answer for a, b in pairs), "comparisons": len(pairs),
            "unmatched": len(ours.comparisons) + len(reference.comparisons) - 2 * len(pairs),
-           "same_winner": ours.winner == reference.winner, "same_ranking": list(ours.ranking) == list(reference.ranking)}
+           "same_winner": ours.winner == reference.winner,
+           "same_ranking": list(ours.ranking) == list(reference.ranking)}
     if any(a.raw_text is not None for a, _ in pairs):
         out["same_text"] = sum(a.raw_text == b.raw_text for a, b in pairs)
     return out
@@ -153,7 +154,8 @@ def engines_for(ckpt: Path, fastmath: bool) -> dict[str, Callable[[], Any]]:
     return made
 
 
-SAME_BACKEND_FP32 = {"torch bf16": "torch fp32", "onnxruntime fp32, lanes=1, fastmath option": "onnxruntime fp32, lanes=1"}
+SAME_BACKEND_FP32 = {"torch bf16": "torch fp32",
+                     "onnxruntime fp32, lanes=1, fastmath option": "onnxruntime fp32, lanes=1"}
 
 
 def measure(engines: dict[str, Any], images: list, reps: int, run: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ TEXT = dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=2, num_h
 # ~150M parameters: the same vision tower, language 12 x 1024 (for lane / thread defaults at a third size)
 TEXT_150M = dict(hidden_size=1024, num_attention_heads=16, num_key_value_heads=4, num_hidden_layers=12,
                  intermediate_size=2816,
-                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]})  # head_dim 64
+                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]})
 IMAGE_SIDE = 224
 PROFILE = {"title": "Waterproof trail running shoes", "queries": ["running shoes sale", "waterproof sneakers"]}
 
