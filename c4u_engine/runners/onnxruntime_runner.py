@@ -69,6 +69,16 @@ class OrtKV:
         self.frozen_keys = frozen_keys
         self.frozen_values = frozen_values
 
+    @classmethod
+    def from_segments(cls, segments: list[tuple[list[np.ndarray], list[np.ndarray]]]) -> "OrtKV":
+        """The inverse of segments(): one (keys, values) pair, or the frozen pair then the past pair."""
+        return cls(*segments[-1], *(segments[0] if len(segments) == 2 else (None, None)))
+
+    def segments(self) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
+        """(keys, values) per segment in slot order: the frozen one when there is one, then past."""
+        past = (self.keys, self.values)
+        return [past] if self.frozen_keys is None else [(self.frozen_keys, self.frozen_values), past]
+
     @property
     def frozen_length(self) -> int:
         return 0 if self.frozen_keys is None else int(self.frozen_keys[0].shape[2])
@@ -77,8 +87,9 @@ class OrtKV:
         """This KV as one segment (a copy when there is a frozen one)."""
         if self.frozen_keys is None:
             return self
-        join = lambda f, p: [np.concatenate([a, b], axis=2) for a, b in zip(f, p)]  # noqa: E731
-        return OrtKV(join(self.frozen_keys, self.keys), join(self.frozen_values, self.values))
+        join = lambda parts: [np.concatenate(layer, axis=2) for layer in zip(*parts)]  # noqa: E731
+        segments = self.segments()
+        return OrtKV(join([k for k, _ in segments]), join([v for _, v in segments]))
 
 
 class OnnxRuntimeRunner(Runner):
@@ -230,9 +241,7 @@ class OnnxRuntimeRunner(Runner):
             raise InvalidInputError(f"past KV has batch {past.keys[0].shape[0]}, embeds batch {b}")
         if past is None:
             past = OrtKV(empty, empty)
-        elif not self._takes_frozen:
-            past = past.joined()
-        elif past.frozen_keys is None or past.keys[0].shape[2] >= FOLD_SLOTS:
+        elif self._takes_frozen and (past.frozen_keys is None or past.keys[0].shape[2] >= FOLD_SLOTS):
             # the whole cache becomes frozen: free when there is no frozen segment yet, else one copy
             whole = past.joined()
             past = OrtKV(empty, empty, whole.keys, whole.values)
@@ -273,10 +282,11 @@ class OnnxRuntimeRunner(Runner):
             n = min(tensors[0].shape[2], max(0, cut - start))
             return [t[idx] if n == t.shape[2] else t[idx, :, :n] for t in tensors]
 
-        f = kv.frozen_length
-        if f == 0:
-            return OrtKV(pick(kv.keys, 0), pick(kv.values, 0))
-        return OrtKV(pick(kv.keys, f), pick(kv.values, f), pick(kv.frozen_keys, 0), pick(kv.frozen_values, 0))
+        picked, start = [], 0
+        for keys, values in kv.segments():  # each segment keeps its place: no join before the gather
+            picked.append((pick(keys, start), pick(values, start)))
+            start += keys[0].shape[2]
+        return OrtKV.from_segments(picked)
 
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
         rows, first = sum(kv.keys[0].shape[0] for kv in kvs), kvs[0].keys[0]
@@ -296,12 +306,11 @@ class OnnxRuntimeRunner(Runner):
                 row += parts[0].shape[0]
             return out
 
-        def parts(kv: OrtKV, layer: int, keys: bool) -> list[np.ndarray]:
-            frozen, past = (kv.frozen_keys, kv.keys) if keys else (kv.frozen_values, kv.values)
-            return [past[layer]] if frozen is None else [frozen[layer], past[layer]]
+        def parts(kv: OrtKV, layer: int, kind: int) -> list[np.ndarray]:  # kind 0: keys, 1: values
+            return [segment[kind][layer] for segment in kv.segments()]
 
-        keys = [stack([parts(kv, layer, True) for kv in kvs]) for layer in range(self.num_layers)]
-        values = [stack([parts(kv, layer, False) for kv in kvs]) for layer in range(self.num_layers)]
+        keys = [stack([parts(kv, layer, 0) for kv in kvs]) for layer in range(self.num_layers)]
+        values = [stack([parts(kv, layer, 1) for kv in kvs]) for layer in range(self.num_layers)]
         return OrtKV(keys, values)
 
     def kv_gather_slots(self, kv: KV, index: np.ndarray, reserve: int = 0) -> KV:
@@ -327,8 +336,7 @@ class OnnxRuntimeRunner(Runner):
                      [np.zeros(shape, self._np_dtype) for _ in range(self.num_layers)])
 
     def kv_nbytes(self, kv: KV) -> int:
-        segments = (kv.keys, kv.values, kv.frozen_keys or [], kv.frozen_values or [])
-        return int(sum(t.nbytes for tensors in segments for t in tensors))
+        return int(sum(t.nbytes for segment in kv.segments() for tensors in segment for t in tensors))
 
     def embeds_nbytes(self, embeds: Embeds) -> int:
         return int(embeds.nbytes)
