@@ -54,9 +54,6 @@ import workload  # noqa: E402
 BF16_BOUND = 2**-5  # tests/export/test_precision.py FLOAT_BOUND["bf16"]: bf16 keeps 8 significant bits
 DEFAULT = "onnxruntime fp32 (default)"
 FASTMATH_KEY = "mlas.enable_gemm_fastmath_arm64_bfloat16"
-# ~150M parameters: language 12 x 1024 (136M with its embeddings), vision as the 40M one (its merger now 1024 wide)
-TEXT_150M = dict(workload.TEXT, hidden_size=1024, num_attention_heads=16, num_key_value_heads=4,
-                 num_hidden_layers=12, intermediate_size=2816)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
@@ -64,24 +61,11 @@ TEXT_150M = dict(workload.TEXT, hidden_size=1024, num_attention_heads=16, num_ke
 
 def checkpoint(name: str, workdir: Path) -> tuple[Path, list]:
     """The checkpoint directory and its 8 creatives; built (and exported to fp32 ONNX) on first use."""
-    from c4u_engine.builtin import builtin_model_dir
-    from tiny_checkpoint import make_test_image, make_tiny_checkpoint
+    from tiny_checkpoint import make_test_image
 
+    ckpt = workload.exported(name, workdir)  # (~150M: language 12 x 1024, workload.TEXT_150M)
     if name == "builtin":
-        return builtin_model_dir(), [make_test_image(112, 112, seed=500 + i) for i in range(8)]
-    if name == "40m":
-        ckpt = workload.checkpoint(workdir)
-    elif name == "150m":
-        ckpt = workdir / "c4u-bench-150m"
-        if not (ckpt / "config.json").is_file():
-            make_tiny_checkpoint(ckpt, seed=0, vision=workload.VISION, text=TEXT_150M, min_pixels=56 * 56,
-                                 max_pixels=workload.IMAGE_SIDE ** 2)
-    else:
-        raise SystemExit(f"unknown model {name!r}: builtin, 40m or 150m")
-    if not (ckpt / "onnx" / "manifest.json").is_file():
-        from export.onnx_export import export_engine
-
-        export_engine(ckpt, log=lambda _: None)
+        return ckpt, [make_test_image(112, 112, seed=500 + i) for i in range(8)]
     return ckpt, workload.images(8)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lone_default import model_dir  # noqa: E402
+import workload  # noqa: E402
 from report import machine, markdown_table  # noqa: E402
 
 RECENT = 16  # past slots in the "frozen" case: a step between two folds (FOLD_SLOTS = 32)
@@ -49,7 +49,7 @@ def decoder_rows(name: str, root: Path, rows: list[int], slots: int, threads: in
 
     from c4u_engine.runners.engine_dir import decoder_input_names, load_engine_dir
 
-    engine = load_engine_dir(model_dir(name, root) / "onnx")
+    engine = load_engine_dir(workload.exported(name, root) / "onnx")
     text = engine.config.text
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

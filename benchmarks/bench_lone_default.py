@@ -19,29 +19,16 @@ import gc
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402  (also puts tests/ on the path)
+from bench_concurrency import run_phase, same  # noqa: E402  (the clients loop and the agreement check)
 from report import machine, markdown_table  # noqa: E402
 
 ENGINES = (("lanes=1", {"lanes": 1}), ("lanes=2", {"lanes": 2}), ("default", {}))
 OPTIONS = dict(mode="fast", strategy="round_robin", use_cache=False)
-
-
-def model_dir(name: str, root: Path) -> Path:
-    from export.onnx_export import export_engine
-
-    if name == "builtin":
-        from c4u_engine.builtin import builtin_model_dir
-
-        return Path(builtin_model_dir())
-    ckpt = {"40m": workload.checkpoint, "150m": workload.checkpoint_150m}[name](root)
-    if not (ckpt / "onnx" / "manifest.json").is_file():
-        export_engine(ckpt, log=lambda message: None)
-    return ckpt
 
 
 def rss_mib() -> float:
@@ -52,36 +39,10 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def same(a, b) -> bool:
-    return a.ranking == b.ranking and len(a.comparisons) == len(b.comparisons) and all(
-        abs(x.prob_a - y.prob_a) <= 1e-5 for x, y in zip(a.comparisons, b.comparisons))
-
-
-def clients_rate(engine, requests, clients: int) -> float:
-    todo = iter(range(len(requests)))
-    lock = threading.Lock()
-
-    def client() -> None:
-        while True:
-            with lock:
-                k = next(todo, None)
-            if k is None:
-                return
-            engine.select(*requests[k], **OPTIONS)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(requests) / (time.perf_counter() - t0)
-
-
 def bench_model(name: str, root: Path, reps: int, clients: int, rounds: int) -> list[list[str]]:
     from c4u_engine.api import Engine
 
-    path = model_dir(name, root)
+    path = workload.exported(name, root)
     engines, memory = {}, {}
     for label, settings in ENGINES:
         gc.collect()
@@ -104,7 +65,7 @@ def bench_model(name: str, root: Path, reps: int, clients: int, rounds: int) -> 
     rates: dict[str, list[float]] = {label: [] for label in labels}
     for rnd in range(rounds):
         for label in labels[rnd % 3:] + labels[: rnd % 3]:
-            rates[label].append(clients_rate(engines[label], batch, clients))
+            rates[label].append(len(batch) / run_phase(engines[label], batch, clients, OPTIONS)[0])
     fastest = min(statistics.median(v) for v in lone_s.values())
     rows = []
     for label in labels:

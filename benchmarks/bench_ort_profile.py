@@ -23,7 +23,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
-from bench_lone_default import model_dir  # noqa: E402
 from report import machine, markdown_table  # noqa: E402
 
 MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "MatMulIntegerToFloat", "MatMulInteger", "MatMulNBits")
@@ -87,7 +86,8 @@ def main() -> None:
 
     from c4u_engine.api import Engine
 
-    path = model_dir(args.model, Path(args.root)) if args.model in ("builtin", "40m", "150m") else Path(args.model)
+    named = args.model in ("builtin", "40m", "150m")
+    path = workload.exported(args.model, Path(args.root)) if named else Path(args.model)
     out = Path(tempfile.mkdtemp(prefix="c4u-ort-profile-"))
     runner = profiling_runner(path, args.threads, out)
     engine = Engine(runner.engine_dir.path, runner=runner, lanes=1)

@@ -101,18 +101,12 @@ class LlamaCppJudge:
 
     def close(self) -> None:
         L, M = self.L, self.M
-        if getattr(self, "batch", None):
-            L.llama_batch_ext_free(self.batch)
-            self.batch = None
-        if getattr(self, "mctx", None):
-            M.mtmd_free(self.mctx)
-            self.mctx = None
-        if getattr(self, "ctx", None):
-            L.llama_free(self.ctx)
-            self.ctx = None
-        if getattr(self, "model", None):
-            L.llama_model_free(self.model)
-            self.model = None
+        for name, free in (("batch", L.llama_batch_ext_free), ("mctx", M.mtmd_free), ("ctx", L.llama_free),
+                           ("model", L.llama_model_free)):  # in this order: each depends on the ones after it
+            handle = getattr(self, name, None)
+            if handle:
+                free(handle)
+                setattr(self, name, None)
 
     # -- tokenizing ------------------------------------------------------------------------------------
     def _bitmap(self, image: np.ndarray):

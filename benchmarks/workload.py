@@ -26,20 +26,35 @@ IMAGE_SIDE = 224
 PROFILE = {"title": "Waterproof trail running shoes", "queries": ["running shoes sale", "waterproof sneakers"]}
 
 
-def checkpoint(root: str | Path) -> Path:
-    path = Path(root) / "c4u-bench-40m"
+def _checkpoint(path: Path, text: dict) -> Path:
     if not (path / "config.json").is_file():
-        make_tiny_checkpoint(path, seed=0, vision=VISION, text=TEXT, min_pixels=56 * 56,
+        make_tiny_checkpoint(path, seed=0, vision=VISION, text=text, min_pixels=56 * 56,
                              max_pixels=IMAGE_SIDE * IMAGE_SIDE)
     return path
+
+
+def checkpoint(root: str | Path) -> Path:
+    return _checkpoint(Path(root) / "c4u-bench-40m", TEXT)
 
 
 def checkpoint_150m(root: str | Path) -> Path:
-    path = Path(root) / "c4u-bench-150m"
-    if not (path / "config.json").is_file():
-        make_tiny_checkpoint(path, seed=0, vision=VISION, text=TEXT_150M, min_pixels=56 * 56,
-                             max_pixels=IMAGE_SIDE * IMAGE_SIDE)
-    return path
+    return _checkpoint(Path(root) / "c4u-bench-150m", TEXT_150M)
+
+
+def exported(name: str, root: str | Path) -> Path:
+    """The checkpoint `name` (builtin | 40m | 150m) with its fp32 ONNX engine in <ckpt>/onnx, built on first use."""
+    if name == "builtin":
+        from c4u_engine.builtin import builtin_model_dir
+
+        return Path(builtin_model_dir())
+    if name not in ("40m", "150m"):
+        raise SystemExit(f"unknown model {name!r}: builtin, 40m or 150m")
+    ckpt = (checkpoint if name == "40m" else checkpoint_150m)(root)
+    if not (ckpt / "onnx" / "manifest.json").is_file():
+        from export.onnx_export import export_engine
+
+        export_engine(ckpt, log=lambda message: None)
+    return ckpt
 
 
 def images(n: int, seed: int = 0) -> list[np.ndarray]:
