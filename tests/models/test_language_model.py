@@ -46,6 +46,34 @@ def test_chunked_prefill_equals_one_shot(model) -> None:
     assert all((k - fk).abs().max().item() < 1e-5 for k, fk in zip(keys, full_keys))
 
 
+@torch.no_grad()
+def test_frozen_slots_are_attended_and_not_returned(model) -> None:
+    """The cache split into frozen then past gives the logits of the whole cache as past; the returned caches hold
+    only past + new. Bad frozen inputs get a typed error naming them."""
+    lm = model.language
+    _, embeds, pos = prompt_inputs(model, [[1, 4, 6]], [3, 2], seed=3)
+    seq = embeds.shape[1]
+    keys, values = lm.empty_cache(1)
+    _, keys, values = lm(embeds[:, :-1], pos[:, :, :-1], keys, values, torch.ones(1, seq - 1, dtype=torch.bool))
+    mask = torch.ones(1, seq, dtype=torch.bool)
+    whole, whole_keys, _ = lm(embeds[:, -1:], pos[:, :, -1:], keys, values, mask)
+    f = 5
+    split, split_keys, split_values = lm(embeds[:, -1:], pos[:, :, -1:], [k[:, :, f:] for k in keys],
+                                         [v[:, :, f:] for v in values], mask, None,
+                                         [k[:, :, :f] for k in keys], [v[:, :, :f] for v in values])
+    assert (split - whole).abs().max().item() < 1e-5
+    assert split_keys[0].shape[2] == seq - f and (split_keys[0] - whole_keys[0][:, :, f:]).abs().max().item() < 1e-6
+    past_k, past_v = [k[:, :, f:] for k in keys], [v[:, :, f:] for v in values]
+    frozen_k, frozen_v = [k[:, :, :f] for k in keys], [v[:, :, :f] for v in values]
+    step = (embeds[:, -1:], pos[:, :, -1:])
+    with pytest.raises(InvalidInputError, match="go together"):
+        lm(*step, past_k, past_v, mask, None, frozen_k)
+    with pytest.raises(InvalidInputError, match=r"frozen_values\[1\]"):
+        lm(*step, past_k, past_v, mask, None, frozen_k, [frozen_v[0], frozen_v[1][:, :, :2], frozen_v[2]])
+    with pytest.raises(InvalidInputError, match="attention_mask"):  # the mask must cover the frozen slots too
+        lm(*step, past_k, past_v, mask[:, f:], None, frozen_k, frozen_v)
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_batch_equals_unpadded_rows(model, side: str) -> None:
     """Prefill + 6 decode steps of a padded batch give each row's unpadded logits (pads never leak, no NaN)."""
