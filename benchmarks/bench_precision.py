@@ -55,9 +55,16 @@ DEFAULT_KEPT = ("vision.patch_embed", "vision.merger")
 UNSMOOTHED = {"smoothing": False}
 PER_TENSOR = {"activation_scales": "per_tensor", "smoothing": False}
 FLOAT_COLUMNS = {"smoothing": False, "float_columns": True}
+# batch_invariant: the attention of the fp32 engine (or of the one an int8 / int4 engine is quantized from); default
+# as `c4u export` does: on for int8 / int4, off for fp32
+FUSED = {"batch_invariant": False}
 CONFIGS = {
     "onnxruntime fp32": ("onnxruntime", "fp32", "onnx", None, {}),
+    "onnxruntime fp32, batch-invariant attention": ("onnxruntime", "fp32", "onnx-invariant", None,
+                                                    {"batch_invariant": True}),
     "onnxruntime int8": ("onnxruntime", "int8", "onnx-int8", DEFAULT_KEPT, {}),  # the default: per row, smoothed
+    "onnxruntime int8, fused attention (not batch-invariant)": ("onnxruntime", "int8", "onnx-int8-fused",
+                                                                DEFAULT_KEPT, FUSED),
     "onnxruntime int8 per-row, no smoothing": ("onnxruntime", "int8", "onnx-int8-unsmoothed", DEFAULT_KEPT,
                                                UNSMOOTHED),
     "onnxruntime int8 per-tensor (quantize_dynamic)": ("onnxruntime", "int8", "onnx-int8-per-tensor", DEFAULT_KEPT,
@@ -109,14 +116,24 @@ def prepare_checkpoint(work: Path, labels: list[str], checkpoint: str = "builtin
             if not (outliers / "config.json").is_file():
                 add_outlier_channels(ckpt, outliers)
             ckpt = outliers
-    if not (ckpt / "onnx" / "manifest.json").is_file():
-        export_engine(ckpt, ckpt / "onnx", log=_quiet)
+
+    def fp32_engine(invariant: bool) -> Path:  # the fp32 engine of that attention (quantized engines' source too)
+        sub = ckpt / ("onnx-invariant" if invariant else "onnx")
+        if not _made_as(sub, "fp32", {"batch_invariant": invariant}):
+            export_engine(ckpt, sub, batch_invariant=invariant, log=_quiet)
+        return sub
+
+    fp32_engine(False)
     for label in labels:
         _, precision, sub, kept, options = CONFIGS[label]
-        if sub is None or _made_as(ckpt / sub, precision, options):
+        options = dict(options)
+        invariant = options.pop("batch_invariant", precision in ("int8", "int4"))
+        if sub is None or _made_as(ckpt / sub, precision, {**options, "batch_invariant": invariant}):
             continue
         if precision in ("int8", "int4"):
-            quantize_engine(ckpt / "onnx", ckpt / sub, precision, float_kept=kept, log=_quiet, **options)
+            quantize_engine(fp32_engine(invariant), ckpt / sub, precision, float_kept=kept, log=_quiet, **options)
+        elif precision == "fp32":
+            fp32_engine(invariant)
         else:
             export_engine(ckpt, ckpt / sub, precision=precision, float_kept=kept, log=_quiet)
     return ckpt
@@ -129,7 +146,10 @@ def _made_as(engine_dir: Path, precision: str, options: dict) -> bool:
 
     if not (engine_dir / "manifest.json").is_file():
         return False
-    block = read_manifest(engine_dir / "manifest.json").get("precision") or {"name": "fp32"}
+    manifest = read_manifest(engine_dir / "manifest.json")
+    if bool(manifest.get("batch_invariant")) != options.get("batch_invariant", False):
+        return False
+    block = manifest.get("precision") or {"name": "fp32"}
     if precision != "int8":
         return block["name"] == precision
     scales = options.get("activation_scales", "per_row")

@@ -1,5 +1,6 @@
 """c4u export CKPT_DIR|builtin [--out DIR] [--opset 17] [--precision fp32|fp16|bf16|int8|int4] [--check-tensorrt]
     int8: [--calibration DIR] [--alpha A] [--no-smoothing] [--float-columns] [--activation-scales per_row|per_tensor]
+    [--batch-invariant | --no-batch-invariant]
 
 Exports a Qwen2.5-VL checkpoint to an engine directory (export/onnx_export.py; int8 / int4 through
 export/quantize.py into CKPT_DIR/onnx-int8 or onnx-int4), then runs the static TensorRT readiness check
@@ -46,6 +47,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "c4u export") -> int:
     parser.add_argument("--activation-scales", choices=("per_row", "per_tensor"), default=None,
                         help="int8: one activation scale per row/token (default; batch-invariant) or per batch "
                              "tensor (onnxruntime quantize_dynamic; results depend on batch composition)")
+    parser.add_argument("--batch-invariant", action=argparse.BooleanOptionalAction, default=None,
+                        help="attention's softmax row sums in float64, so a request's results never depend on what "
+                             "shares its batch (default: on for int8 / int4, off for float precisions; a few percent "
+                             "slower on CPU; TensorRT has no float64)")
     parser.add_argument("--check-tensorrt", action=argparse.BooleanOptionalAction, default=True,
                         help="run the static TensorRT readiness check on the graphs (default on)")
     parser.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
@@ -76,6 +81,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "c4u export") -> int:
         kept = None if args.keep_float is None else [u for u in args.keep_float.split(",") if u]
         result = export_engine(args.ckpt_dir, args.out, opset=args.opset, precision=precision, limits=limits,
                                external_data=args.external_data, block_size=args.block_size, float_kept=kept,
+                               batch_invariant=args.batch_invariant,
                                **({} if precision != "int8" else {
                                    "calibration": args.calibration, "alpha": args.alpha, "smoothing": args.smoothing,
                                    "activation_scales": args.activation_scales, "float_columns": args.float_columns}))

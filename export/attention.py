@@ -13,6 +13,17 @@ softmax, then each segment's probabilities times its values, summed. The frozen 
 concatenated into a new cache (a Concat copying every row's KV was 42% of a decode step on onnxruntime's CPU EP,
 built-in model, 64 rows x 300 slots).
 
+Batch invariance (batch_invariant=True; the default for int8 / int4 engines): a softmax's row sum is the one
+reduction in these graphs whose rounding depends on where a row's keys sit: onnxruntime's CPU kernels sum in SIMD
+lanes, so the same scores summed from another offset (a batch padded to a longer request, the cache split into other
+segments) differ in the last bit; an int8 engine's next quantization now and then turns that bit into a whole int8
+step, and a request's P(A) moved by up to 2e-3 with what shared its batch. Invariant form: e = exp(scores - rowmax)
+(elementwise: position-free), the row sum accumulated in float64 and rounded once to float32 (correctly rounded
+whatever the order, except within ~1e-16 of a tie), out = (e V) / sum, the division after the product so it runs
+on [rows, head_dim] instead of [rows, slots]. Measured (BENCHMARKS.md, "Batch-invariant attention"): alone vs
+batched exactly equal, int8 and fp32; the float64 sums cost a few percent of a selection on CPU. TensorRT has no
+float64, so float exports keep the fused softmax unless asked.
+
 The mask becomes an additive bias (0 where attended, -inf elsewhere) computed once per mask and shared by every
 layer that gets the same mask tensor, instead of a masked_fill (ONNX Where) per layer: onnxruntime's CPU Where with
 broadcasting took 5.3 ms against Add's 0.9 ms on a comparison batch's scores ([56, 2, 2, 38, 129]), and Where was
@@ -41,14 +52,23 @@ def additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, float("-inf")).to(dtype)
 
 
+def unnormalized_softmax(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(exp(scores - rowmax), the row sums of that accumulated in float64, in scores' dtype): softmax = e / sum,
+    with a sum that does not depend on where the row's entries sit (module docstring: batch invariance)."""
+    e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    return e, e.double().sum(dim=-1, keepdim=True).to(scores.dtype)
+
+
 def grouped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                 attn_mask: torch.Tensor | None = None, bias_of=additive_bias) -> torch.Tensor:
+                 attn_mask: torch.Tensor | None = None, bias_of=additive_bias,
+                 batch_invariant: bool = False) -> torch.Tensor:
     """softmax(q K^T / sqrt(D), masked) V for q [B, H, S, D] and K, V [B, kvH, L, D] with kvH dividing H
     (query head h uses KV head h // (H / kvH), as repeat_kv pairs them).
 
     attn_mask: bool, True = may attend, broadcastable to [B, 1, S, L] (as F.scaled_dot_product_attention takes it).
     Rows must keep at least one True (the reference model's masks always let a token see itself).
     bias_of(mask, dtype): the additive bias of a mask (export_friendly_attention shares one per mask tensor).
+    batch_invariant: row sums in float64, normalized after the product with V (module docstring).
     """
     b, heads, s, d = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
@@ -61,12 +81,17 @@ def grouped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         while bias.dim() < 4:
             bias = bias.unsqueeze(0)
         scores = scores + bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
+    if batch_invariant:
+        e, total = unnormalized_softmax(scores)
+        out = torch.matmul(e.reshape(b, kv_heads, groups * s, length), value)
+        return (out / total.reshape(b, kv_heads, groups * s, 1)).reshape(b, heads, s, d)
     probs = torch.softmax(scores, dim=-1).reshape(b, kv_heads, groups * s, length)
     return torch.matmul(probs, value).reshape(b, heads, s, d)
 
 
 def grouped_sdpa_segments(query: torch.Tensor, keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...],
-                          attn_mask: torch.Tensor | None = None, bias_of=additive_bias) -> torch.Tensor:
+                          attn_mask: torch.Tensor | None = None, bias_of=additive_bias,
+                          batch_invariant: bool = False) -> torch.Tensor:
     """grouped_sdpa over KV segments laid end to end (segment i's slots after segment i-1's), without joining them:
     the same softmax (one over all slots), each segment's share of the output computed against its own values."""
     b, heads, s, d = query.shape
@@ -83,7 +108,10 @@ def grouped_sdpa_segments(query: torch.Tensor, keys: tuple[torch.Tensor, ...], v
         while bias.dim() < 4:
             bias = bias.unsqueeze(0)
         scores = scores + bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
-    probs = torch.softmax(scores, dim=-1)
+    if batch_invariant:
+        probs, total = unnormalized_softmax(scores)
+    else:
+        probs, total = torch.softmax(scores, dim=-1), None
     out, start = None, 0
     for i, (k, v) in enumerate(zip(keys, values)):
         # the last segment takes the remaining slots: one dynamic bound per split, none for the tail
@@ -91,6 +119,8 @@ def grouped_sdpa_segments(query: torch.Tensor, keys: tuple[torch.Tensor, ...], v
         part = torch.matmul(share, v.unsqueeze(2))
         out = part if out is None else out + part
         start = start + k.shape[2]
+    if total is not None:
+        out = out / total
     return out.reshape(b, heads, s, d)
 
 
@@ -108,20 +138,20 @@ class _SharedBias:
         return self._made[key][1]
 
 
-def _make_sdpa(bias_of: _SharedBias):
+def _make_sdpa(bias_of: _SharedBias, batch_invariant: bool):
     def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if dropout_p or is_causal or scale is not None:
             raise NotImplementedError("export attention: only attn_mask is supported (the reference model uses no "
                                       "more)")
-        return grouped_sdpa(query, key, value, attn_mask, bias_of)
+        return grouped_sdpa(query, key, value, attn_mask, bias_of, batch_invariant)
 
     return _sdpa
 
 
 @contextlib.contextmanager
-def export_friendly_attention() -> Iterator[None]:
+def export_friendly_attention(batch_invariant: bool = False) -> Iterator[None]:
     """Within this block the reference model's attention traces as grouped_sdpa (segment_attention as
-    grouped_sdpa_segments).
+    grouped_sdpa_segments), in their batch-invariant form if asked.
 
     Replaces the `F` (torch.nn.functional) that the model's modules look up at call time with a copy whose
     scaled_dot_product_attention is _sdpa (which reads the query grouping off the shapes, so enable_gqa or
@@ -129,8 +159,9 @@ def export_friendly_attention() -> Iterator[None]:
     """
     bias_of = _SharedBias()
     functional = types.SimpleNamespace(**{n: getattr(F, n) for n in dir(F) if not n.startswith("__")})
-    functional.scaled_dot_product_attention = _make_sdpa(bias_of)
-    segments = lambda q, keys, values, mask: grouped_sdpa_segments(q, keys, values, mask, bias_of)  # noqa: E731
+    functional.scaled_dot_product_attention = _make_sdpa(bias_of, batch_invariant)
+    segments = lambda q, keys, values, mask: grouped_sdpa_segments(  # noqa: E731
+        q, keys, values, mask, bias_of, batch_invariant)
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(language, "segment_attention", segments))
         for module in _MODEL_MODULES:

@@ -129,6 +129,7 @@ def build_manifest(
     profiles: dict[str, list[ShapeProfile]],
     exporter_version: str,
     tool_versions: dict[str, str],
+    batch_invariant: bool = False,
 ) -> dict[str, Any]:
     """The manifest.json object (schema: c4u_engine/runners/engine_dir.py)."""
     text = config.text
@@ -148,6 +149,7 @@ def build_manifest(
         "embeddings": embeddings,
         "files": files,
         "profiles": profiles_to_json(profiles),
+        "batch_invariant": batch_invariant,  # attention's row sums in float64 (export/attention.py)
         "tensorrt_plugins": [],
     }
 

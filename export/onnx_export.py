@@ -104,6 +104,7 @@ def export_engine(
     precision: str | None = None,
     block_size: int | None = None,
     float_kept: Sequence[str] | None = None,
+    batch_invariant: bool | None = None,
     log: Callable[[str], None] = _stderr,
     **int8_options: Any,
 ) -> ExportResult:
@@ -114,6 +115,9 @@ def export_engine(
     export (export/quantize.py: block_size for int4, float_kept units, and for int8 its activation_scales,
     smoothing, alpha and calibration; out_dir default ckpt_dir/onnx-int8 etc.).
     external_data: None = only when a graph's weights need it; True/False to force.
+    batch_invariant: attention whose rounding never depends on what shares a batch (export/attention.py: softmax
+    row sums in float64); None = on for int8 / int4 (whose quantization would magnify a last-bit difference into a
+    whole int8 step), off for float precisions (their batches move P(A) by ~1e-7, and TensorRT has no float64).
     Existing files of a previous export in out_dir are replaced (its manifest first, so a failed re-export
     leaves no stale manifest). Raises ModelFormatError / UnsupportedModelError for a bad checkpoint,
     InvalidInputError for bad options, EngineArtifactError if an exported graph fails its checks.
@@ -124,7 +128,8 @@ def export_engine(
         precision = normalize_precision(precision)
         if precision in QUANTIZED:
             return _export_quantized(ckpt_dir, out_dir, precision, block_size, float_kept, log, int8_options,
-                                     opset=opset, limits=limits, external_data=external_data)
+                                     opset=opset, limits=limits, external_data=external_data,
+                                     batch_invariant=True if batch_invariant is None else batch_invariant)
         dtype = FLOAT_DTYPES[precision]
     if block_size is not None or float_kept is not None or any(v is not None for v in int8_options.values()):
         raise InvalidInputError("block_size, float_kept, activation scales, smoothing and calibration apply to "
@@ -163,7 +168,7 @@ def export_engine(
     ):
         t0 = time.perf_counter()
         graphs[name] = _export_graph(name, module, args, inputs, outputs, axes, out_dir, opset, external_data,
-                                     profiles[name], log)
+                                     profiles[name], log, bool(batch_invariant))
         seconds[name] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -176,6 +181,7 @@ def export_engine(
     manifest = build_manifest(
         config=config, dtype=dtype, opset=opset, source_dir=ckpt_dir.resolve(), source_fingerprint=fingerprint,
         graphs=graphs, embeddings=embeddings, files=files, profiles=profiles, exporter_version=__version__,
+        batch_invariant=bool(batch_invariant),
         tool_versions={"torch": torch.__version__, "onnx": onnx.__version__},
     )
     write_manifest(out_dir, manifest)
@@ -269,7 +275,7 @@ def _decoder_axes(layers: int) -> dict[str, dict[int, str]]:
 
 def _export_graph(name: str, module: nn.Module, args: tuple, inputs: list[str], outputs: list[str],
                   axes: dict[str, dict[int, str]], out_dir: Path, opset: int, external_data: bool | None,
-                  profiles: list, log: Callable[[str], None]) -> dict[str, Any]:
+                  profiles: list, log: Callable[[str], None], batch_invariant: bool = False) -> dict[str, Any]:
     """Trace, save (external data when needed), check and describe one graph -> its manifest entry."""
     path = out_dir / f"{name}.onnx"
     data_name = f"{name}.onnx.data"
@@ -277,7 +283,7 @@ def _export_graph(name: str, module: nn.Module, args: tuple, inputs: list[str], 
     log(f"[export] {path.name}: tracing ({weight_bytes / 2**20:.1f} MiB of weights)")
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}-") as tmp:
         traced = Path(tmp) / path.name
-        with warnings.catch_warnings(), torch.no_grad(), export_friendly_attention():
+        with warnings.catch_warnings(), torch.no_grad(), export_friendly_attention(batch_invariant):
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
             torch.onnx.export(module, args, str(traced), input_names=inputs, output_names=outputs,
                               dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)

@@ -99,6 +99,10 @@ def quantize_engine(src_dir: str | Path, out_dir: str | Path, precision: str, *,
     src = load_engine_dir(src_dir)
     if src.precision.name != "fp32":
         raise InvalidInputError(f"{src.path}: quantizing needs an fp32 engine, this one is {src.precision.name}")
+    if not src.batch_invariant:  # allowed (old exports), but its results will move with batch composition
+        log(f"[quantize] note: {src.path} was exported without batch-invariant attention; the {precision} engine's "
+            "results can move (by ~1e-3 in P(A)) with what shares a batch. Export with --batch-invariant (the "
+            "default of c4u export --precision int8) for results that never do.")
     src_dir, out_dir = src.path, Path(out_dir)
     if out_dir.resolve() == src_dir.resolve():
         raise InvalidInputError(f"the quantized engine needs its own directory, not {src_dir}")

@@ -80,7 +80,8 @@ def test_builtin_runs_fp32_by_default_and_ships_int8_near_it():
     assert 0 < max(drift) < 0.05, drift
     from c4u_engine.runners.engine_dir import load_engine_dir
 
-    assert load_engine_dir(builtin_model_dir(), precision="int8").precision.activation_scales == "per_row"
+    shipped = load_engine_dir(builtin_model_dir(), precision="int8")
+    assert shipped.precision.activation_scales == "per_row" and shipped.batch_invariant
 
 def test_builtin_reasons_in_the_protocol_format():
     from c4u_engine.api import default_engine

@@ -14,6 +14,8 @@ manifest.json::
      "exporter": {"name": "export.onnx_export", "version": "<c4u_engine.__version__>", ...},
      "model_type": "qwen2_5_vl", "dtype": "float32", "opset": 17,
      "precision": {"name": "int8", ...}   (optional; runners/precision.py: absent = the dtype's float precision)
+     "batch_invariant": true              (optional, default false: attention without Softmax nodes, row sums in
+                                           float64; export/attention.py)
      "source": {"fingerprint": "<checkpoint_fingerprint of the checkpoint>", "path": "..."},
      "model": {"num_layers": .., "num_kv_heads": .., "head_dim": .., "hidden_size": .., "vocab_size": ..},
      "graphs": {"<name>": {"file": "<name>.onnx", "sha256": "<export.build_tensorrt.onnx_sha256>",
@@ -136,6 +138,7 @@ class EngineDir:
     graphs: dict[str, GraphEntry]
     embeddings: EmbeddingEntry
     precision: PrecisionEntry
+    batch_invariant: bool = False  # attention's row sums in float64: results never depend on the batch
 
     def graph_path(self, name: str) -> Path:
         return self.path / self.graphs[name].file
@@ -234,10 +237,17 @@ def load_engine_dir(model_dir: str | Path, *, precision: str | None = None, veri
             raise EngineArtifactError(f"{path / embeddings.file}: sha256 {found} differs from the manifest's "
                                       f"{embeddings.sha256} (changed or corrupted; re-export)")
     entry = parse_precision(manifest, dtype, GRAPH_NAMES, where)
-    for name, graph in graphs.items():  # the claim against what the graph files hold (a few ms per graph)
-        check_graph_precision(entry, name, op_counts(path / graph.file), where)
+    batch_invariant = manifest.get("batch_invariant", False)  # absent: exported before the option existed
+    if not isinstance(batch_invariant, bool):
+        raise EngineArtifactError(f"{where}: 'batch_invariant' must be true or false, got {batch_invariant!r}")
+    for name, graph in graphs.items():  # the claims against what the graph files hold (a few ms per graph)
+        ops = op_counts(path / graph.file)
+        check_graph_precision(entry, name, ops, where)
+        if batch_invariant and ops["Softmax"]:
+            raise EngineArtifactError(f"{where}: claims batch_invariant, but graph {name!r} has {ops['Softmax']} "
+                                      "Softmax node(s) (the invariant attention has none; re-export)")
     check_marker_ops(entry, where)
-    return EngineDir(path, manifest, config, dtype, graphs, embeddings, entry)
+    return EngineDir(path, manifest, config, dtype, graphs, embeddings, entry, batch_invariant)
 
 
 def check_graph_io(engine_dir: Path, entry: GraphEntry, inputs: Sequence[TensorSpec],
