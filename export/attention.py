@@ -15,14 +15,16 @@ built-in model, 64 rows x 300 slots).
 
 Batch invariance (batch_invariant=True; the default for int8 / int4 engines): a softmax's row sum is the one
 reduction in these graphs whose rounding depends on where a row's keys sit: onnxruntime's CPU kernels sum in SIMD
-lanes, so the same scores summed from another offset (a batch padded to a longer request, the cache split into other
-segments) differ in the last bit; an int8 engine's next quantization now and then turns that bit into a whole int8
-step, and a request's P(A) moved by up to 2e-3 with what shared its batch. Invariant form: e = exp(scores - rowmax)
-(elementwise: position-free), the row sum accumulated in float64 and rounded once to float32 (correctly rounded
-whatever the order, except within ~1e-16 of a tie), out = (e V) / sum, the division after the product so it runs
-on [rows, head_dim] instead of [rows, slots]. Measured (BENCHMARKS.md, "Batch-invariant attention"): alone vs
-batched exactly equal, int8 and fp32; the float64 sums cost a few percent of a selection on CPU. TensorRT has no
-float64, so float exports keep the fused softmax unless asked.
+lanes, so the same scores at another offset (a batch padded to a longer request) differ in the last bit; an int8
+engine's next quantization now and then turns that bit into a whole int8 step, and a request's P(A) moved by up to
+2e-3 with what shared its batch. Invariant form: e = exp(scores - rowmax) (elementwise: position-free), the row sum
+accumulated in float64 and rounded once to float32 (correctly rounded whatever the order, except within ~1e-16 of a
+tie), out = (e V) / sum, the division after the product so it runs on [rows, head_dim] instead of [rows, slots].
+What it does not cover: the same cache split into other frozen / past segments (each segment's e V is its own
+product, then summed), so the runtime must give a row the same split alone and batched; measured (BENCHMARKS.md,
+"Batch-invariant attention") alone vs batched bit for bit equal, fast and reason, int8 and fp32. The float64 sums
+cost a few percent of a selection on CPU; TensorRT has no float64, so float exports keep the fused softmax unless
+asked.
 
 The mask becomes an additive bias (0 where attended, -inf elsewhere) computed once per mask and shared by every
 layer that gets the same mask tensor, instead of a masked_fill (ONNX Where) per layer: onnxruntime's CPU Where with
@@ -102,16 +104,15 @@ def grouped_sdpa_segments(query: torch.Tensor, keys: tuple[torch.Tensor, ...], v
     # keys or values first: 3.4x (q K^T) and 2.1x (P V) faster than the groups folded into the rows, as grouped_sdpa
     # does (64 rows x 2 KV heads x 2 groups, 316 slots, head_dim 64, 1 thread).
     q = (query * (1.0 / math.sqrt(int(d)))).reshape(b, kv_heads, groups, s, d)
+    if batch_invariant:
+        return _invariant_segments(q, keys, values, attn_mask, bias_of).reshape(b, heads, s, d)
     scores = torch.cat([torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) for k in keys], dim=-1)
     if attn_mask is not None:
         bias = bias_of(attn_mask, scores.dtype)
         while bias.dim() < 4:
             bias = bias.unsqueeze(0)
         scores = scores + bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
-    if batch_invariant:
-        probs, total = unnormalized_softmax(scores)
-    else:
-        probs, total = torch.softmax(scores, dim=-1), None
+    probs = torch.softmax(scores, dim=-1)
     out, start = None, 0
     for i, (k, v) in enumerate(zip(keys, values)):
         # the last segment takes the remaining slots: one dynamic bound per split, none for the tail
@@ -119,9 +120,36 @@ def grouped_sdpa_segments(query: torch.Tensor, keys: tuple[torch.Tensor, ...], v
         part = torch.matmul(share, v.unsqueeze(2))
         out = part if out is None else out + part
         start = start + k.shape[2]
-    if total is not None:
-        out = out / total
     return out.reshape(b, heads, s, d)
+
+
+def _invariant_segments(q: torch.Tensor, keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...],
+                        attn_mask: torch.Tensor | None, bias_of) -> torch.Tensor:
+    """grouped_sdpa_segments' batch-invariant form for q [B, kvH, G, S, D] -> [B, kvH, G, S, D]. The row max, the
+    exponentials, the float64 sums and the products with V all go segment by segment, so the scores are never
+    concatenated nor sliced back apart (those copies were ~14% of an int8 decoder call); the max of the segments'
+    maxima and the float64 sum of their sums are what one softmax over all slots would take."""
+    bias = None
+    if attn_mask is not None:
+        bias = bias_of(attn_mask, q.dtype)
+        while bias.dim() < 4:
+            bias = bias.unsqueeze(0)
+        bias = bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
+    scores, start = [], 0
+    for i, k in enumerate(keys):
+        part = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2))
+        if bias is not None:
+            part = part + (bias[..., start:] if i == len(keys) - 1 else bias[..., start : start + k.shape[2]])
+        scores.append(part)
+        start = start + k.shape[2]
+    row_max = torch.cat([part.amax(dim=-1, keepdim=True) for part in scores], dim=-1).amax(dim=-1, keepdim=True)
+    out, total = None, None
+    for part, v in zip(scores, values):
+        e = torch.exp(part - row_max)
+        sums = e.double().sum(dim=-1, keepdim=True)
+        product = torch.matmul(e, v.unsqueeze(2))
+        out, total = (product, sums) if out is None else (out + product, total + sums)
+    return out / total.to(q.dtype)
 
 
 class _SharedBias:

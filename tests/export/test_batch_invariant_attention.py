@@ -99,6 +99,17 @@ def test_a_rows_logits_do_not_depend_on_the_padding_around_it(engines):
     assert differs["invariant"] == 0 and differs["fused"] >= 2, differs
 
 
+def test_invariant_engine_selects_as_the_fused_one(engines):
+    """End to end, fp32: prefill (empty frozen and past segments), comparisons and decoding through the invariant
+    graphs give the fused graphs' P(A) and texts."""
+    images = [make_test_image(56, 56, seed=s) for s in range(4)] + [make_test_image(84, 56, 9)]
+    for options in ({}, {"mode": "reason", "max_new_tokens": 16}):
+        ours, theirs = (Engine(engines / sub).select(images, PROFILE, strategy="round_robin", use_cache=False,
+                                                     **options) for sub in ("invariant", "fused"))
+        assert [c.raw_text for c in ours.comparisons] == [c.raw_text for c in theirs.comparisons]
+        assert max(abs(a.prob_a - b.prob_a) for a, b in zip(ours.comparisons, theirs.comparisons)) < 1e-5
+
+
 def test_int8_selections_alone_and_batched_are_equal(engines):
     """Engine level: requests alone (every cache off) vs 8 clients at once on one int8 engine (the export default:
     invariant attention): every P(A) exactly equal, fast and reason."""
