@@ -123,7 +123,7 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None,
 
 def _training_line(t: dict) -> str:
     """What the model was trained on: a fixed set (epochs), or fresh samples for every batch (--fresh)."""
-    start = f" Started from the weights of {t['init']} (`--init`)." if t.get("init") else ""
+    start = f" from the weights of {t['init']} (`--init`)," if t.get("init") else ""
     if t.get("fresh"):
         share = t.get("renders_share", 0.6)
         return (f"Training:{start} {t['samples']} samples drawn fresh for every batch, none seen twice (seed "
