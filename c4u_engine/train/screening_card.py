@@ -62,9 +62,7 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None,
         "(`data/creatives.py`: clutter, crops, close-ups, borders, insets, human models, 112-224 px) with the same "
         "defects applied to their product (42% usable, 10% each defect), and 8% with no product at all (ads without "
         "it, plain colours, gradients, noise), labelled indistinctiveness.",
-        f"Training: {t['samples']} samples (seed {t['seed']}"
-        + (f": {t['renders']} renders, {t['creatives']} creatives" if "creatives" in t else "")
-        + f"); test: {metrics['test_set']}.",
+        _training_line(t) + f"; test: {metrics['test_set']}.",
         "",
         "## Recipe",
         "```",
@@ -121,6 +119,17 @@ def card(metrics: dict, command: str, note: str = "", model: dict | None = None,
               "outside what it has seen; that is what the rejection bound is for (unsure: kept and flagged).",
               ""]
     return "\n".join(lines)
+
+
+def _training_line(t: dict) -> str:
+    """What the model was trained on: a fixed set (epochs), or fresh samples for every batch (--fresh)."""
+    start = f" from the weights of {t['init']} (`--init`)," if t.get("init") else ""
+    if t.get("fresh"):
+        share = t.get("renders_share", 0.6)
+        return (f"Training:{start} {t['samples']} samples drawn fresh for every batch, none seen twice (seed "
+                f"{t['seed']}: {round(100 * share)}% renders, {round(100 * (1 - share))}% the judge's creatives)")
+    return (f"Training:{start} {t['samples']} samples (seed {t['seed']}"
+            + (f": {t['renders']} renders, {t['creatives']} creatives" if "creatives" in t else "") + ")")
 
 
 def _evaluation_lines(e: dict, reject_below: float | None) -> list[str]:

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from c4u_engine.data.usability import UsabilitySample, sample
+from c4u_engine.errors import InvalidInputError
 from c4u_engine.screening.classes import CLASSES
 from c4u_engine.data.usability_dataset import UsabilityRecord
 from c4u_engine.screening.preprocess import generated_planes, product_planes, text_ids
@@ -68,3 +69,27 @@ def record_arrays(records: Sequence[UsabilityRecord]) -> dict[str, np.ndarray]:
         out["difficulty"][j] = r.difficulty or 0.0
     out["defect"] = np.array([(r.meta or {}).get("defect", "") for r in records])
     return out
+
+
+class FreshBatches:
+    """Training batches of never-seen samples, drawn as training goes (the generators are cheap: ~300-400 samples/s
+    on one core, against ~170/s for a training step of the screening model): batch `step` holds the renders
+    step * r .. step * r + r - 1 and the judge's creatives step * c .. step * c + c - 1 of `seed` (r + c = batch,
+    r = round(batch * renders_share)), so no sample repeats, and a resumed run draws what the uninterrupted one
+    would have."""
+
+    def __init__(self, seed: int, renders_share: float = 0.6) -> None:
+        if not 0.0 <= renders_share <= 1.0:
+            raise InvalidInputError(f"FreshBatches: renders_share must be in [0, 1], got {renders_share}")
+        self.seed, self.renders_share = seed, renders_share
+
+    def batch(self, step: int, batch: int) -> dict[str, np.ndarray]:
+        from c4u_engine.data.creative_usability import creative_sample
+
+        r = round(batch * self.renders_share)
+        c = batch - r
+        parts = [synthetic_arrays(self.seed, r, start=step * r, log=None),
+                 synthetic_arrays(self.seed, c, start=step * c, log=None, draw=creative_sample)]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        out["source"] = np.array(["renders"] * r + ["creatives"] * c)
+        return out

@@ -7,6 +7,8 @@ CPU, one thread by default. Seeded: data from (seed, index), batches from (seed,
 from (seed, step); a run resumed from its state (OUT_state/, safetensors: weights, AdamW moments, step) continues
 as the uninterrupted run would. A progress line (step, loss, samples/s, ETA) every 50 steps.
 The held-out test set is drawn with another seed (seed + 1), so no test sample is a training sample.
+--fresh draws new samples for every batch (no epochs: no sample is seen twice); --init MODEL_DIR starts from a
+shipped model's weights (a second stage of training: fresh optimizer, schedule and samples).
 --data DIR trains on a user's RF1M-like directory instead (train.jsonl, test.jsonl; data/usability_dataset.py).
 """
 
@@ -76,24 +78,29 @@ def _load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) 
     return step
 
 
-def train(model: torch.nn.Module, data: dict, *, steps: int, seed: int, state: Path, name: str, batch: int = 64,
+def train(model: torch.nn.Module, data, *, steps: int, seed: int, state: Path, name: str, batch: int = 64,
           lr: float = 1e-3, product_dropout: float = PRODUCT_DROPOUT, every: int = 200, log=sys.stderr) -> None:
-    """Train in place from `state` (if present) to `steps`; states saved every `every` steps and at the end."""
+    """Train in place from `state` (if present) to `steps`; states saved every `every` steps and at the end.
+    data: the training arrays (a dict, reshuffled each epoch) or a FreshBatches (new samples every step)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     step = _load_state(state, model, opt) if state.is_file() else 0
     if step:
         print(f"[{name}] resumed at step {step}/{steps}", file=log, flush=True)
-    n, t0, losses = len(data["label"]), time.perf_counter(), []
+    t0, losses = time.perf_counter(), []
     model.train()
     for s in range(step, steps):
         torch.manual_seed(seed * 1_000_003 + s)
-        idx = _batch_indices(n, batch, seed, s)
-        g, p, t = _tensors(data, idx)
+        if isinstance(data, dict):  # a fixed training set, reshuffled each epoch
+            rows, idx = data, _batch_indices(len(data["label"]), batch, seed, s)
+        else:  # FreshBatches: new samples every step
+            rows = data.batch(s, batch)
+            idx = np.arange(len(rows["label"]))
+        g, p, t = _tensors(rows, idx)
         has = torch.from_numpy((np.random.default_rng([seed, s, 1]).random(batch) >= product_dropout)
                                .astype(np.float32))
         for group in opt.param_groups:
             group["lr"] = _lr(s, lr, steps)
-        loss = F.cross_entropy(model(g, p, t, has), torch.from_numpy(data["label"][idx]))
+        loss = F.cross_entropy(model(g, p, t, has), torch.from_numpy(rows["label"][idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -155,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder-strides", default="2,1,2,2", help="the RFNet's image-encoder strides (product 8); "
                     "the single-image baselines keep 2,1,2,2")
     ap.add_argument("--fusion-layers", type=int, default=2, help="the RFNet's self-attention fusion blocks")
+    ap.add_argument("--fresh", action="store_true", help="draw new samples for every batch (train.screening_data."
+                    "FreshBatches: no sample seen twice) instead of epochs over --n-train + --n-creatives samples")
+    ap.add_argument("--renders-share", type=float, default=0.6, help="with --fresh: the renders' share of a batch "
+                    "(the rest: the judge's creatives)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine after 100 warm-up steps)")
+    ap.add_argument("--init", metavar="MODEL_DIR", help="start the RFNet from this screening model directory's "
+                    "weights (rfnet.safetensors; same architecture) instead of random ones; a saved state in "
+                    "OUT_state/ still takes precedence (resume)")
     args = ap.parse_args(argv)
     try:
         config = RFNetConfig(fusion_layers=args.fusion_layers,
@@ -172,17 +187,29 @@ def main(argv: list[str] | None = None) -> int:
 
         train_data, test_data = (record_arrays(load_usability(args.data, s)) for s in ("train", "test"))
     else:
-        from c4u_engine.train.screening_data import union_arrays
+        from c4u_engine.train.screening_data import FreshBatches, union_arrays
 
-        train_data = union_arrays(args.seed, args.n_train, args.n_creatives)
+        train_data = (FreshBatches(args.seed, args.renders_share) if args.fresh
+                      else union_arrays(args.seed, args.n_train, args.n_creatives))
         test_seed = args.seed + 1 if args.test_seed is None else args.test_seed
         if test_seed == args.seed:
             raise SystemExit("--test-seed must differ from --seed: the test set would be training samples")
         test_data = union_arrays(test_seed, args.n_test, args.n_test_creatives)
     torch.manual_seed(args.seed)
     net = RFNet(config)
+    if args.init:
+        from c4u_engine.screening.model_dir import WEIGHTS_FILE
+
+        weights = Path(args.init) / WEIGHTS_FILE
+        if not weights.is_file():
+            ap.error(f"--init {args.init}: no {WEIGHTS_FILE} there (a screening model directory)")
+        try:
+            net.load_state_dict(load_file(str(weights)))  # strict
+        except RuntimeError as exc:
+            ap.error(f"--init {args.init}: its weights do not fit this architecture ({config}): "
+                     f"{str(exc).splitlines()[0]}")
     train(net, train_data, steps=args.steps, seed=args.seed, state=states / "rfnet.safetensors", name="rfnet",
-          batch=args.batch)
+          batch=args.batch, lr=args.lr)
     baselines = []
     for b in range(args.baseline_seeds):
         torch.manual_seed(args.seed + 100 + b)
@@ -206,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                             for m in [test_data["source"] == src]},
         "caught_by_difficulty": _by_difficulty(test_data, full[:, 0], 0.5),
         "caught_by_difficulty_without_product_image": _by_difficulty(test_data, text_only[:, 0], 0.5),
-        "train": {"samples": int(len(train_data["label"])), "renders": args.n_train, "creatives": args.n_creatives,
+        "train": {"samples": (args.steps * args.batch if args.fresh else int(len(train_data["label"]))),
+                  "fresh": args.fresh, "init": args.init, "lr": args.lr,
+                  **({"renders_share": args.renders_share} if args.fresh else
+                     {"renders": args.n_train, "creatives": args.n_creatives}),
                   "steps": args.steps, "batch": args.batch,
                   "baseline_steps": args.baseline_steps, "seed": args.seed, "threads": args.threads,
                   "seconds": round(time.perf_counter() - t_start, 1)},

@@ -32,8 +32,10 @@ def test_the_shipped_directory_is_valid_and_measured():
 
 
 def test_average_precision_on_fresh_samples():
-    """AP of P(available) on 300 samples of a seed no training or card run used (card: 0.94 on 3,000; 0.90
-    without the cut-out); a loose floor for the sampling noise of 300."""
+    """AP of P(available) on 300 samples of a seed no training or card run used (card: 0.948 on 3,000 fresh
+    renders); a loose floor for the sampling noise of 300. The cut-out's worth shows where a defect is visible only
+    against it (unsuitable: truncated or damaged): the held-out AP gap of the two modes (2.4 points on 4,000, in
+    the card) is within the noise of 300 samples."""
     from c4u_engine.train.screening_metrics import average_precision
 
     screener = Screener()
@@ -44,7 +46,11 @@ def test_average_precision_on_fresh_samples():
         text.append(screener.probabilities([s.generated], s.text)[0, 0])
     positive = np.array([s.label == "available" for s in samples])
     ap_full, ap_text = average_precision(positive, np.array(full)), average_precision(positive, np.array(text))
-    assert ap_full >= 0.85 and ap_full > ap_text, (ap_full, ap_text)
+    assert ap_full >= 0.90 and ap_text >= 0.85, (ap_full, ap_text)
+    unsuitable = np.array([s.label == "unsuitable" for s in samples])
+    caught_full = (np.array(full)[unsuitable] < screener.threshold).mean()
+    caught_text = (np.array(text)[unsuitable] < screener.threshold).mean()
+    assert unsuitable.sum() >= 20 and caught_full >= 0.95 and caught_full > caught_text, (caught_full, caught_text)
 
 
 def test_torch_weights_and_onnx_graph_agree():
