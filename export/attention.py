@@ -54,6 +54,15 @@ def additive_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, float("-inf")).to(dtype)
 
 
+def grouped_bias(attn_mask: torch.Tensor, dtype: torch.dtype, bias_of) -> torch.Tensor:
+    """The mask's additive bias as [B|1, 1, 1, S, L], broadcast over the KV heads and query groups of scores
+    [B, kvH, G, S, L]. bias_of gets the mask object itself, so one bias is shared by every layer."""
+    bias = bias_of(attn_mask, dtype)
+    while bias.dim() < 4:
+        bias = bias.unsqueeze(0)
+    return bias.unsqueeze(2)
+
+
 def unnormalized_softmax(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(exp(scores - rowmax), the row sums of that accumulated in float64, in scores' dtype): softmax = e / sum,
     with a sum that does not depend on where the row's entries sit (module docstring: batch invariance)."""
@@ -79,10 +88,7 @@ def grouped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     q = (query * scale).reshape(b, kv_heads, groups * s, d)
     scores = torch.matmul(q, key.transpose(-1, -2)).reshape(b, kv_heads, groups, s, length)
     if attn_mask is not None:
-        bias = bias_of(attn_mask, scores.dtype)  # the mask object itself: its bias is shared across layers
-        while bias.dim() < 4:
-            bias = bias.unsqueeze(0)
-        scores = scores + bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
+        scores = scores + grouped_bias(attn_mask, scores.dtype, bias_of)
     if batch_invariant:
         e, total = unnormalized_softmax(scores)
         out = torch.matmul(e.reshape(b, kv_heads, groups * s, length), value)
@@ -108,10 +114,7 @@ def grouped_sdpa_segments(query: torch.Tensor, keys: tuple[torch.Tensor, ...], v
         return _invariant_segments(q, keys, values, attn_mask, bias_of).reshape(b, heads, s, d)
     scores = torch.cat([torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) for k in keys], dim=-1)
     if attn_mask is not None:
-        bias = bias_of(attn_mask, scores.dtype)
-        while bias.dim() < 4:
-            bias = bias.unsqueeze(0)
-        scores = scores + bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
+        scores = scores + grouped_bias(attn_mask, scores.dtype, bias_of)
     probs = torch.softmax(scores, dim=-1)
     out, start = None, 0
     for i, (k, v) in enumerate(zip(keys, values)):
@@ -129,12 +132,7 @@ def _invariant_segments(q: torch.Tensor, keys: tuple[torch.Tensor, ...], values:
     exponentials, the float64 sums and the products with V all go segment by segment, so the scores are never
     concatenated nor sliced back apart (those copies were ~14% of an int8 decoder call); the max of the segments'
     maxima and the float64 sum of their sums are what one softmax over all slots would take."""
-    bias = None
-    if attn_mask is not None:
-        bias = bias_of(attn_mask, q.dtype)
-        while bias.dim() < 4:
-            bias = bias.unsqueeze(0)
-        bias = bias.unsqueeze(2)  # [B|1, 1, 1, S, L] over the groups
+    bias = None if attn_mask is None else grouped_bias(attn_mask, q.dtype, bias_of)
     scores, start = [], 0
     for i, k in enumerate(keys):
         part = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2))
