@@ -1,11 +1,13 @@
 """The default lanes against fixed ones, for a lone request and for 8 concurrent clients, at three model sizes.
 
     python benchmarks/bench_lone_default.py [--models builtin 40m 150m] [--reps 5] [--clients 8]
+        [--strategy round_robin|knockout]
 
 Engines (onnxruntime fp32, each loaded once per model): `lanes=1` (one scheduler, every core per call), `lanes=2`
 (two one-thread lanes: the default before lone sessions), and the default (`Engine(model)`: one lane per core, and
-while at most one lane has requests its calls get every core). Lone: one N = 8 round-robin fast selection of 224 px
-creatives at a time (56 ordered comparisons), the engines alternating rep by rep in one process (rotating order), so
+while at most one lane has requests its calls get every core). Lone: one N = 8 fast selection (round robin: 56 ordered
+comparisons; --strategy knockout: rounds of 4, 2 and 1 pairs, both orders, so much smaller calls) of 224 px
+creatives at a time, the engines alternating rep by rep in one process (rotating order), so
 drift of the machine's speed falls on all; medians. Clients: `--clients` threads at once, each with its own selection
 (the same workload, other seeds), selections/s, best of --rounds interleaved rounds. Also the
 resident memory each engine added at load (the lone sessions are a second copy of the weights). Results must agree:
@@ -83,9 +85,12 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of `clients` selections at once")
+    p.add_argument("--strategy", default="round_robin", choices=["round_robin", "knockout"],
+                   help="the selections' strategy (knockout: smaller calls, 4 + 2 + 1 pairs per round)")
     p.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "c4u-bench-lone"))
     args = p.parse_args()
-    print(f"machine: {machine()}; lone: median of {args.reps} interleaved N = 8 round-robin fast selections; "
+    OPTIONS["strategy"] = args.strategy
+    print(f"machine: {machine()}; lone: median of {args.reps} interleaved N = 8 {args.strategy} fast selections; "
           f"{args.clients} clients: best of {args.rounds} interleaved rounds of {args.clients} selections\n",
           flush=True)
     header = ["model", "engine", "lanes", "lone s", "lone vs fastest", f"{args.clients} clients sel/s",
