@@ -28,6 +28,7 @@ before the decoder took a frozen segment run as before (the whole cache as past)
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,6 +39,7 @@ from c4u_engine.models.file_formats import read_safetensors_header
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
+from c4u_engine.runners.lone_choice import LoneChoice, call_size
 from c4u_engine.runners.precision import normalize_precision
 from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
                                            decoder_input_names, decoder_takes_frozen, load_engine_dir)
@@ -134,7 +136,9 @@ class OnnxRuntimeRunner(Runner):
         # lone_threads: a second pair of sessions on that many threads (every core) for calls that run alone, as
         # the engine's lone check says (set_lone_check): lanes give concurrent requests one core each, and without
         # these a request alone would run on one lane's share too (1.85x slower on a 40M checkpoint, issue 25).
+        # Small calls run faster on one thread, so which set a lone call gets is measured (lone_choice).
         self.lone_threads = None
+        self.lone_choice = LoneChoice()
         self._lone: tuple[Any, Any] | None = None
         self._lone_check: Callable[[], bool] | None = None
         if lone_threads and self.intra_op_threads and lone_threads > self.intra_op_threads \
@@ -254,9 +258,17 @@ class OnnxRuntimeRunner(Runner):
         return outputs[0], OrtKV(outputs[1::2], outputs[2::2], past.frozen_keys, past.frozen_values)
 
     def _run(self, graph: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Graph 0 (vision) or 1 (decoder) on the lane's sessions, or on the lone ones when this call is alone."""
-        lone = self._lone is not None and self._lone_check is not None and self._lone_check()
-        return (self._lone if lone else (self._vision, self._decoder))[graph].run(None, feeds)
+        """Graph 0 (vision) or 1 (decoder) on the lane's sessions; when this call is alone, on the lone (all-core)
+        ones or the lane's, whichever runs calls of its size faster (runners/lone_choice.py)."""
+        lane = (self._vision, self._decoder)[graph]
+        if self._lone is None or self._lone_check is None or not self._lone_check():
+            return lane.run(None, feeds)
+        key = (graph, call_size(graph, feeds))
+        lone = self.lone_choice.use_lone(key)
+        start = time.perf_counter()
+        outputs = (self._lone[graph] if lone else lane).run(None, feeds)
+        self.lone_choice.record(key, lone, time.perf_counter() - start)
+        return outputs
 
     def set_lone_check(self, check: Callable[[], bool] | None) -> None:
         self._lone_check = check

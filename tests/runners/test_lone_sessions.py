@@ -1,5 +1,6 @@
-"""A call that runs alone (the engine's lone check) gets the runner's lone sessions, on every core; calls while
-several lanes have requests get the lanes' own one-thread sessions."""
+"""A call that runs alone (the engine's lone check) gets the runner's lone sessions, on every core, or its lane's
+one-thread ones where those measured faster for calls of its size (runners/lone_choice.py); calls while several
+lanes have requests get the lanes' own one-thread sessions."""
 
 from __future__ import annotations
 
@@ -87,7 +88,9 @@ def test_default_engine_runs_a_lone_request_on_every_core_and_concurrent_ones_on
         log = _spied(engine.runner)
         images = [make_test_image(56, 56, seed=s) for s in range(3)]
         alone = engine.select(images, PROFILE, use_cache=False)
-        assert set(log) == {"lone"}  # one request: one lane has work, every call on the lone sessions
+        # one request: one lane has work, so every call is timed on one of the two session sets per its size
+        timed = engine.runner.lone_choice.timings()
+        assert log and log[0] == "lone" and len(log) == sum(len(a) + len(b) for a, b in timed.values())
         lanes = engine.core.lanes
         try:  # the check counts the lanes that have requests (waiting or live)
             for loads, expected in (([0, 0], True), ([3, 0], True), ([0, 1], True), ([1, 1], False)):
@@ -100,3 +103,52 @@ def test_default_engine_runs_a_lone_request_on_every_core_and_concurrent_ones_on
             [alone.ranking] * 4
     finally:
         engine.close()
+
+
+class _Slow(_Spy):
+    def __init__(self, session, name: str, log: list, seconds: float) -> None:
+        super().__init__(session, name, log)
+        self._seconds = seconds
+
+    def run(self, outputs, feeds):
+        import time
+
+        time.sleep(self._seconds)
+        return super().run(outputs, feeds)
+
+
+@pytest.mark.parametrize("slow", ["lone", "lane"])
+def test_a_lone_call_runs_where_calls_of_its_size_ran_faster(ckpt_with_export, slow):
+    """After two timed calls on each session set, a size's lone calls go to the faster set, and the slower one is
+    timed again once in RECHECK_EVERY calls; the numbers do not depend on the set."""
+    from c4u_engine.runners.lone_choice import RECHECK_EVERY, TRIALS
+
+    runner = OnnxRuntimeRunner(ckpt_with_export / "onnx", intra_op_threads=1, lone_threads=2)
+    runner.set_lone_check(lambda: True)
+    log: list[str] = []
+    delay = {"lone": 0.0, "lane": 0.0, slow: 0.02}
+    runner._decoder = _Slow(runner._decoder, "lane", log, delay["lane"])
+    runner._lone = (runner._lone[0], _Slow(runner._lone[1], "lone", log, delay["lone"]))
+    first = _prefill(runner)
+    for _ in range(2 * TRIALS - 1 + RECHECK_EVERY):
+        np.testing.assert_allclose(_prefill(runner), first, rtol=1e-5, atol=1e-5)
+    fast = "lane" if slow == "lone" else "lone"
+    assert log[: 2 * TRIALS] == ["lone", "lane"] * TRIALS  # the trials alternate
+    chosen = log[2 * TRIALS:]
+    assert chosen.count(slow) == 1 and chosen.count(fast) == RECHECK_EVERY - 1, chosen
+
+
+def test_lone_choice_keys_calls_by_graph_and_size():
+    from c4u_engine.runners.lone_choice import LoneChoice, call_size
+
+    assert call_size(1, {"inputs_embeds": np.zeros((4, 16, 8))}) == call_size(1, {"inputs_embeds": np.zeros((8, 8, 8))})
+    assert call_size(1, {"inputs_embeds": np.zeros((1, 1, 8))}) < call_size(1, {"inputs_embeds": np.zeros((64, 1, 8))})
+    assert call_size(0, {"pixel_patches": np.zeros((256, 8))}) == (256).bit_length()
+    choice = LoneChoice()
+    for _ in range(2):
+        choice.record((1, 3), True, 0.5)
+        choice.record((1, 3), False, 0.1)
+        choice.record((1, 9), True, 0.1)
+        choice.record((1, 9), False, 0.5)
+    assert choice.use_lone((1, 3)) is False and choice.use_lone((1, 9)) is True
+    assert choice.use_lone((0, 3)) is True  # a size never timed starts with the all-core sessions
