@@ -39,7 +39,7 @@ from c4u_engine.models.file_formats import read_safetensors_header
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
-from c4u_engine.runners.lone_choice import LoneChoice, call_size
+from c4u_engine.runners.lone_choice import LoneChoice, call_work
 from c4u_engine.runners.precision import normalize_precision
 from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
                                            decoder_input_names, decoder_takes_frozen, load_engine_dir)
@@ -263,11 +263,12 @@ class OnnxRuntimeRunner(Runner):
         lane = (self._vision, self._decoder)[graph]
         if self._lone is None or self._lone_check is None or not self._lone_check():
             return lane.run(None, feeds)
-        key = (graph, call_size(graph, feeds))
+        work = call_work(graph, feeds)
+        key = (graph, work.bit_length())  # sizes within a factor of 2 share their timings
         lone = self.lone_choice.use_lone(key)
         start = time.perf_counter()
         outputs = (self._lone[graph] if lone else lane).run(None, feeds)
-        self.lone_choice.record(key, lone, time.perf_counter() - start)
+        self.lone_choice.record(key, lone, time.perf_counter() - start, work)
         return outputs
 
     def set_lone_check(self, check: Callable[[], bool] | None) -> None:

@@ -118,37 +118,49 @@ class _Slow(_Spy):
 
 
 @pytest.mark.parametrize("slow", ["lone", "lane"])
-def test_a_lone_call_runs_where_calls_of_its_size_ran_faster(ckpt_with_export, slow):
-    """After two timed calls on each session set, a size's lone calls go to the faster set, and the slower one is
-    timed again once in RECHECK_EVERY calls; the numbers do not depend on the set."""
+def test_a_short_lone_call_runs_where_calls_of_its_size_ran_faster(ckpt_with_export, slow):
+    """Short calls: two timed calls on every core, two on one thread, then the faster set, the slower one timed
+    again once in RECHECK_EVERY calls; the numbers do not depend on the set."""
     from c4u_engine.runners.lone_choice import RECHECK_EVERY, TRIALS
 
     runner = OnnxRuntimeRunner(ckpt_with_export / "onnx", intra_op_threads=1, lone_threads=2)
     runner.set_lone_check(lambda: True)
     log: list[str] = []
-    delay = {"lone": 0.0, "lane": 0.0, slow: 0.02}
+    delay = {"lone": 0.0, "lane": 0.0, slow: 0.005}
     runner._decoder = _Slow(runner._decoder, "lane", log, delay["lane"])
     runner._lone = (runner._lone[0], _Slow(runner._lone[1], "lone", log, delay["lone"]))
     first = _prefill(runner)
     for _ in range(2 * TRIALS - 1 + RECHECK_EVERY):
         np.testing.assert_allclose(_prefill(runner), first, rtol=1e-5, atol=1e-5)
     fast = "lane" if slow == "lone" else "lone"
-    assert log[: 2 * TRIALS] == ["lone", "lane"] * TRIALS  # the trials alternate
+    assert log[: 2 * TRIALS] == ["lone"] * TRIALS + ["lane"] * TRIALS
     chosen = log[2 * TRIALS:]
     assert chosen.count(slow) == 1 and chosen.count(fast) == RECHECK_EVERY - 1, chosen
 
 
-def test_lone_choice_keys_calls_by_graph_and_size():
-    from c4u_engine.runners.lone_choice import LoneChoice, call_size
+def test_a_long_lone_call_keeps_every_core_untried_on_one_thread(ckpt_with_export):
+    from c4u_engine.runners.lone_choice import EXPLORE_BELOW_S
 
-    assert call_size(1, {"inputs_embeds": np.zeros((4, 16, 8))}) == call_size(1, {"inputs_embeds": np.zeros((8, 8, 8))})
-    assert call_size(1, {"inputs_embeds": np.zeros((1, 1, 8))}) < call_size(1, {"inputs_embeds": np.zeros((64, 1, 8))})
-    assert call_size(0, {"pixel_patches": np.zeros((256, 8))}) == (256).bit_length()
+    runner = OnnxRuntimeRunner(ckpt_with_export / "onnx", intra_op_threads=1, lone_threads=2)
+    runner.set_lone_check(lambda: True)
+    log: list[str] = []
+    runner._decoder = _Spy(runner._decoder, "lane", log)
+    runner._lone = (runner._lone[0], _Slow(runner._lone[1], "lone", log, EXPLORE_BELOW_S))
+    for _ in range(6):
+        _prefill(runner)
+    assert log == ["lone"] * 6
+
+
+def test_lone_choice_compares_time_per_unit_of_work():
+    from c4u_engine.runners.lone_choice import LoneChoice, call_work
+
+    assert call_work(1, {"inputs_embeds": np.zeros((4, 16, 8))}) == 64
+    assert call_work(0, {"pixel_patches": np.zeros((256, 8))}) == 256
     choice = LoneChoice()
     for _ in range(2):
-        choice.record((1, 3), True, 0.5)
-        choice.record((1, 3), False, 0.1)
-        choice.record((1, 9), True, 0.1)
-        choice.record((1, 9), False, 0.5)
-    assert choice.use_lone((1, 3)) is False and choice.use_lone((1, 9)) is True
+        choice.record((1, 7), True, 0.004, 64)  # every core: 62.5 us per token
+        choice.record((1, 7), False, 0.005, 120)  # one thread on larger calls of the size: 41.7 us per token
+        choice.record((1, 9), True, 0.002, 300)
+        choice.record((1, 9), False, 0.006, 300)
+    assert choice.use_lone((1, 7)) is False and choice.use_lone((1, 9)) is True
     assert choice.use_lone((0, 3)) is True  # a size never timed starts with the all-core sessions
