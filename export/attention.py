@@ -118,12 +118,16 @@ def grouped_sdpa_segments(query: torch.Tensor, keys: tuple[torch.Tensor, ...], v
     probs = torch.softmax(scores, dim=-1)
     out, start = None, 0
     for i, (k, v) in enumerate(zip(keys, values)):
-        # the last segment takes the remaining slots: one dynamic bound per split, none for the tail
-        share = probs[..., start:] if i == len(keys) - 1 else probs[..., start : start + k.shape[2]]
-        part = torch.matmul(share, v.unsqueeze(2))
+        part = torch.matmul(_segment_slots(probs, start, k, i == len(keys) - 1), v.unsqueeze(2))
         out = part if out is None else out + part
         start = start + k.shape[2]
     return out.reshape(b, heads, s, d)
+
+
+def _segment_slots(t: torch.Tensor, start, key: torch.Tensor, last: bool) -> torch.Tensor:
+    """The slots of t (last axis) that segment `key` covers from `start`; the last segment takes the remaining ones:
+    one dynamic bound per split, none for the tail."""
+    return t[..., start:] if last else t[..., start : start + key.shape[2]]
 
 
 def _invariant_segments(q: torch.Tensor, keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...],
@@ -137,7 +141,7 @@ def _invariant_segments(q: torch.Tensor, keys: tuple[torch.Tensor, ...], values:
     for i, k in enumerate(keys):
         part = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2))
         if bias is not None:
-            part = part + (bias[..., start:] if i == len(keys) - 1 else bias[..., start : start + k.shape[2]])
+            part = part + _segment_slots(bias, start, k, i == len(keys) - 1)
         scores.append(part)
         start = start + k.shape[2]
     row_max = torch.cat([part.amax(dim=-1, keepdim=True) for part in scores], dim=-1).amax(dim=-1, keepdim=True)

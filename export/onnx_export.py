@@ -131,6 +131,7 @@ def export_engine(
                                      opset=opset, limits=limits, external_data=external_data,
                                      batch_invariant=True if batch_invariant is None else batch_invariant)
         dtype = FLOAT_DTYPES[precision]
+    batch_invariant = bool(batch_invariant)  # float exports: off unless asked
     if block_size is not None or float_kept is not None or any(v is not None for v in int8_options.values()):
         raise InvalidInputError("block_size, float_kept, activation scales, smoothing and calibration apply to "
                                 "int8 / int4 exports only")
@@ -168,7 +169,7 @@ def export_engine(
     ):
         t0 = time.perf_counter()
         graphs[name] = _export_graph(name, module, args, inputs, outputs, axes, out_dir, opset, external_data,
-                                     profiles[name], log, bool(batch_invariant))
+                                     profiles[name], log, batch_invariant)
         seconds[name] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -181,7 +182,7 @@ def export_engine(
     manifest = build_manifest(
         config=config, dtype=dtype, opset=opset, source_dir=ckpt_dir.resolve(), source_fingerprint=fingerprint,
         graphs=graphs, embeddings=embeddings, files=files, profiles=profiles, exporter_version=__version__,
-        batch_invariant=bool(batch_invariant),
+        batch_invariant=batch_invariant,
         tool_versions={"torch": torch.__version__, "onnx": onnx.__version__},
     )
     write_manifest(out_dir, manifest)
