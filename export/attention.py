@@ -20,11 +20,16 @@ engine's next quantization now and then turns that bit into a whole int8 step, a
 2e-3 with what shared its batch. Invariant form: e = exp(scores - rowmax) (elementwise: position-free), the row sum
 accumulated in float64 and rounded once to float32 (correctly rounded whatever the order, except within ~1e-16 of a
 tie), out = (e V) / sum, the division after the product so it runs on [rows, head_dim] instead of [rows, slots].
-What it does not cover: the same cache split into other frozen / past segments (each segment's e V is its own
-product, then summed), so the runtime must give a row the same split alone and batched; measured (BENCHMARKS.md,
-"Batch-invariant attention") alone vs batched bit for bit equal, fast and reason, int8 and fp32. The float64 sums
-cost a few percent of a selection on CPU; TensorRT has no float64, so float exports keep the fused softmax unless
-asked.
+What it does not cover: a row's slots at other offsets within a segment (padding in its middle) or the same cache
+split into other frozen / past segments: each segment's e V is its own float32 product, and onnxruntime's CPU MatMul
+rounds a sum differently when zeros are inserted among its terms (trailing zeros are harmless). Prefill lays every row
+out from slot 0 with padding at the end, so fast mode and short reasoning are bit for bit equal alone and batched
+(BENCHMARKS.md, "Batch-invariant attention"); long reasoning is not (the decode batch folds and merges rows' caches at
+points that depend on the batch: 7.5e-2 in P(A) after 256 tokens on the built-in int8 engine). Products in float64
+narrow that to 7e-5 but do not close it (long sums with cancellation still round differently in the last bit now and
+then); exactness needs each row's slots at the same offsets alone and batched (BENCHMARKS.md, "Long reasoning").
+The float64 sums cost a few percent of a selection on CPU; TensorRT has no float64, so float exports keep the fused
+softmax unless asked.
 
 The mask becomes an additive bias (0 where attended, -inf elsewhere) computed once per mask and shared by every
 layer that gets the same mask tensor, instead of a masked_fill (ONNX Where) per layer: onnxruntime's CPU Where with

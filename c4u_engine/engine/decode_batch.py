@@ -102,7 +102,8 @@ class DecodeBatch:
 
     def join(self, rows: list[DecodeRow], kv, mask: np.ndarray, logits: np.ndarray, next_positions: np.ndarray) -> None:
         """Add rows (a batch KV of len(rows) rows, its mask, the logits after their last prompt token)."""
-        self._cohorts.append(_Cohort(list(rows), kv, np.asarray(mask, bool), np.asarray(logits),
+        mask = np.asarray(mask, bool)
+        self._cohorts.append(_Cohort(list(rows), self.runner.kv_for_decode(kv, mask), mask, np.asarray(logits),
                                      np.asarray(next_positions, np.int64).copy()))
 
     def drop(self, owners_to_drop) -> list[DecodeRow]:

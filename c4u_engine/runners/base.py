@@ -199,6 +199,12 @@ class Runner(ABC):
         (keys are stored after their rotary embedding, so a key's slot carries no position)."""
         return None
 
+    def kv_for_decode(self, kv: KV, mask: np.ndarray) -> KV:
+        """The KV a decode batch keeps for rows that join it (`mask`: the engine's [rows, slots] mask of `kv`). A
+        runner may lay it out its own way (the onnxruntime runner packs each row's live slots, runners/decode_kv.py);
+        the engine keeps its own mask and slot count either way. Default: the KV as it is."""
+        return kv
+
     def kv_release(self, kv: KV) -> None:  # noqa: B027 - optional hook, nothing to do for plain buffers
         """The caller is done with `kv` (a decode cohort that emptied): a KV holding pool blocks (runners/
         paged_rows.py) gives them back now instead of at garbage collection. Nothing to do for plain buffers."""

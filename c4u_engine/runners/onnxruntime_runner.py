@@ -39,6 +39,7 @@ from c4u_engine.models.file_formats import read_safetensors_header
 from c4u_engine.models.rope import image_token_count
 from c4u_engine.models.vision_aux import check_grid_thw, vision_aux_arrays
 from c4u_engine.runners.base import KV, Embeds, Runner, split_by_budget
+from c4u_engine.runners.decode_kv import DecodeKV
 from c4u_engine.runners.lone_choice import LoneChoice, call_work
 from c4u_engine.runners.precision import normalize_precision
 from c4u_engine.runners.engine_dir import (ORT_DTYPES, VISION_INPUTS, EngineDir, TensorSpec, check_graph_io,
@@ -243,6 +244,8 @@ class OnnxRuntimeRunner(Runner):
         empty = [self._empty(b)] * self.num_layers
         if past is not None and past.keys[0].shape[0] != b:
             raise InvalidInputError(f"past KV has batch {past.keys[0].shape[0]}, embeds batch {b}")
+        if isinstance(past, DecodeKV):
+            return self._decode_step(feeds, past)
         if past is None:
             past = OrtKV(empty, empty)
         elif self._takes_frozen and (past.frozen_keys is None or past.keys[0].shape[2] >= FOLD_SLOTS):
@@ -256,6 +259,20 @@ class OnnxRuntimeRunner(Runner):
         feeds.update(zip(self._decoder_inputs[4:], caches))
         outputs = self._run(1, feeds)
         return outputs[0], OrtKV(outputs[1::2], outputs[2::2], past.frozen_keys, past.frozen_values)
+
+    def _decode_step(self, feeds: dict[str, np.ndarray], past: DecodeKV):
+        """One token per row over a decode KV (runners/decode_kv.py): the packed cache as the frozen segment, the new
+        token as its own, the engine's mask checked against the rows' live slots and replaced by the packed one."""
+        if feeds["inputs_embeds"].shape[1] != 1:
+            raise InvalidInputError("a decode KV takes one new token per row and call")
+        past.check_engine_mask(feeds["attention_mask"])
+        feeds["attention_mask"] = past.attention_mask()
+        empty = [self._empty(past.rows)] * self.num_layers
+        caches = [t for pair in zip(empty, empty) for t in pair] + \
+            [t for pair in zip(past.keys, past.values) for t in pair]
+        feeds.update(zip(self._decoder_inputs[4:], caches))
+        outputs = self._run(1, feeds)
+        return outputs[0], past.appended(outputs[1::2], outputs[2::2])
 
     def _run(self, graph: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Graph 0 (vision) or 1 (decoder) on the lane's sessions; when this call is alone, on the lone (all-core)
@@ -283,7 +300,21 @@ class OnnxRuntimeRunner(Runner):
         return empty
 
     # -- KV plumbing -----------------------------------------------------------------------------------
+    def kv_for_decode(self, kv: KV, mask: np.ndarray) -> KV:
+        # rows packed from slot 0, so a row decodes alike whatever shares its batch (runners/decode_kv.py); graphs
+        # without a frozen segment (exported before it) keep the engine's layout
+        if not self._takes_frozen or isinstance(kv, DecodeKV):
+            return kv
+        if np.asarray(mask).shape != (kv.keys[0].shape[0], self.kv_length(kv)):
+            raise InvalidInputError(f"mask must be [{kv.keys[0].shape[0]}, {self.kv_length(kv)}], got "
+                                    f"{list(np.asarray(mask).shape)}")
+        return DecodeKV.pack(kv.segments(), mask)
+
     def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:
+        if isinstance(kv, DecodeKV):
+            if length is not None and length != kv.width:
+                raise InvalidInputError("a decode KV's rows are packed: it is selected whole (length=None)")
+            return kv.select(rows)
         idx = np.asarray(list(rows), dtype=np.intp)
         full = self.kv_length(kv)
         cut = full if length is None else int(length)
@@ -302,6 +333,11 @@ class OnnxRuntimeRunner(Runner):
         return OrtKV.from_segments(picked)
 
     def kv_stack(self, kvs: Sequence[KV], length: int, reserve: int = 0) -> KV:
+        packed = [isinstance(kv, DecodeKV) for kv in kvs]
+        if any(packed):
+            if not all(packed):
+                raise InvalidInputError("kv_stack: decode KVs stack only with decode KVs (Runner.kv_for_decode)")
+            return DecodeKV.stack(kvs, length)
         rows, first = sum(kv.keys[0].shape[0] for kv in kvs), kvs[0].keys[0]
         lengths = [self.kv_length(kv) for kv in kvs]
         if max(lengths) > length:
@@ -327,15 +363,22 @@ class OnnxRuntimeRunner(Runner):
         return OrtKV(keys, values)
 
     def kv_gather_slots(self, kv: KV, index: np.ndarray, reserve: int = 0) -> KV:
+        if isinstance(kv, DecodeKV):  # already packed: the engine's compaction keeps live slots in order
+            return kv.with_width(np.asarray(index).shape[1])
         at = np.asarray(index, dtype=np.intp)[:, None, :, None]  # [rows, 1, L, 1] against [rows, heads, S, dim]
         kv = kv.joined()
         return OrtKV([np.take_along_axis(k, at, axis=2) for k in kv.keys],
                      [np.take_along_axis(v, at, axis=2) for v in kv.values])
 
     def kv_length(self, kv: KV) -> int:
+        if isinstance(kv, DecodeKV):
+            return kv.width
         return kv.frozen_length + int(kv.keys[0].shape[2])
 
     def kv_layers(self, kv: KV) -> tuple[list, list, int]:
+        if isinstance(kv, DecodeKV):
+            raise InvalidInputError("a decode KV's rows are packed, not in the engine's slot layout: kv_layers takes "
+                                    "the KV of a prefill (the KV store's entries)")
         if kv.frozen_keys is not None:  # one segment from now on, so that the buffers returned are the KV's own
             whole = kv.joined()
             kv.keys, kv.values, kv.frozen_keys, kv.frozen_values = whole.keys, whole.values, None, None
@@ -349,6 +392,8 @@ class OnnxRuntimeRunner(Runner):
                      [np.zeros(shape, self._np_dtype) for _ in range(self.num_layers)])
 
     def kv_nbytes(self, kv: KV) -> int:
+        if isinstance(kv, DecodeKV):
+            return kv.nbytes()
         return int(sum(t.nbytes for segment in kv.segments() for tensors in segment for t in tensors))
 
     def embeds_nbytes(self, embeds: Embeds) -> int:

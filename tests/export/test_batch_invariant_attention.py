@@ -131,6 +131,59 @@ def test_int8_selections_alone_and_batched_are_equal(engines):
                 [(c.first, c.second, c.prob_a) for c in ref.comparisons]
 
 
+def _decode_logits(runner, prompts: list[np.ndarray], joins: dict[int, list[int]], new_tokens: int) -> dict:
+    """Every row's logits at every step of one decode batch that rows join at the given steps (several at once are
+    right-padded to the longest, as the scheduler's prefill batches are)."""
+    from c4u_engine.engine.decode_batch import DecodeBatch, DecodeRow
+    from c4u_engine.engine.sampling import Sampler, SamplingParams
+
+    seen: dict[int, list[np.ndarray]] = {}
+    batch = DecodeBatch(runner, eos_ids=[], before_sample=lambda row, logits: seen[row.owner].append(logits.copy()))
+    step = 0
+    while step == 0 or len(batch):
+        for r in joins.get(step, []):
+            seen[r] = []
+        rows = joins.get(step, [])
+        if rows:
+            kvs, logits = [], []
+            for r in rows:  # each prompt prefilled alone: the same KV whatever joins with it
+                n = len(prompts[r])
+                out, kv = runner.forward(runner.embed(prompts[r][None], []), np.broadcast_to(np.arange(n), (3, 1, n)),
+                                         None, np.ones((1, n), bool), np.array([[n - 1]]))
+                kvs.append(kv)
+                logits.append(out[0, 0])
+            width = max(len(prompts[r]) for r in rows)
+            mask = np.zeros((len(rows), width), bool)
+            for i, r in enumerate(rows):
+                mask[i, : len(prompts[r])] = True
+            batch.join([DecodeRow(r, Sampler(SamplingParams()), new_tokens) for r in rows], runner.kv_stack(kvs, width),
+                       mask, np.stack(logits), np.array([len(prompts[r]) for r in rows]))
+        batch.step()
+        step += 1
+    return seen
+
+
+def test_long_decoding_alone_and_batched_is_bit_for_bit_equal(engines, monkeypatch):
+    """Decode batch level, int8 (invariant attention): rows of different prompt lengths decoding 40 tokens each alone
+    vs in one batch that others join at other steps (right-padded joins, merges, rows leaving, the packed cache
+    growing every 4 slots): every row's logits at every step bit for bit equal (runners/decode_kv.py)."""
+    from c4u_engine.runners import decode_kv
+    from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+    monkeypatch.setattr(decode_kv, "GROW_SLOTS", 4)
+    runner = OnnxRuntimeRunner(engines / "int8", intra_op_threads=1)
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(0, 300, size=n) for n in (9, 23, 5, 17, 12, 30)]
+    alone = {}
+    for r in range(len(prompts)):
+        alone.update(_decode_logits(runner, prompts, {0: [r]}, 40))
+    batched = _decode_logits(runner, prompts, {0: [0, 1], 3: [2], 4: [3, 4], 9: [5]}, 40)
+    for r in range(len(prompts)):
+        assert len(batched[r]) == len(alone[r]) == 40
+        for step, (a, b) in enumerate(zip(alone[r], batched[r])):
+            assert np.array_equal(a, b), f"row {r}, step {step}: max |d logits| {np.abs(a - b).max():.2e}"
+
+
 def test_manifest_claim_is_checked_against_the_graphs(engines, tmp_path):
     assert not load_engine_dir(engines / "fused").batch_invariant
     assert load_engine_dir(engines / "invariant").batch_invariant

@@ -20,8 +20,10 @@ from engine_files import edit_manifest  # noqa: E402
 from tiny_checkpoint import make_test_image  # noqa: E402
 
 from c4u_engine.api import Engine  # noqa: E402
-from c4u_engine.errors import BackendUnavailableError, EngineArtifactError, UnsupportedModelError  # noqa: E402
+from c4u_engine.errors import (BackendUnavailableError, EngineArtifactError, InvalidInputError,  # noqa: E402
+                               UnsupportedModelError)
 from c4u_engine.runners import create_runner, onnxruntime_runner  # noqa: E402
+from c4u_engine.runners.decode_kv import DecodeKV  # noqa: E402
 from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner, OrtKV, tensorrt_ep_options  # noqa: E402
 from c4u_engine.runners.base import split_by_budget  # noqa: E402
 from c4u_engine.runners.torch_runner import TorchKV, TorchRunner  # noqa: E402
@@ -226,6 +228,46 @@ def test_long_decode_folds_the_cache_into_the_frozen_segment_and_matches_torch(p
     keys, _, length = ours.kv_layers(kv_o)
     assert length == 17 and kv_o.frozen_keys is None and keys[0] is kv_o.keys[0]  # joined, the KV's own buffers
     _close_kv(kv_o, kv_t, "after kv_layers")
+
+
+def test_decode_kv_packs_rows_and_decodes_as_torch(pairs):
+    # The decode batch's KV (Runner.kv_for_decode): each row's live slots packed from slot 0, steps appended in
+    # place; the logits are torch's on the engine's layout, and the engine's slot count and mask still rule.
+    ref, ours = pairs["gqa"]
+    rng = np.random.default_rng(8)
+    ids = rng.integers(0, 400, size=(2, 6))
+    mask = np.ones((2, 6), bool)
+    mask[1, 1:3] = False  # a gap, as right-padded prefill rows leave
+    pos = np.broadcast_to(np.arange(6), (3, 2, 6)).copy()
+    logits = {}
+    for runner in (ours, ref):
+        _, kv = runner.forward(runner.embed(ids, []), pos, None, mask, np.zeros((2, 1), np.int64))
+        kv = runner.kv_for_decode(kv, mask)
+        step_mask = mask
+        for i in range(5):
+            step_mask = np.concatenate([step_mask, np.ones((2, 1), bool)], axis=1)
+            tok = np.array([[(5 * i) % 400], [(13 * i + 1) % 400]])
+            out, kv = runner.forward(runner.embed(tok, []), np.full((3, 2, 1), 6 + i), kv, step_mask,
+                                     np.zeros((2, 1), np.int64))
+            logits.setdefault(runner.name, []).append(out)
+        assert runner.kv_length(kv) == 11
+        if runner is ours:
+            assert isinstance(kv, DecodeKV) and kv.lengths.tolist() == [11, 9]
+            with pytest.raises(InvalidInputError, match="live slots"):  # the engine's mask must agree
+                bad = np.concatenate([step_mask, np.ones((2, 1), bool)], axis=1)
+                bad[0, 0] = False
+                runner.forward(runner.embed(tok, []), np.full((3, 2, 1), 11), kv, bad, np.zeros((2, 1), np.int64))
+            with pytest.raises(InvalidInputError, match="one new token"):
+                runner.forward(runner.embed(ids[:, :2], []), np.full((3, 2, 2), 11), kv,
+                               np.ones((2, 13), bool), np.zeros((2, 1), np.int64))
+            with pytest.raises(InvalidInputError, match="kv_layers"):
+                runner.kv_layers(kv)
+            with pytest.raises(InvalidInputError, match="decode KVs stack only"):
+                runner.kv_stack([kv, OrtKV(kv.keys, kv.values)], 40)
+            assert runner.kv_select(kv, [1]).lengths.tolist() == [9]
+            assert runner.kv_nbytes(kv) == sum(t.nbytes for t in kv.keys + kv.values)
+    for i, (a, b) in enumerate(zip(logits["onnxruntime"], logits["torch"])):
+        _close(a, b, f"decode step {i}")
 
 
 @pytest.fixture(scope="module")
