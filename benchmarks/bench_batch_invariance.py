@@ -1,10 +1,12 @@
 """Does a request's answer depend on what it is batched with? Per precision on the built-in model.
 
-    python benchmarks/bench_batch_invariance.py [--requests 24] [--n 4]
+    python benchmarks/bench_batch_invariance.py [--requests 24] [--n 4] [--mode reason --max-new-tokens 256]
 
-Each request (N creatives of a synthetic group, round robin, fast) runs once alone with every cache off, then all of
+Each request (N creatives of a synthetic group, round robin) runs once alone with every cache off, then all of
 them submitted at once (Engine.submit) to one shared engine, whose scheduler merges their comparisons into batches.
-Prints max |dP(A)| between the two and how many answers, winners and rankings differ.
+Prints max |dP(A)| between the two and how many answers, reasoning texts, winners and rankings differ.
+`--engine-layout-decode` decodes as before runners/decode_kv.py (each row's cache in the engine's slot layout, folded
+and merged at batch-wide points), for the before / after comparison.
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--n", type=int, default=4, help="creatives per request (small: requests share batches)")
     parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--mode", default="fast", choices=["fast", "reason"])
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="reason mode's reasoning budget")
+    parser.add_argument("--engine-layout-decode", action="store_true",
+                        help="keep decode KVs in the engine's layout (the onnxruntime runner before decode_kv.py)")
     args = parser.parse_args()
+    if args.engine_layout_decode:
+        from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+        OnnxRuntimeRunner.kv_for_decode = lambda self, kv, mask: kv
+    options = {"strategy": "round_robin", "mode": args.mode}
+    if args.mode == "reason":
+        options["max_new_tokens"] = args.max_new_tokens
     from c4u_engine.api import Engine
     from c4u_engine.builtin import builtin_model_dir
 
@@ -33,16 +46,21 @@ def main() -> int:
     rows = []
     for precision in args.precisions.split(","):
         alone_engine = Engine(builtin_model_dir(), precision=precision, encoder_cache_bytes=0, prefix_cache_bytes=0)
-        alone = [alone_engine.select(im, p, strategy="round_robin", use_cache=False) for im, p in reqs]
+        alone = [alone_engine.select(im, p, use_cache=False, **options) for im, p in reqs]
         shared = Engine(builtin_model_dir(), precision=precision)
-        got = [f.result() for f in [shared.submit(im, p, strategy="round_robin") for im, p in reqs]]
+        got = [f.result() for f in [shared.submit(im, p, **options) for im, p in reqs]]
         pairs = [(x, y) for g, r in zip(got, alone) for x, y in zip(g.comparisons, r.comparisons)]
         rows.append([precision, len(pairs), f"{max(abs(x.prob_a - y.prob_a) for x, y in pairs):.2e}",
-                     sum(x.answer != y.answer for x, y in pairs), sum(g.winner != r.winner for g, r in zip(got, alone)),
+                     sum(x.prob_a != y.prob_a for x, y in pairs), sum(x.answer != y.answer for x, y in pairs),
+                     sum(x.raw_text != y.raw_text for x, y in pairs),
+                     sum(g.winner != r.winner for g, r in zip(got, alone)),
                      sum(g.ranking != r.ranking for g, r in zip(got, alone))])
-    print(report.markdown_table(["precision", "comparisons", "max |dP(A)| batched vs alone", "answers differ",
-                                 "winners differ", "rankings differ"], rows))
-    print(f"\nmachine: {report.machine()}; {args.requests} requests of {args.n} creatives, submitted at once")
+    print(report.markdown_table(["precision", "comparisons", "max |dP(A)| batched vs alone", "P(A) differ",
+                                 "answers differ", "texts differ", "winners differ", "rankings differ"], rows))
+    budget = f", up to {args.max_new_tokens} reasoning tokens" if args.mode == "reason" else ""
+    layout = "; decode KVs in the engine's layout (before decode_kv.py)" if args.engine_layout_decode else ""
+    print(f"\nmachine: {report.machine()}; {args.requests} requests of {args.n} creatives, {args.mode} mode{budget}, "
+          f"submitted at once{layout}")
     return 0
 
 

@@ -20,14 +20,14 @@ engine's next quantization now and then turns that bit into a whole int8 step, a
 2e-3 with what shared its batch. Invariant form: e = exp(scores - rowmax) (elementwise: position-free), the row sum
 accumulated in float64 and rounded once to float32 (correctly rounded whatever the order, except within ~1e-16 of a
 tie), out = (e V) / sum, the division after the product so it runs on [rows, head_dim] instead of [rows, slots].
-What it does not cover: a row's slots at other offsets within a segment (padding in its middle) or the same cache
-split into other frozen / past segments: each segment's e V is its own float32 product, and onnxruntime's CPU MatMul
-rounds a sum differently when zeros are inserted among its terms (trailing zeros are harmless). Prefill lays every row
-out from slot 0 with padding at the end, so fast mode and short reasoning are bit for bit equal alone and batched
-(BENCHMARKS.md, "Batch-invariant attention"); long reasoning is not (the decode batch folds and merges rows' caches at
-points that depend on the batch: 7.5e-2 in P(A) after 256 tokens on the built-in int8 engine). Products in float64
-narrow that to 7e-5 but do not close it (long sums with cancellation still round differently in the last bit now and
-then); exactness needs each row's slots at the same offsets alone and batched (BENCHMARKS.md, "Long reasoning").
+What it needs from the runtime: a row's slots at the same offsets within each segment, alone and batched, and the
+same split into segments: each segment's e V is its own float32 product, and onnxruntime's CPU MatMul rounds a sum
+differently when zeros (padding) sit among its terms or the cache is split elsewhere (zeros after the terms change
+nothing). Prefill lays every row out from slot 0 with padding at the end; decode batches keep each row's cache packed
+from slot 0 with the step's token as its own segment (runners/decode_kv.py). Measured alone vs batched bit for bit
+equal, fast mode and reasoning of 256 tokens, int8 (BENCHMARKS.md, "Batch-invariant attention"); before the packed
+decode KV a long generation moved P(A) by 7.5e-2, and float64 products alone only narrowed that to 7e-5 (long sums
+with cancellation still round differently in the last bit now and then).
 The float64 sums cost a few percent of a selection on CPU; TensorRT has no float64, so float exports keep the fused
 softmax unless asked.
 

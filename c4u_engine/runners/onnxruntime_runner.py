@@ -23,6 +23,12 @@ past segment grown (export/attention.py). A step hands over the cache it got fro
 arrays are never written) and only the last FOLD_SLOTS or fewer slots are copied per step; when the past segment
 reaches FOLD_SLOTS it is folded into the frozen one (one copy of the cache every FOLD_SLOTS steps). Engines exported
 before the decoder took a frozen segment run as before (the whole cache as past).
+
+Decode batches (engine/decode_batch.py) go one better through kv_for_decode: their KV is a DecodeKV
+(runners/decode_kv.py), each row's live slots packed from slot 0 in buffers with spare capacity, the whole buffer as
+the frozen segment and the step's token as the only new one, appended in place (one copy per GROW_SLOTS steps). A row
+then decodes the same whatever shares its batch (bit for bit with the batch-invariant attention of int8 / int4
+exports); the fold above serves decoding from a KV in the engine's layout (a runner driven directly).
 """
 
 from __future__ import annotations
