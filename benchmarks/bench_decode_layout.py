@@ -1,5 +1,6 @@
-"""Decode batches on onnxruntime: each row's cache packed from slot 0 (runners/decode_kv.py, the default) against the
-engine's slot layout with folds (the runner before it), reasoning selections timed in pairs.
+"""Decode batches on onnxruntime: each row's cache packed from slot 0 (runners/decode_kv.py; the default of engines
+that claim batch invariance) against the engine's slot layout with folds (the other engines' default), reasoning
+selections timed in pairs.
 
     python benchmarks/bench_decode_layout.py [--models builtin 40m] [--reps 7] [--strategy round_robin]
 
@@ -34,10 +35,12 @@ def main() -> None:
     p.add_argument("--root", default=str(Path("/tmp") / "c4u-bench-lone"))
     args = p.parse_args()
     from c4u_engine.api import Engine
+    from c4u_engine.runners.decode_kv import DecodeKV
     from c4u_engine.runners.onnxruntime_runner import OnnxRuntimeRunner
 
-    packed = OnnxRuntimeRunner.kv_for_decode
-    layouts = {"packed (default)": packed, "engine layout": lambda self, kv, mask: kv}
+    default = OnnxRuntimeRunner.kv_for_decode
+    layouts = {"packed": lambda self, kv, mask: kv if isinstance(kv, DecodeKV) else DecodeKV.pack(kv.segments(), mask),
+               "engine layout": lambda self, kv, mask: kv}
     rows = []
     for model in args.models:
         ckpt = workload.exported(model, args.root)
@@ -57,13 +60,13 @@ def main() -> None:
                 if rep:
                     seconds[name].append(time.perf_counter() - start)
                 texts[name] = [c.raw_text for c in selection.comparisons]
-        OnnxRuntimeRunner.kv_for_decode = packed
+        OnnxRuntimeRunner.kv_for_decode = default
         engine.close()
-        new, old = np.array(seconds["packed (default)"]), np.array(seconds["engine layout"])
-        same = sum(a == b for a, b in zip(texts["packed (default)"], texts["engine layout"]))
+        new, old = np.array(seconds["packed"]), np.array(seconds["engine layout"])
+        same = sum(a == b for a, b in zip(texts["packed"], texts["engine layout"]))
         rows.append([model, args.precision, args.strategy, BUDGET[model], f"{np.median(new):.3f}",
                      f"{np.median(old):.3f}", f"{np.median(old / new):.3f}",
-                     f"{same}/{len(texts['packed (default)'])}"])
+                     f"{same}/{len(texts['packed'])}"])
     print(report.markdown_table(["model", "precision", "strategy", "reasoning tokens", "packed s", "engine layout s",
                                  "engine layout / packed (paired median)", "same texts"], rows))
     print(f"\nmachine: {report.machine()}; {args.reps} interleaved pairs after a warm-up, medians")

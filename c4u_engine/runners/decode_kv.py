@@ -7,7 +7,9 @@ comparison's new tokens to the longest in its call, folds and merges happen at b
 generation's P(A) depended on what shared the batch (7.5e-2 after 256 tokens, built-in int8 engine). Here a row's
 cache is always its live slots in order from slot 0, then unused capacity, and each step's token is its own
 one-slot segment, the same alone and batched: with the batch-invariant attention of int8 / int4 exports, decoding
-is bit for bit independent of the batch.
+is bit for bit independent of the batch. Used for engines that claim batch invariance (OnnxRuntimeRunner
+.packed_decode); it costs 2-5% of a reasoning selection (attention over the spare capacity, a copy at join), which
+engines with the fused softmax, not invariant anyway, need not pay.
 
 Layout: per layer K and V of [rows, kv_heads, capacity, head_dim]; `lengths[r]` live slots in row r. The engine
 keeps its own slot layout (its attention mask, `width` slots, live slots where the mask says); the runner maps it:

@@ -24,11 +24,12 @@ arrays are never written) and only the last FOLD_SLOTS or fewer slots are copied
 reaches FOLD_SLOTS it is folded into the frozen one (one copy of the cache every FOLD_SLOTS steps). Engines exported
 before the decoder took a frozen segment run as before (the whole cache as past).
 
-Decode batches (engine/decode_batch.py) go one better through kv_for_decode: their KV is a DecodeKV
-(runners/decode_kv.py), each row's live slots packed from slot 0 in buffers with spare capacity, the whole buffer as
-the frozen segment and the step's token as the only new one, appended in place (one copy per GROW_SLOTS steps). A row
-then decodes the same whatever shares its batch (bit for bit with the batch-invariant attention of int8 / int4
-exports); the fold above serves decoding from a KV in the engine's layout (a runner driven directly).
+Engines that claim batch invariance (int8 / int4 by default, `packed_decode` overrides) decode differently: through
+kv_for_decode a decode batch's KV is a DecodeKV (runners/decode_kv.py), each row's live slots packed from slot 0 in
+buffers with spare capacity, the whole buffer as the frozen segment and the step's token as the only new one,
+appended in place (one copy per GROW_SLOTS steps), so a row decodes bit for bit the same whatever shares its batch.
+The others keep the engine's layout and the fold above (2-5% cheaper in reasoning selections; their fused softmax
+is not invariant anyway).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class OnnxRuntimeRunner(Runner):
         intra_op_threads: int | None = None,
         lone_threads: int | None = None,
         verify_hashes: bool = True,
+        packed_decode: bool | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -155,6 +157,10 @@ class OnnxRuntimeRunner(Runner):
             self.lone_threads = lone_threads
         self._takes_frozen = decoder_takes_frozen(self.engine_dir.graphs["decoder"])
         self._decoder_inputs = decoder_input_names(self.num_layers, self._takes_frozen)
+        # decode batches' KV packed per row (kv_for_decode): what batch invariance needs, so the default for engines
+        # that claim it; the others keep the engine's layout, 2-5% cheaper in reasoning (BENCHMARKS.md)
+        wanted = self.engine_dir.batch_invariant if packed_decode is None else bool(packed_decode)
+        self.packed_decode = wanted and self._takes_frozen
         self._table = _map_embeddings(self.engine_dir)
         self._empty_cache: dict[int, np.ndarray] = {}
 
@@ -307,9 +313,9 @@ class OnnxRuntimeRunner(Runner):
 
     # -- KV plumbing -----------------------------------------------------------------------------------
     def kv_for_decode(self, kv: KV, mask: np.ndarray) -> KV:
-        # rows packed from slot 0, so a row decodes alike whatever shares its batch (runners/decode_kv.py); graphs
-        # without a frozen segment (exported before it) keep the engine's layout
-        if not self._takes_frozen or isinstance(kv, DecodeKV):
+        # rows packed from slot 0, so a row decodes alike whatever shares its batch (runners/decode_kv.py); engines
+        # that do not claim batch invariance, or whose graphs have no frozen segment, keep the engine's layout
+        if not self.packed_decode or isinstance(kv, DecodeKV):
             return kv
         if np.asarray(mask).shape != (kv.keys[0].shape[0], self.kv_length(kv)):
             raise InvalidInputError(f"mask must be [{kv.keys[0].shape[0]}, {self.kv_length(kv)}], got "

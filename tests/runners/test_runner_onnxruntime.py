@@ -233,7 +233,9 @@ def test_long_decode_folds_the_cache_into_the_frozen_segment_and_matches_torch(p
 def test_decode_kv_packs_rows_and_decodes_as_torch(pairs):
     # The decode batch's KV (Runner.kv_for_decode): each row's live slots packed from slot 0, steps appended in
     # place; the logits are torch's on the engine's layout, and the engine's slot count and mask still rule.
-    ref, ours = pairs["gqa"]
+    ref, fused = pairs["gqa"]
+    assert not fused.packed_decode  # an fp32 export with the fused softmax keeps the engine's layout
+    ours = OnnxRuntimeRunner(fused.engine_dir.path, packed_decode=True)
     rng = np.random.default_rng(8)
     ids = rng.integers(0, 400, size=(2, 6))
     mask = np.ones((2, 6), bool)
