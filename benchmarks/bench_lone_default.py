@@ -73,7 +73,8 @@ def bench_model(name: str, root: Path, reps: int, clients: int, rounds: int) -> 
     for label in labels:
         lone_median = statistics.median(lone_s[label])
         rows.append([name, label, str(engines[label].config.lanes), f"{lone_median:.3f}",
-                     f"{lone_median / fastest:.2f}", f"{max(rates[label]):.2f}", f"{memory[label]:.0f}"])
+                     f"{lone_median / fastest:.2f}", f"{max(rates[label]):.2f}" if rates[label] else "-",
+                     f"{memory[label]:.0f}"])
     for engine in engines.values():
         engine.close()
     return rows
