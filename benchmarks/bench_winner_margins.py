@@ -109,7 +109,8 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="c4u-margins-"))
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ckpt = bench_precision.prepare_checkpoint(work, ["onnxruntime fp32", "onnxruntime int8"], args.checkpoint)
+    ckpt = bench_precision.prepare_checkpoint(  # the invariant fp32 export is the 8-bit MatMulNBits engines' source
+        work, ["onnxruntime fp32", "onnxruntime fp32, batch-invariant attention", "onnxruntime int8"], args.checkpoint)
     fp32_invariant = ckpt / "onnx-invariant"  # the int8 engines' source
     engines = {"fp32": Engine(ckpt / "onnx"), "int8 (shipped method)": Engine(ckpt / "onnx-int8"),
                WEIGHTS_INT8: Engine(weights_int8_checkpoint(ckpt, work / f"{ckpt.name}-weights-int8") / "onnx")}
