@@ -235,7 +235,8 @@ class OnnxRuntimeRunner(Runner):
     # -- decoder ---------------------------------------------------------------------------------------
     def _forward(self, embeds, position_ids, past, attention_mask, logits_index, reserve: int = 0):
         # reserve (spare slots for in-place appends) is a hint this runtime does not need: the graph returns
-        # present = concat(past, new) as fresh arrays, so a past KV is never written and may stay shared.
+        # present = concat(past, new) as fresh arrays, so a past KV in the engine's layout is never written and may
+        # stay shared; a decode KV grows in place, where only its newest owner writes (runners/decode_kv.py).
         embeds = np.ascontiguousarray(embeds, dtype=self._np_dtype)
         if embeds.ndim != 3 or embeds.shape[2] != self.hidden_size:
             raise InvalidInputError(f"embeds must be [B, S, {self.hidden_size}], got {list(embeds.shape)}")
@@ -256,9 +257,14 @@ class OnnxRuntimeRunner(Runner):
         empty = [self._empty(b)] * self.num_layers
         if past is not None and past.keys[0].shape[0] != b:
             raise InvalidInputError(f"past KV has batch {past.keys[0].shape[0]}, embeds batch {b}")
-        if isinstance(past, DecodeKV):
-            return self._decode_step(feeds, past)
-        if past is None:
+        packed = past if isinstance(past, DecodeKV) else None
+        if packed is not None:  # a decode batch's KV (runners/decode_kv.py): the packed cache as the frozen segment
+            if s != 1:
+                raise InvalidInputError("a decode KV takes one new token per row and call")
+            packed.check_engine_mask(feeds["attention_mask"])
+            feeds["attention_mask"] = packed.attention_mask()
+            past = OrtKV(empty, empty, packed.keys, packed.values)
+        elif past is None:
             past = OrtKV(empty, empty)
         elif self._takes_frozen and (past.frozen_keys is None or past.keys[0].shape[2] >= FOLD_SLOTS):
             # the whole cache becomes frozen: free when there is no frozen segment yet, else one copy
@@ -270,21 +276,9 @@ class OnnxRuntimeRunner(Runner):
             caches += [t for pair in zip(*frozen) for t in pair]
         feeds.update(zip(self._decoder_inputs[4:], caches))
         outputs = self._run(1, feeds)
+        if packed is not None:  # the step's token, written after each row's live slots
+            return outputs[0], packed.appended(outputs[1::2], outputs[2::2])
         return outputs[0], OrtKV(outputs[1::2], outputs[2::2], past.frozen_keys, past.frozen_values)
-
-    def _decode_step(self, feeds: dict[str, np.ndarray], past: DecodeKV):
-        """One token per row over a decode KV (runners/decode_kv.py): the packed cache as the frozen segment, the new
-        token as its own, the engine's mask checked against the rows' live slots and replaced by the packed one."""
-        if feeds["inputs_embeds"].shape[1] != 1:
-            raise InvalidInputError("a decode KV takes one new token per row and call")
-        past.check_engine_mask(feeds["attention_mask"])
-        feeds["attention_mask"] = past.attention_mask()
-        empty = [self._empty(past.rows)] * self.num_layers
-        caches = [t for pair in zip(empty, empty) for t in pair] + \
-            [t for pair in zip(past.keys, past.values) for t in pair]
-        feeds.update(zip(self._decoder_inputs[4:], caches))
-        outputs = self._run(1, feeds)
-        return outputs[0], past.appended(outputs[1::2], outputs[2::2])
 
     def _run(self, graph: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Graph 0 (vision) or 1 (decoder) on the lane's sessions; when this call is alone, on the lone (all-core)
@@ -317,9 +311,9 @@ class OnnxRuntimeRunner(Runner):
         # that do not claim batch invariance, or whose graphs have no frozen segment, keep the engine's layout
         if not self.packed_decode or isinstance(kv, DecodeKV):
             return kv
-        if np.asarray(mask).shape != (kv.keys[0].shape[0], self.kv_length(kv)):
-            raise InvalidInputError(f"mask must be [{kv.keys[0].shape[0]}, {self.kv_length(kv)}], got "
-                                    f"{list(np.asarray(mask).shape)}")
+        mask, shape = np.asarray(mask, bool), (kv.keys[0].shape[0], self.kv_length(kv))
+        if mask.shape != shape:
+            raise InvalidInputError(f"mask must be {list(shape)}, got {list(mask.shape)}")
         return DecodeKV.pack(kv.segments(), mask)
 
     def kv_select(self, kv: KV, rows: Sequence[int], length: int | None = None, reserve: int = 0) -> KV:
