@@ -27,6 +27,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--n", type=int, default=4, help="creatives per request (small: requests share batches)")
     parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--model", help="checkpoint directory with its engines beside it (onnx/, onnx-int8/, as "
+                                        "bench_precision.py --work leaves them; default: the built-in model)")
+    parser.add_argument("--size", type=int, default=112, help="creative side in pixels")
     parser.add_argument("--mode", default="fast", choices=["fast", "reason"])
     parser.add_argument("--max-new-tokens", type=int, default=256, help="reason mode's reasoning budget")
     parser.add_argument("--engine-layout-decode", action="store_true",
@@ -42,12 +45,13 @@ def main() -> int:
     from c4u_engine.api import Engine
     from c4u_engine.builtin import builtin_model_dir
 
-    reqs = [(images[: args.n], profile) for images, profile in synthetic_groups(args.requests, 112, seed=77)]
+    model = args.model or builtin_model_dir()
+    reqs = [(images[: args.n], profile) for images, profile in synthetic_groups(args.requests, args.size, seed=77)]
     rows = []
     for precision in args.precisions.split(","):
-        alone_engine = Engine(builtin_model_dir(), precision=precision, encoder_cache_bytes=0, prefix_cache_bytes=0)
+        alone_engine = Engine(model, precision=precision, encoder_cache_bytes=0, prefix_cache_bytes=0)
         alone = [alone_engine.select(im, p, use_cache=False, **options) for im, p in reqs]
-        shared = Engine(builtin_model_dir(), precision=precision)
+        shared = Engine(model, precision=precision)
         got = [f.result() for f in [shared.submit(im, p, **options) for im, p in reqs]]
         pairs = [(x, y) for g, r in zip(got, alone) for x, y in zip(g.comparisons, r.comparisons)]
         rows.append([precision, len(pairs), f"{max(abs(x.prob_a - y.prob_a) for x, y in pairs):.2e}",
@@ -59,7 +63,8 @@ def main() -> int:
                                  "answers differ", "texts differ", "winners differ", "rankings differ"], rows))
     budget = f", up to {args.max_new_tokens} reasoning tokens" if args.mode == "reason" else ""
     layout = "; decode KVs in the engine's layout (before decode_kv.py)" if args.engine_layout_decode else ""
-    print(f"\nmachine: {report.machine()}; {args.requests} requests of {args.n} creatives, {args.mode} mode{budget}, "
+    print(f"\nmachine: {report.machine()}; {Path(model).name}; {args.requests} requests of {args.n} creatives of "
+          f"{args.size} px, {args.mode} mode{budget}, "
           f"submitted at once{layout}")
     return 0
 

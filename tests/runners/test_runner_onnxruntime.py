@@ -267,7 +267,12 @@ def test_decode_kv_packs_rows_and_decodes_as_torch(pairs):
             with pytest.raises(InvalidInputError, match="decode KVs stack only"):
                 runner.kv_stack([kv, OrtKV(kv.keys, kv.values)], 40)
             assert runner.kv_select(kv, [1]).lengths.tolist() == [9]
+            with pytest.raises(InvalidInputError, match="selected whole"):
+                runner.kv_select(kv, [1], length=4)
             assert runner.kv_nbytes(kv) == sum(t.nbytes for t in kv.keys + kv.values)
+    _, prefill_kv = ours.forward(ours.embed(ids, []), pos, None, mask, np.zeros((2, 1), np.int64))
+    with pytest.raises(InvalidInputError, match=r"mask must be \[2, 6\]"):
+        ours.kv_for_decode(prefill_kv, mask[:, :5])
     for i, (a, b) in enumerate(zip(logits["onnxruntime"], logits["torch"])):
         _close(a, b, f"decode step {i}")
 
